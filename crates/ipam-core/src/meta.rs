@@ -1,0 +1,473 @@
+//! Kubernetes object metadata, label selectors and the [`Object`] trait every stored kind has.
+//!
+//! Only the fields Berth reads are typed; everything else a Kubernetes object may carry in its
+//! metadata (`managedFields`, ...) is kept in `extra`, so a Spiderpool object read and written
+//! back loses nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// `metadata` of a Kubernetes object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Object name, unique per kind (and namespace for namespaced kinds).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Namespace of namespaced kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Identity of this incarnation of the object, set when it is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Opaque version, set by the store on every write, compared only for equality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// Spec generation, bumped by the store when the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// RFC 3339 creation time, set by the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+    /// RFC 3339 time of a delete that finalizers hold back: the object is terminating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Finalizers: while any is left, delete only marks the object terminating.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+    /// Owners of the object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
+    /// Every other metadata field, kept as it was read.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl ObjectMeta {
+    /// Metadata with just a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether a delete is pending on finalizers.
+    pub fn is_terminating(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+
+    /// A label value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+
+    /// An annotation value.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).map(String::as_str)
+    }
+}
+
+/// `metadata.ownerReferences[]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference {
+    /// API version of the owner.
+    pub api_version: String,
+    /// Kind of the owner.
+    pub kind: String,
+    /// Name of the owner.
+    pub name: String,
+    /// UID of the owner.
+    #[serde(default)]
+    pub uid: String,
+    /// Whether the owner is the managing controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<bool>,
+    /// Whether deletion of the owner waits for this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_owner_deletion: Option<bool>,
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    /// Labels that must be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Set-based requirements, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    /// Values for `In` / `NotIn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    /// A selector of `key=value` pairs.
+    pub fn eq<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        LabelSelector {
+            match_labels: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            match_expressions: Vec::new(),
+        }
+    }
+
+    /// Whether the selector has no requirement (it then matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.is_empty() && self.match_expressions.is_empty()
+    }
+
+    /// Whether `labels` satisfy every requirement. An unknown operator matches nothing.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let have = labels.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => have.is_some_and(|v| r.values.contains(v)),
+                    "NotIn" => !have.is_some_and(|v| r.values.contains(v)),
+                    "Exists" => have.is_some(),
+                    "DoesNotExist" => have.is_none(),
+                    _ => false,
+                }
+            })
+    }
+
+    /// A problem with the selector, if it is malformed.
+    pub fn problem(&self) -> Option<String> {
+        for r in &self.match_expressions {
+            match r.operator.as_str() {
+                "In" | "NotIn" if r.values.is_empty() => {
+                    return Some(format!(
+                        "operator {} on key {:?} needs values",
+                        r.operator, r.key
+                    ));
+                }
+                "Exists" | "DoesNotExist" if !r.values.is_empty() => {
+                    return Some(format!(
+                        "operator {} on key {:?} takes no values",
+                        r.operator, r.key
+                    ));
+                }
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => return Some(format!("unknown operator {other:?} on key {:?}", r.key)),
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Display for LabelSelector {
+    /// `kubectl`'s selector syntax: `a=b,c in (d,e),!f`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for r in &self.match_expressions {
+            parts.push(match r.operator.as_str() {
+                "In" => format!("{} in ({})", r.key, r.values.join(",")),
+                "NotIn" => format!("{} notin ({})", r.key, r.values.join(",")),
+                "Exists" => r.key.clone(),
+                "DoesNotExist" => format!("!{}", r.key),
+                other => format!("{} {other} ({})", r.key, r.values.join(",")),
+            });
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// The kinds Berth stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `SpiderSubnet` (cluster-scoped).
+    SpiderSubnet,
+    /// `SpiderIPPool` (cluster-scoped).
+    SpiderIPPool,
+    /// `SpiderEndpoint` (namespaced).
+    SpiderEndpoint,
+    /// `SpiderReservedIP` (cluster-scoped).
+    SpiderReservedIP,
+    /// `apps/v1` `Deployment` (namespaced).
+    Deployment,
+    /// `apps/v1` `StatefulSet` (namespaced).
+    StatefulSet,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Kind::SpiderSubnet,
+        Kind::SpiderIPPool,
+        Kind::SpiderEndpoint,
+        Kind::SpiderReservedIP,
+        Kind::Deployment,
+        Kind::StatefulSet,
+    ];
+
+    /// The `kind` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::SpiderSubnet => "SpiderSubnet",
+            Kind::SpiderIPPool => "SpiderIPPool",
+            Kind::SpiderEndpoint => "SpiderEndpoint",
+            Kind::SpiderReservedIP => "SpiderReservedIP",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+        }
+    }
+
+    /// The `apiVersion` string.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Deployment | Kind::StatefulSet => "apps/v1",
+            _ => crate::SPIDERPOOL_API_VERSION,
+        }
+    }
+
+    /// The lower-case plural resource name (`spiderippools`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::SpiderSubnet => "spidersubnets",
+            Kind::SpiderIPPool => "spiderippools",
+            Kind::SpiderEndpoint => "spiderendpoints",
+            Kind::SpiderReservedIP => "spiderreservedips",
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn is_namespaced(self) -> bool {
+        matches!(
+            self,
+            Kind::SpiderEndpoint | Kind::Deployment | Kind::StatefulSet
+        )
+    }
+
+    /// Whether `status` is a subresource: `update` leaves it alone and `update_status` writes
+    /// only it. SpiderEndpoint has none (its status is written by a plain update).
+    pub fn has_status_subresource(self) -> bool {
+        !matches!(self, Kind::SpiderEndpoint | Kind::SpiderReservedIP)
+    }
+
+    /// The kind for a `kind` string (case-insensitive, plural, singular and short names too).
+    pub fn parse(s: &str) -> Option<Kind> {
+        let l = s.to_ascii_lowercase();
+        Kind::ALL.into_iter().find(|k| {
+            let n = k.name().to_ascii_lowercase();
+            l == n || l == k.plural() || l == k.short_name()
+        })
+    }
+
+    /// kubectl's short name (`ss`, `sp`, `se`, `sr`, `deploy`, `sts`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Kind::SpiderSubnet => "ss",
+            Kind::SpiderIPPool => "sp",
+            Kind::SpiderEndpoint => "se",
+            Kind::SpiderReservedIP => "sr",
+            Kind::Deployment => "deploy",
+            Kind::StatefulSet => "sts",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The address of an object in a store: kind, namespace (namespaced kinds only) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// The kind.
+    pub kind: Kind,
+    /// The namespace, `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of a cluster-scoped object.
+    pub fn cluster(kind: Kind, name: impl Into<String>) -> Self {
+        ObjectKey {
+            kind,
+            namespace: None,
+            name: name.into(),
+        }
+    }
+
+    /// The key of a namespaced object.
+    pub fn namespaced(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            kind,
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    /// `SpiderIPPool "pool-a"` or `Deployment "default/test-app"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} \"{}/{}\"", self.kind, ns, self.name),
+            None => write!(f, "{} \"{}\"", self.kind, self.name),
+        }
+    }
+}
+
+/// A kind Berth stores: serde shape plus access to its metadata.
+pub trait Object:
+    Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static
+{
+    /// The kind of every value of this type.
+    const KIND: Kind;
+
+    /// The metadata.
+    fn meta(&self) -> &ObjectMeta;
+
+    /// The metadata, mutably.
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+
+    /// The store key of this object.
+    fn key(&self) -> ObjectKey {
+        ObjectKey {
+            kind: Self::KIND,
+            namespace: if Self::KIND.is_namespaced() {
+                Some(
+                    self.meta()
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                )
+            } else {
+                None
+            },
+            name: self.meta().name.clone(),
+        }
+    }
+
+    /// The object's name.
+    fn name(&self) -> &str {
+        &self.meta().name
+    }
+
+    /// The stored version, if the object came from a store.
+    fn version(&self) -> Option<&str> {
+        self.meta().resource_version.as_deref()
+    }
+}
+
+/// Implements [`Object`] for a struct with a `metadata: ObjectMeta` field.
+macro_rules! impl_object {
+    ($t:ty, $kind:expr) => {
+        impl $crate::meta::Object for $t {
+            const KIND: $crate::meta::Kind = $kind;
+            fn meta(&self) -> &$crate::meta::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut $crate::meta::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+pub(crate) use impl_object;
+
+/// Serde default for `apiVersion` of Spiderpool kinds.
+pub(crate) fn spiderpool_api_version() -> String {
+    crate::SPIDERPOOL_API_VERSION.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selectors_match_like_kubernetes() {
+        let sel: LabelSelector = serde_json::from_str(
+            r#"{"matchLabels":{"zone":"a"},
+                "matchExpressions":[{"key":"tier","operator":"In","values":["web","api"]},
+                                    {"key":"legacy","operator":"DoesNotExist"}]}"#,
+        )
+        .unwrap();
+        assert!(sel.matches(&labels(&[("zone", "a"), ("tier", "web")])));
+        assert!(!sel.matches(&labels(&[("zone", "a"), ("tier", "db")])));
+        assert!(!sel.matches(&labels(&[("zone", "a"), ("tier", "web"), ("legacy", "1")])));
+        assert!(!sel.matches(&labels(&[("tier", "web")])));
+        assert!(LabelSelector::default().matches(&labels(&[])));
+        assert_eq!(sel.to_string(), "zone=a,tier in (web,api),!legacy");
+    }
+
+    #[test]
+    fn malformed_selectors_are_named() {
+        let bad = LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "k".into(),
+                operator: "Like".into(),
+                values: vec![],
+            }],
+        };
+        assert!(bad.problem().unwrap().contains("Like"));
+        assert!(!bad.matches(&labels(&[("k", "v")])));
+    }
+
+    #[test]
+    fn kinds_parse_from_kubectl_names() {
+        assert_eq!(Kind::parse("sp"), Some(Kind::SpiderIPPool));
+        assert_eq!(Kind::parse("SpiderSubnets"), Some(Kind::SpiderSubnet));
+        assert_eq!(Kind::parse("deploy"), Some(Kind::Deployment));
+        assert_eq!(Kind::parse("statefulset"), Some(Kind::StatefulSet));
+        assert_eq!(Kind::parse("pods"), None);
+    }
+
+    #[test]
+    fn metadata_keeps_unknown_fields() {
+        let json =
+            r#"{"name":"a","uid":"u","managedFields":[{"manager":"kubectl"}],"labels":{"x":"y"}}"#;
+        let m: ObjectMeta = serde_json::from_str(json).unwrap();
+        assert_eq!(m.extra.len(), 1);
+        let back: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(json).unwrap()
+        );
+    }
+}
