@@ -1,0 +1,64 @@
+//! Lenient decoding helpers: input is read the way the Go library reads it (a `null` list
+//! is an empty list, an empty string is an absent value), output is exact.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Deserializer};
+
+/// `null` or absent → `T::default()`.
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `null`, absent or `""` → `None`.
+pub(crate) fn non_empty_string<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// `null`, absent or `""` → `None` (Go's `net.IP` reads `""` as nil); else an IP address.
+pub(crate) fn optional_ip<'de, D>(d: D) -> Result<Option<IpAddr>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid IP address {s:?}"))),
+    }
+}
+
+/// `null`, absent or `0` → `None` (Go's `omitempty` integers treat 0 as unset).
+pub(crate) fn non_zero<'de, D>(d: D) -> Result<Option<u32>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Option::<u32>::deserialize(d)?.filter(|v| *v != 0))
+}
+
+/// `null`, absent or `""` → `None`; else a path.
+pub(crate) fn non_empty_path<'de, D>(d: D) -> Result<Option<std::path::PathBuf>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(non_empty_string(d)?.map(Into::into))
+}
+
+/// A key that is present is `Some`, even when its value is `null` (`Some(None)` for an
+/// `Option` target); with `#[serde(default)]` an absent key is `None`.
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
