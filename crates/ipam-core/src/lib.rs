@@ -1,15 +1,97 @@
-//! placeholder docs (rewritten below)
+//! Berth's allocation core: fixed IPs on every NIC of a pod, from per-application pools.
+//!
+//! # The objects
+//!
+//! Berth speaks Spiderpool's API (`spiderpool.spidernet.io/v2beta1`), so Spiderpool's YAML
+//! applies as it is:
+//!
+//! - a [`SpiderSubnet`] is an underlay subnet and the IPs pools may be carved from;
+//!   `status.controlledIPPools` records which pool holds which of them;
+//! - a [`SpiderIPPool`] holds the IPs pods get; `status.allocatedIPs` records who holds each one
+//!   and is the authority on ownership. *Auto pools* are carved from a subnet for one
+//!   application (Deployment or StatefulSet) and sized `replicas + N` (`ippool-ip-number: "+N"`)
+//!   or `N`; they grow and shrink with the replica count and go with the application;
+//! - a [`SpiderEndpoint`] per pod lists the IPs of each NIC; a StatefulSet pod gets them back
+//!   after a restart;
+//! - a [`SpiderReservedIP`] lists IPs never handed out.
+//!
+//! # The layers
+//!
+//! - Pure values and functions, no I/O: IP sets in Spiderpool's syntax ([`IpSet`]), the
+//!   O(log n) [`Allocator`], validation equal to Spiderpool's webhooks, the annotations
+//!   ([`annotations`]), pool selection ([`select`]) and auto-pool carving ([`autopool`]).
+//! - The [`store::Store`] trait: a versioned object store with optimistic concurrency and
+//!   Kubernetes semantics (status subresource, finalizers, label selectors), implemented in
+//!   memory here ([`store::MemStore`]), on sled and on the Kubernetes API in sibling crates, all
+//!   held to one [`store::conformance`] suite. Backends only store; they never choose an IP.
+//! - The [`engine::Engine`], generic over the store: allocate (all NICs and families, all or
+//!   nothing, idempotent), release, application reconcile, GC. It orders its writes so that a
+//!   crash between any two leaves no IP with two holders.
+//!
+//! # Example
+//!
+//! Two NICs of a pod get an IP each from the seed's two subnets, through the application's
+//! auto pools:
+//!
+//! ```
+//! use ipam_core::engine::{AllocateRequest, AnyObject, Engine};
+//! use ipam_core::select::{NicConfig, PodContext};
+//! use ipam_core::store::MemStore;
+//! use ipam_core::{AppRef, Deployment, SpiderSubnet, Workload, WorkloadKind, ips};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let engine = Engine::new(MemStore::new());
+//! for (name, net, range, gw) in [
+//!     ("subnet-test-ens192", "10.6.0.1/16", "10.6.168.171-10.6.168.180", "10.6.0.1"),
+//!     ("subnet-test-ens224", "10.7.0.1/16", "10.7.168.171-10.7.168.180", "10.7.0.1"),
+//! ] {
+//!     let s = SpiderSubnet::new(name, net.parse()?, ips![range], Some(gw.parse()?));
+//!     engine.apply(AnyObject::Subnet(s)).await?;
+//! }
+//! let annotations = [
+//!     ("ipam.spidernet.io/subnets", r#"[{"interface":"eth0","ipv4":["subnet-test-ens192"]},
+//!                                       {"interface":"net1","ipv4":["subnet-test-ens224"]}]"#),
+//!     ("ipam.spidernet.io/ippool-ip-number", "+1"),
+//! ];
+//! let app = Workload::new(WorkloadKind::Deployment, "default", "test-app", 2,
+//!     annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+//! engine.apply(AnyObject::Deployment(Deployment(app.clone()))).await?;
+//!
+//! let request = AllocateRequest {
+//!     pod: PodContext {
+//!         namespace: "default".into(),
+//!         name: "test-app-6f4594ff67-fkqbw".into(),
+//!         annotations: app.pod_annotations().clone(),
+//!         app: Some(AppRef::of(&app)),
+//!         ..Default::default()
+//!     },
+//!     pod_uid: "pod-uid-1".into(),
+//!     container_id: "c1".into(),
+//!     nics: ["eth0", "net1"].map(|i| NicConfig { interface: i.into(), ..Default::default() }).into(),
+//!     ..Default::default()
+//! };
+//! let got = engine.allocate(&request).await?;
+//! assert_eq!(got.nics[0].ips[0].address.to_string(), "10.6.168.171/16");
+//! assert_eq!(got.nics[1].ips[0].address.to_string(), "10.7.168.171/16");
+//! assert_eq!(engine.allocate(&request).await?, got, "a retried ADD gets the same IPs");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 #![forbid(unsafe_code)]
 
 mod addressing;
 mod allocator;
 pub mod annotations;
+pub mod autopool;
 mod endpoint;
+pub mod engine;
 mod error;
 mod meta;
 mod pool;
 mod range;
 mod reserved;
+pub mod select;
+pub mod store;
 mod subnet;
 mod workload;
 

@@ -1,0 +1,622 @@
+//! Allocate and release: all NICs and families of a request, all or nothing, idempotent per
+//! container and interface; StatefulSet pods keep their IPs across restarts.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::Engine;
+use super::batch::{Matcher, OpResult, PoolOp};
+use crate::addressing::Route;
+use crate::annotations::PodAnnotations;
+use crate::endpoint::{EndpointStatus, NicAllocation, PodAllocation, SpiderEndpoint};
+use crate::error::Error;
+use crate::meta::{Kind, ObjectKey};
+use crate::pool::{IpRecord, SpiderIPPool};
+use crate::range::IpFamily;
+use crate::select::{NicConfig, PodContext, Selection, find_auto_pool, select};
+use crate::store::{Store, TypedStore};
+use crate::workload::{AppRef, StatefulSet, WorkloadKind};
+
+/// An allocation request: one pod, one container, one or more NICs.
+#[derive(Debug, Clone, Default)]
+pub struct AllocateRequest {
+    /// The pod and its surroundings (labels, annotations, application, node, namespace).
+    pub pod: PodContext,
+    /// The pod UID (a new one after every pod re-creation).
+    pub pod_uid: String,
+    /// The CNI container (sandbox) id.
+    pub container_id: String,
+    /// The container's network namespace path (how embedded mode tells it is alive).
+    pub netns: Option<String>,
+    /// The NICs, each with its CNI network's configuration.
+    pub nics: Vec<NicConfig>,
+}
+
+/// The IPs of one NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicAddresses {
+    /// The pod interface.
+    pub interface: String,
+    /// One address per family, with the pool subnet's prefix length.
+    pub ips: Vec<AllocatedIp>,
+    /// The pool routes and the pod's routes annotation entries whose gateway is on this NIC.
+    pub routes: Vec<Route>,
+    /// No default route through this NIC's gateway.
+    pub clean_gateway: bool,
+}
+
+/// One address handed to a NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocatedIp {
+    /// The address with the pool subnet's prefix length (`10.6.168.171/16`).
+    pub address: IpNet,
+    /// The pool's gateway.
+    pub gateway: Option<IpAddr>,
+    /// The pool it came from.
+    pub pool: String,
+}
+
+/// The result of an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// Per requested NIC, in request order.
+    pub nics: Vec<NicAddresses>,
+}
+
+/// A release request (CNI DEL).
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseRequest {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod UID, if known.
+    pub pod_uid: String,
+    /// The container (sandbox) id.
+    pub container_id: String,
+    /// Only these interfaces (all of the container's when `None`).
+    pub interfaces: Option<Vec<String>>,
+    /// The pod's application, if known (otherwise taken from the endpoint).
+    pub app: Option<AppRef>,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// IPs freed, with their pools.
+    pub ips: Vec<(String, IpAddr)>,
+    /// IPs kept because the pod is a StatefulSet pod its StatefulSet keeps.
+    pub kept_for_statefulset: Vec<(String, IpAddr)>,
+}
+
+struct Taken {
+    pool: String,
+    ip: IpAddr,
+    fresh: bool,
+    record: IpRecord,
+}
+
+fn pod_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl<S: Store> Engine<S> {
+    /// Whether the StatefulSet of `app` keeps the pod name `pod` at its replica count.
+    pub(crate) async fn keeps(&self, app: Option<&AppRef>, pod: &str) -> Result<bool, Error> {
+        let Some(app) = app.filter(|a| a.workload_kind() == Some(WorkloadKind::StatefulSet)) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .get_as::<StatefulSet>(Some(&app.namespace), &app.name)
+            .await?
+            .is_some_and(|s| s.keeps(pod)))
+    }
+
+    /// Allocates an IP per family to every NIC of the request, from the pools selection picks.
+    ///
+    /// All or nothing: when one NIC or family cannot be served, what this call took is released
+    /// before the error returns. Repeating a request (same container and interfaces) returns the
+    /// same IPs. A StatefulSet pod whose name its StatefulSet keeps gets the IPs it had.
+    pub async fn allocate(&self, req: &AllocateRequest) -> Result<Allocation, Error> {
+        if req.container_id.is_empty() {
+            return Err(Error::Annotation {
+                key: "containerID".into(),
+                reason: "the request has no container id".into(),
+            });
+        }
+        let mut seen = Vec::new();
+        for n in &req.nics {
+            if seen.contains(&&n.interface) {
+                return Err(Error::Annotation {
+                    key: "interface".into(),
+                    reason: format!("{} is requested twice", n.interface),
+                });
+            }
+            seen.push(&n.interface);
+        }
+        let mut ctx = req.pod.clone();
+        if ctx.namespace.is_empty() {
+            ctx.namespace = "default".into();
+        }
+        if let (Some(app), None) = (&ctx.app, &ctx.app_uid) {
+            ctx.app_uid = self.workload(app).await?.and_then(|w| w.metadata.uid);
+        }
+        let parsed = PodAnnotations::parse(&ctx.annotations)?;
+        let endpoint: Option<SpiderEndpoint> =
+            self.store.get_as(Some(&ctx.namespace), &ctx.name).await?;
+        let retained = self.keeps(ctx.app.as_ref(), &ctx.name).await?;
+        self.ensure_auto_pools(&ctx, &parsed, &req.nics).await?;
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+
+        let mut taken: Vec<Taken> = Vec::new();
+        let mut moved: Vec<(String, IpAddr)> = Vec::new();
+        let mut out = Vec::new();
+        let mut selections = Vec::new();
+        let result: Result<(), Error> = async {
+            for nic in &req.nics {
+                let selection = select(&ctx, &parsed, nic, &pools)?;
+                let prior = endpoint
+                    .as_ref()
+                    .filter(|e| retained || e.current().uid == req.pod_uid)
+                    .and_then(|e| e.nic(&nic.interface).cloned());
+                for (family, candidates) in &selection.families {
+                    let record = IpRecord {
+                        pod: pod_key(&ctx.namespace, &ctx.name),
+                        pod_uid: req.pod_uid.clone(),
+                        container_id: Some(req.container_id.clone()),
+                        interface: Some(nic.interface.clone()),
+                        network: nic.network.clone(),
+                        netns: req.netns.clone(),
+                    };
+                    let t = self
+                        .allocate_family(
+                            &nic.interface,
+                            *family,
+                            candidates,
+                            prior.as_ref(),
+                            record,
+                            &mut moved,
+                        )
+                        .await?;
+                    taken.push(t);
+                }
+                selections.push((nic, selection));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.rollback(&taken).await;
+            return Err(e);
+        }
+
+        for (nic, selection) in &selections {
+            out.push(self.nic_addresses(nic, selection, &taken, &pools, &parsed));
+        }
+        if let Err(e) = self
+            .record_endpoint(&ctx, req, endpoint.is_some(), &out)
+            .await
+        {
+            self.rollback(&taken).await;
+            return Err(e);
+        }
+        // The pod's pools changed since its IPs were recorded: the old ones go.
+        for (pool, ip) in moved {
+            let pod = pod_key(&ctx.namespace, &ctx.name);
+            self.pool_op(
+                &pool,
+                PoolOp::Release {
+                    matcher: Matcher::Ip { ip, pod },
+                },
+            )
+            .await?;
+            self.after_release(&pool).await?;
+        }
+        Ok(Allocation { nics: out })
+    }
+
+    /// One address of one family for one NIC: the recorded one of a returning pod if its pool
+    /// is still a candidate, else the first candidate pool with a free IP.
+    async fn allocate_family(
+        &self,
+        nic: &str,
+        family: IpFamily,
+        candidates: &[String],
+        prior: Option<&NicAllocation>,
+        record: IpRecord,
+        moved: &mut Vec<(String, IpAddr)>,
+    ) -> Result<Taken, Error> {
+        if let (Some(addr), Some(pool)) = (
+            prior.and_then(|p| p.address(family)),
+            prior.and_then(|p| p.pool(family)),
+        ) {
+            if candidates.iter().any(|c| c == pool) {
+                let op = PoolOp::Restamp {
+                    ip: addr.addr(),
+                    record: record.clone(),
+                };
+                if self.pool_op(pool, op).await? == OpResult::Restamped(true) {
+                    return Ok(Taken {
+                        pool: pool.to_string(),
+                        ip: addr.addr(),
+                        fresh: false,
+                        record,
+                    });
+                }
+            } else {
+                moved.push((pool.to_string(), addr.addr()));
+            }
+        }
+        let mut refusals = Vec::new();
+        for pool in candidates {
+            match self
+                .pool_op(
+                    pool,
+                    PoolOp::Allocate {
+                        record: record.clone(),
+                    },
+                )
+                .await?
+            {
+                OpResult::Allocated { ip, fresh } => {
+                    return Ok(Taken {
+                        pool: pool.clone(),
+                        ip,
+                        fresh,
+                        record,
+                    });
+                }
+                OpResult::Exhausted => refusals.push((pool.clone(), "exhausted")),
+                OpResult::Closed(why) => refusals.push((pool.clone(), why)),
+                OpResult::Missing => refusals.push((pool.clone(), "deleted")),
+                other => unreachable!("allocate answered {other:?}"),
+            }
+        }
+        if refusals.iter().all(|(_, why)| *why == "exhausted") {
+            return Err(Error::PoolsExhausted {
+                nic: nic.to_string(),
+                family,
+                pools: candidates.to_vec(),
+            });
+        }
+        Err(Error::NoPool {
+            nic: nic.to_string(),
+            family,
+            reason: refusals
+                .iter()
+                .map(|(p, why)| format!("{p}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    /// Releases what this call took fresh; errors are logged (GC frees what is left).
+    async fn rollback(&self, taken: &[Taken]) {
+        for t in taken.iter().filter(|t| t.fresh) {
+            let op = PoolOp::Release {
+                matcher: Matcher::Exact {
+                    ip: t.ip,
+                    record: t.record.clone(),
+                },
+            };
+            if let Err(e) = self.pool_op(&t.pool, op).await {
+                tracing::warn!(pool = %t.pool, ip = %t.ip, error = %e, "rollback failed; GC will free the IP");
+            }
+        }
+    }
+
+    fn nic_addresses(
+        &self,
+        nic: &NicConfig,
+        selection: &Selection,
+        taken: &[Taken],
+        pools: &[SpiderIPPool],
+        parsed: &PodAnnotations,
+    ) -> NicAddresses {
+        let mut ips = Vec::new();
+        let mut routes: Vec<Route> = Vec::new();
+        for t in taken
+            .iter()
+            .filter(|t| t.record.interface.as_deref() == Some(nic.interface.as_str()))
+        {
+            let Some(pool) = pools.iter().find(|p| p.metadata.name == t.pool) else {
+                continue;
+            };
+            let prefix = pool.spec.subnet.prefix_len();
+            let address = IpNet::new(t.ip, prefix).expect("prefix of the pool's own subnet");
+            for r in pool.spec.routes.iter().flatten() {
+                if !routes.contains(r) {
+                    routes.push(r.clone());
+                }
+            }
+            let subnet = pool.spec.subnet.trunc();
+            for r in &parsed.routes {
+                if subnet.contains(&r.gw) && !routes.contains(r) {
+                    routes.push(r.clone());
+                }
+            }
+            ips.push(AllocatedIp {
+                address,
+                gateway: pool.spec.gateway,
+                pool: t.pool.clone(),
+            });
+        }
+        NicAddresses {
+            interface: nic.interface.clone(),
+            ips,
+            routes,
+            clean_gateway: selection.clean_gateway,
+        }
+    }
+
+    /// Writes the pod's SpiderEndpoint after its IPs are recorded in the pools.
+    async fn record_endpoint(
+        &self,
+        ctx: &PodContext,
+        req: &AllocateRequest,
+        _existed: bool,
+        nics: &[NicAddresses],
+    ) -> Result<(), Error> {
+        let key = ObjectKey::namespaced(Kind::SpiderEndpoint, &ctx.namespace, &ctx.name);
+        self.retry(&key, || async {
+            let stored: Option<SpiderEndpoint> =
+                self.store.get_as(Some(&ctx.namespace), &ctx.name).await?;
+            let mut ep = stored
+                .clone()
+                .unwrap_or_else(|| SpiderEndpoint::new(&ctx.namespace, &ctx.name));
+            let mut current: PodAllocation = ep.current();
+            if current.uid != req.pod_uid
+                || current.container_id.as_deref() != Some(req.container_id.as_str())
+            {
+                // A new incarnation: entries of NICs not in this request are dropped only if the
+                // pod changed (same uid keeps them, for NICs allocated one call at a time).
+                if current.uid != req.pod_uid {
+                    current.ips.clear();
+                }
+                current.uid = req.pod_uid.clone();
+                current.container_id = Some(req.container_id.clone());
+            }
+            current.node = ctx.node.clone();
+            for n in nics {
+                let mut entry = NicAllocation {
+                    interface: n.interface.clone(),
+                    vlan: Some(0),
+                    routes: n.routes.clone(),
+                    clean_gateway: Some(n.clean_gateway),
+                    ..Default::default()
+                };
+                for ip in &n.ips {
+                    match IpFamily::of(&ip.address.addr()) {
+                        IpFamily::V4 => {
+                            entry.ipv4 = Some(ip.address);
+                            entry.ipv4_pool = Some(ip.pool.clone());
+                            entry.ipv4_gateway = ip.gateway;
+                        }
+                        IpFamily::V6 => {
+                            entry.ipv6 = Some(ip.address);
+                            entry.ipv6_pool = Some(ip.pool.clone());
+                            entry.ipv6_gateway = ip.gateway;
+                        }
+                    }
+                }
+                current.ips.retain(|e| e.interface != n.interface);
+                current.ips.push(entry);
+            }
+            current.ips.sort_by(|a, b| a.interface.cmp(&b.interface));
+            let (owner_type, owner_name) = match &ctx.app {
+                Some(app) => (app.kind.clone(), app.name.clone()),
+                None => ("Pod".to_string(), ctx.name.clone()),
+            };
+            ep.status = Some(EndpointStatus {
+                current,
+                owner_controller_type: owner_type,
+                owner_controller_name: owner_name,
+            });
+            match &stored {
+                Some(s) if s == &ep => Ok(()),
+                Some(_) => self.store.update_as(&ep).await.map(|_| ()),
+                None => self.store.create_as(&ep).await.map(|_| ()),
+            }
+        })
+        .await
+    }
+
+    /// Makes sure the application's auto pools for the requested NICs exist (the agent creates
+    /// them synchronously instead of making the pod wait for a controller).
+    async fn ensure_auto_pools(
+        &self,
+        ctx: &PodContext,
+        parsed: &PodAnnotations,
+        nics: &[NicConfig],
+    ) -> Result<(), Error> {
+        let Some(app) = &ctx.app else {
+            return Ok(());
+        };
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let missing = nics.iter().any(|n| {
+            parsed.subnet_for(&n.interface).is_some_and(|item| {
+                [(IpFamily::V4, &item.ipv4), (IpFamily::V6, &item.ipv6)]
+                    .into_iter()
+                    .any(|(f, s)| {
+                        s.is_some()
+                            && find_auto_pool(&pools, app, ctx.app_uid.as_deref(), &n.interface, f)
+                                .is_none()
+                    })
+            })
+        });
+        if missing && self.workload(app).await?.is_some() {
+            let _guard = self.spec_lock.lock().await;
+            self.reconcile_app_locked(app).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases what a container holds (CNI DEL). Unknown containers are a success. A
+    /// StatefulSet pod whose name its StatefulSet keeps keeps its IPs, detached from the
+    /// container, for its next incarnation.
+    pub async fn release(&self, req: &ReleaseRequest) -> Result<Released, Error> {
+        let namespace = if req.namespace.is_empty() {
+            "default"
+        } else {
+            req.namespace.as_str()
+        };
+        let endpoint: Option<SpiderEndpoint> =
+            self.store.get_as(Some(namespace), &req.name).await?;
+        let app = req.app.clone().or_else(|| {
+            let st = endpoint.as_ref()?.status.as_ref()?;
+            (st.owner_controller_type == "StatefulSet").then(|| {
+                AppRef::apps_v1(
+                    WorkloadKind::StatefulSet,
+                    namespace,
+                    &st.owner_controller_name,
+                )
+            })
+        });
+        let ours = endpoint.as_ref().is_some_and(|e| {
+            e.current().container_id.as_deref() == Some(req.container_id.as_str())
+        });
+        // The pools to look in: those the endpoint names for this container, else all.
+        let pool_names: Vec<String> = match (&endpoint, ours) {
+            (Some(e), true) => {
+                let mut v: Vec<String> = e
+                    .current()
+                    .ips
+                    .iter()
+                    .filter(|n| {
+                        req.interfaces
+                            .as_ref()
+                            .is_none_or(|ifs| ifs.contains(&n.interface))
+                    })
+                    .flat_map(|n| [n.ipv4_pool.clone(), n.ipv6_pool.clone()])
+                    .flatten()
+                    .collect();
+                v.sort();
+                v.dedup();
+                v
+            }
+            _ => {
+                let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+                pools
+                    .iter()
+                    .filter(|p| {
+                        p.records()
+                            .values()
+                            .any(|r| r.container_id.as_deref() == Some(req.container_id.as_str()))
+                    })
+                    .map(|p| p.metadata.name.clone())
+                    .collect()
+            }
+        };
+        let mut out = Released::default();
+        let keep = self.keeps(app.as_ref(), &req.name).await?;
+        for pool in &pool_names {
+            let matcher = Matcher::Container {
+                container_id: req.container_id.clone(),
+                pod_uid: req.pod_uid.clone(),
+                interfaces: req.interfaces.clone(),
+            };
+            let op = if keep {
+                PoolOp::Detach { matcher }
+            } else {
+                PoolOp::Release { matcher }
+            };
+            match self.pool_op(pool, op).await? {
+                OpResult::Released(ips) if keep => out
+                    .kept_for_statefulset
+                    .extend(ips.into_iter().map(|ip| (pool.clone(), ip))),
+                OpResult::Released(ips) => {
+                    out.ips.extend(ips.into_iter().map(|ip| (pool.clone(), ip)))
+                }
+                _ => {}
+            }
+        }
+        if !keep && ours {
+            self.forget_endpoint_nics(
+                namespace,
+                &req.name,
+                &req.container_id,
+                req.interfaces.as_deref(),
+            )
+            .await?;
+        }
+        if !keep {
+            for pool in &pool_names {
+                self.after_release(pool).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a container's NIC entries from the pod's endpoint (and the endpoint when empty).
+    async fn forget_endpoint_nics(
+        &self,
+        namespace: &str,
+        name: &str,
+        container_id: &str,
+        interfaces: Option<&[String]>,
+    ) -> Result<(), Error> {
+        let key = ObjectKey::namespaced(Kind::SpiderEndpoint, namespace, name);
+        self.retry(&key, || async {
+            let Some(mut ep) = self
+                .store
+                .get_as::<SpiderEndpoint>(Some(namespace), name)
+                .await?
+            else {
+                return Ok(());
+            };
+            let Some(st) = ep.status.as_mut() else {
+                self.store.delete_as(&ep).await?;
+                return Ok(());
+            };
+            if st.current.container_id.as_deref() != Some(container_id) {
+                return Ok(());
+            }
+            st.current
+                .ips
+                .retain(|n| interfaces.is_some_and(|ifs| !ifs.contains(&n.interface)));
+            if st.current.ips.is_empty() {
+                match self.store.delete_as(&ep).await {
+                    Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.store.update_as(&ep).await.map(|_| ())
+            }
+        })
+        .await
+    }
+
+    /// After IPs left a pool: remove it if it is terminating and empty, shrink it if it is an
+    /// auto pool above its desired size.
+    pub(crate) async fn after_release(&self, pool: &str) -> Result<(), Error> {
+        let Some(p) = self.store.get_as::<SpiderIPPool>(None, pool).await? else {
+            return Ok(());
+        };
+        if p.metadata.is_terminating() {
+            if p.allocated_count() == 0 {
+                let _guard = self.spec_lock.lock().await;
+                self.finish_pool(pool).await?;
+            }
+            return Ok(());
+        }
+        if let Some(app) = super::apps::app_of_pool(&p)
+            && self.auto_pool_oversized(&p, &app).await?
+        {
+            let _guard = self.spec_lock.lock().await;
+            self.reconcile_app_locked(&app).await?;
+        }
+        Ok(())
+    }
+
+    /// Every record of the pools, keyed by pool name (for inspection and tests).
+    pub async fn records(&self) -> Result<BTreeMap<String, BTreeMap<IpAddr, IpRecord>>, Error> {
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        Ok(pools
+            .into_iter()
+            .map(|p| (p.metadata.name.clone(), p.records()))
+            .collect())
+    }
+}

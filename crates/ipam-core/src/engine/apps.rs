@@ -1,0 +1,437 @@
+//! Application reconcile: create, grow, shrink and reclaim auto pools, and free the IPs a
+//! StatefulSet no longer keeps.
+
+use std::collections::BTreeMap;
+
+use super::Engine;
+use super::batch::{Matcher, PoolOp};
+use crate::annotations::{PodAnnotations, SUBNETS};
+use crate::autopool::{AutoPoolSpec, shrink_pick, subnet_free};
+use crate::endpoint::SpiderEndpoint;
+use crate::error::Error;
+use crate::meta::{Kind, ObjectKey};
+use crate::pool::SpiderIPPool;
+use crate::range::IpFamily;
+use crate::store::{Store, TypedStore};
+use crate::subnet::SpiderSubnet;
+use crate::workload::{AppRef, StatefulSet, Workload, WorkloadKind};
+use crate::{
+    LABEL_INTERFACE, LABEL_IP_VERSION, LABEL_IPPOOL_RECLAIM, LABEL_OWNER_APP_GV,
+    LABEL_OWNER_APP_KIND, LABEL_OWNER_APP_NAME, LABEL_OWNER_APP_NAMESPACE, LABEL_OWNER_APP_UID,
+    LABEL_OWNER_SUBNET,
+};
+
+/// The application an auto pool belongs to, from its labels.
+pub(crate) fn app_of_pool(p: &SpiderIPPool) -> Option<AppRef> {
+    let l = &p.metadata;
+    let gv = l.label(LABEL_OWNER_APP_GV)?;
+    let (group, version) = match gv.split_once('_') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), gv.to_string()),
+    };
+    Some(AppRef {
+        group,
+        version,
+        kind: l.label(LABEL_OWNER_APP_KIND)?.to_string(),
+        namespace: l.label(LABEL_OWNER_APP_NAMESPACE)?.to_string(),
+        name: l.label(LABEL_OWNER_APP_NAME)?.to_string(),
+    })
+}
+
+fn reclaimable(p: &SpiderIPPool) -> bool {
+    p.metadata.label(LABEL_IPPOOL_RECLAIM) != Some("false")
+}
+
+fn family_label(p: &SpiderIPPool) -> Option<IpFamily> {
+    match p.metadata.label(LABEL_IP_VERSION)? {
+        "IPv4" => Some(IpFamily::V4),
+        "IPv6" => Some(IpFamily::V6),
+        _ => None,
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// What auto pools a workload wants (none without a subnets annotation).
+    pub(crate) fn auto_specs(&self, w: &Workload) -> Result<Vec<AutoPoolSpec>, Error> {
+        let app = AppRef::of(w);
+        let parsed = PodAnnotations::parse(w.pod_annotations()).map_err(|e| Error::Workload {
+            workload: app.to_string(),
+            reason: e.to_string(),
+        })?;
+        let Some(items) = &parsed.subnets else {
+            return Ok(Vec::new());
+        };
+        let number = parsed.ip_number.unwrap_or(self.config.default_ip_number);
+        let uid = w.metadata.uid.clone().unwrap_or_default();
+        let mut specs = Vec::new();
+        for item in items {
+            for (family, subnet) in [(IpFamily::V4, &item.ipv4), (IpFamily::V6, &item.ipv6)] {
+                let Some(subnet) = subnet else { continue };
+                specs.push(AutoPoolSpec {
+                    app: app.clone(),
+                    app_uid: uid.clone(),
+                    nic: item.interface.clone(),
+                    family,
+                    subnet: subnet.clone(),
+                    number,
+                    reclaim: parsed.reclaim.unwrap_or(true),
+                    desired: number.desired(w.replicas()),
+                });
+            }
+        }
+        Ok(specs)
+    }
+
+    /// The existing pool a spec is served by: this incarnation's, or a retained one of a former
+    /// incarnation (adopted).
+    fn pool_for<'a>(pools: &'a [SpiderIPPool], spec: &AutoPoolSpec) -> Option<&'a SpiderIPPool> {
+        let mine = |p: &&SpiderIPPool| {
+            app_of_pool(p).as_ref() == Some(&spec.app)
+                && p.metadata.label(LABEL_INTERFACE) == Some(spec.nic.as_str())
+                && family_label(p) == Some(spec.family)
+                && !p.metadata.is_terminating()
+        };
+        pools
+            .iter()
+            .filter(mine)
+            .find(|p| p.metadata.label(LABEL_OWNER_APP_UID) == Some(spec.app_uid.as_str()))
+            .or_else(|| pools.iter().filter(mine).find(|p| !reclaimable(p)))
+    }
+
+    /// Refuses a workload whose auto pools the subnets cannot grow to, before anything is written.
+    pub(crate) async fn check_app_fits(&self, w: &Workload) -> Result<(), Error> {
+        let specs = self.auto_specs(w)?;
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let reserved = self.reserved_ips().await?;
+        let mut needs: BTreeMap<String, (u128, String)> = BTreeMap::new();
+        for spec in &specs {
+            let subnet: SpiderSubnet =
+                self.store
+                    .get_as(None, &spec.subnet)
+                    .await?
+                    .ok_or_else(|| Error::UnknownReference {
+                        kind: Kind::SpiderSubnet,
+                        name: spec.subnet.clone(),
+                        referrer: format!("{} annotation {SUBNETS}", spec.app),
+                    })?;
+            if subnet.family() != spec.family {
+                return Err(Error::Workload {
+                    workload: spec.app.to_string(),
+                    reason: format!(
+                        "{SUBNETS} lists SpiderSubnet {:?} ({}) as {} of {}",
+                        spec.subnet,
+                        subnet.family(),
+                        spec.family,
+                        spec.nic
+                    ),
+                });
+            }
+            let have = match Self::pool_for(&pools, spec) {
+                Some(p) => {
+                    let owner = p.metadata.label(LABEL_OWNER_SUBNET).unwrap_or_default();
+                    if owner != spec.subnet {
+                        return Err(Error::Workload {
+                            workload: spec.app.to_string(),
+                            reason: format!(
+                                "{} {} takes its IPs from pool {} of SpiderSubnet {owner:?}; moving it to {:?} is \
+                                 not supported: delete the application first",
+                                spec.nic, spec.family, p.metadata.name, spec.subnet
+                            ),
+                        });
+                    }
+                    p.spec.ips.len()
+                }
+                None => subnet.claims().get(&spec.name()).map_or(0, |c| c.ips.len()),
+            };
+            let need = (spec.desired as u128).saturating_sub(have);
+            let e = needs.entry(spec.subnet.clone()).or_insert((0, spec.name()));
+            e.0 += need;
+        }
+        for (subnet_name, (need, pool)) in needs {
+            if need == 0 {
+                continue;
+            }
+            let subnet: SpiderSubnet = self
+                .store
+                .get_as(None, &subnet_name)
+                .await?
+                .expect("checked above");
+            let free = subnet_free(&subnet, &reserved).len();
+            if free < need {
+                return Err(Error::SubnetExhausted {
+                    subnet: subnet_name,
+                    pool,
+                    free,
+                    needed: need,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an auto pool holds more IPs than its application wants (a shrink waited for
+    /// pods to go).
+    pub(crate) async fn auto_pool_oversized(
+        &self,
+        p: &SpiderIPPool,
+        app: &AppRef,
+    ) -> Result<bool, Error> {
+        let Some(w) = self.workload(app).await? else {
+            return Ok(false);
+        };
+        let specs = self.auto_specs(&w)?;
+        let Some(spec) = specs.iter().find(|s| {
+            Some(s.nic.as_str()) == p.metadata.label(LABEL_INTERFACE)
+                && Some(s.family) == family_label(p)
+        }) else {
+            return Ok(false);
+        };
+        Ok(p.spec.ips.len() > spec.desired as u128)
+    }
+
+    /// Brings an application's auto pools to what it wants, reclaims the ones it no longer
+    /// wants, and frees the IPs its StatefulSet no longer keeps. Caller holds the spec lock.
+    pub(crate) async fn reconcile_app_locked(&self, app: &AppRef) -> Result<(), Error> {
+        let w = self.workload(app).await?;
+        let specs = match &w {
+            Some(w) => self.auto_specs(w)?,
+            None => Vec::new(),
+        };
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let wanted: Vec<String> = specs
+            .iter()
+            .filter_map(|s| Self::pool_for(&pools, s).map(|p| p.metadata.name.clone()))
+            .collect();
+        for p in pools
+            .iter()
+            .filter(|p| app_of_pool(p).as_ref() == Some(app))
+        {
+            if !wanted.contains(&p.metadata.name) && reclaimable(p) {
+                self.delete_pool(&p.metadata.name).await?;
+            }
+        }
+        if app.workload_kind() == Some(WorkloadKind::StatefulSet) {
+            self.free_unkept_statefulset_ips(app, w.clone().map(StatefulSet).as_ref())
+                .await?;
+        }
+        for spec in &specs {
+            self.ensure_auto_pool(spec).await?;
+        }
+        Ok(())
+    }
+
+    /// Reconciles every application known from workload records or auto pool labels (GC).
+    pub(crate) async fn reconcile_all_apps_locked(&self) -> Result<(), Error> {
+        let mut apps: Vec<AppRef> = Vec::new();
+        for p in self.store.list_as::<SpiderIPPool>(None).await? {
+            if let Some(a) = app_of_pool(&p) {
+                apps.push(a);
+            }
+        }
+        for d in self
+            .store
+            .list_as::<crate::workload::Deployment>(None)
+            .await?
+        {
+            apps.push(AppRef::of(&d));
+        }
+        for s in self.store.list_as::<StatefulSet>(None).await? {
+            apps.push(AppRef::of(&s));
+        }
+        for e in self.store.list_as::<SpiderEndpoint>(None).await? {
+            if let Some(st) = &e.status
+                && st.owner_controller_type == "StatefulSet"
+            {
+                let ns = e.metadata.namespace.as_deref().unwrap_or("default");
+                apps.push(AppRef::apps_v1(
+                    WorkloadKind::StatefulSet,
+                    ns,
+                    &st.owner_controller_name,
+                ));
+            }
+        }
+        apps.sort();
+        apps.dedup();
+        for app in apps {
+            self.reconcile_app_locked(&app).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates, grows or shrinks one auto pool. Subnet claim first when growing, pool first
+    /// when shrinking.
+    async fn ensure_auto_pool(&self, spec: &AutoPoolSpec) -> Result<(), Error> {
+        let name = spec.name();
+        let key = ObjectKey::cluster(Kind::SpiderIPPool, &name);
+        let application = Some(spec.app.application_id());
+        self.retry(&key, || async {
+            let subnet: SpiderSubnet =
+                self.store
+                    .get_as(None, &spec.subnet)
+                    .await?
+                    .ok_or_else(|| Error::UnknownReference {
+                        kind: Kind::SpiderSubnet,
+                        name: spec.subnet.clone(),
+                        referrer: format!("{} annotation {SUBNETS}", spec.app),
+                    })?;
+            let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+            let reserved = self.reserved_ips().await?;
+            let desired = spec.desired as u128;
+            match Self::pool_for(&pools, spec) {
+                None => {
+                    let claimed = subnet
+                        .claims()
+                        .get(&name)
+                        .map(|c| c.ips.clone())
+                        .unwrap_or_default();
+                    let ips = if claimed.len() >= desired {
+                        claimed.first_n(desired)
+                    } else {
+                        let free = subnet_free(&subnet, &reserved);
+                        let need = desired - claimed.len();
+                        if free.len() < need {
+                            return Err(Error::SubnetExhausted {
+                                subnet: spec.subnet.clone(),
+                                pool: name.clone(),
+                                free: free.len(),
+                                needed: need,
+                            });
+                        }
+                        claimed.union(&free.first_n(need))
+                    };
+                    if ips != claimed {
+                        self.set_claim(&spec.subnet, &name, ips.clone(), application.clone())
+                            .await?;
+                    }
+                    let pool = spec.build(&subnet, ips.clone());
+                    self.create_with_status(&pool).await?;
+                    self.forget_allocator(&name);
+                    // GC frees claims whose pool is missing after a grace period; if it did so
+                    // while this call stalled, take the pool back before anyone uses it.
+                    let now: Option<SpiderSubnet> = self.store.get_as(None, &spec.subnet).await?;
+                    if now.is_none_or(|s| s.claims().get(&name).map(|c| &c.ips) != Some(&ips)) {
+                        self.delete_pool(&name).await?;
+                        return Err(Error::Conflict(key.clone()));
+                    }
+                    Ok(())
+                }
+                Some(p) => {
+                    let pool_name = p.metadata.name.clone();
+                    let mut new = p.clone();
+                    spec.stamp(&mut new);
+                    let have = p.spec.ips.len();
+                    let claimed = subnet
+                        .claims()
+                        .get(&pool_name)
+                        .map(|c| c.ips.clone())
+                        .unwrap_or_default();
+                    if have < desired {
+                        // Grow: the claim (which may be ahead after a crash) first.
+                        let base = claimed.union(&p.spec.ips);
+                        let target = if base.len() >= desired {
+                            p.spec
+                                .ips
+                                .union(&base.difference(&p.spec.ips).first_n(desired - have))
+                        } else {
+                            let free = subnet_free(&subnet, &reserved);
+                            let need = desired - base.len();
+                            if free.len() < need {
+                                return Err(Error::SubnetExhausted {
+                                    subnet: spec.subnet.clone(),
+                                    pool: pool_name.clone(),
+                                    free: free.len(),
+                                    needed: need,
+                                });
+                            }
+                            base.union(&free.first_n(need))
+                        };
+                        if !target.is_subset(&claimed) {
+                            self.set_claim(
+                                &spec.subnet,
+                                &pool_name,
+                                claimed.union(&target),
+                                application.clone(),
+                            )
+                            .await?;
+                        }
+                        new.spec.ips = target;
+                    } else if have > desired {
+                        new.spec.ips = p.spec.ips.difference(&shrink_pick(p, have - desired));
+                    }
+                    if new != *p {
+                        new.set_records(new.records());
+                        self.write(Some(p), &new).await?;
+                        self.forget_allocator(&pool_name);
+                    }
+                    if claimed != new.spec.ips {
+                        self.set_claim(
+                            &spec.subnet,
+                            &pool_name,
+                            new.spec.ips.clone(),
+                            application.clone(),
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+
+    /// Frees IPs kept for StatefulSet pods whose names the StatefulSet (scaled down or deleted)
+    /// no longer keeps, and forgets their endpoints. IPs still held by a live container are left
+    /// to that container's DEL.
+    async fn free_unkept_statefulset_ips(
+        &self,
+        app: &AppRef,
+        sts: Option<&StatefulSet>,
+    ) -> Result<(), Error> {
+        let endpoints: Vec<SpiderEndpoint> = self
+            .store
+            .list(Kind::SpiderEndpoint, Some(&app.namespace), None)
+            .await?
+            .into_iter()
+            .map(crate::store::decode::<SpiderEndpoint>)
+            .collect::<Result<_, _>>()?;
+        for ep in endpoints {
+            let Some(st) = &ep.status else { continue };
+            if st.owner_controller_type != "StatefulSet" || st.owner_controller_name != app.name {
+                continue;
+            }
+            if sts.is_some_and(|s| s.keeps(&ep.metadata.name)) {
+                continue;
+            }
+            let pod = format!("{}/{}", app.namespace, ep.metadata.name);
+            let mut still_held = false;
+            for nic in &st.current.ips {
+                for pool in [&nic.ipv4_pool, &nic.ipv6_pool].into_iter().flatten() {
+                    let op = PoolOp::Release {
+                        matcher: Matcher::Detached { pod: pod.clone() },
+                    };
+                    self.pool_op(pool, op).await?;
+                    let p: Option<SpiderIPPool> = self.store.get_as(None, pool).await?;
+                    if p.is_some_and(|p| p.records().values().any(|r| r.pod == pod)) {
+                        still_held = true;
+                    }
+                    if let Some(p) = self.store.get_as::<SpiderIPPool>(None, pool).await?
+                        && p.metadata.is_terminating()
+                        && p.allocated_count() == 0
+                    {
+                        self.finish_pool(pool).await?;
+                    }
+                }
+            }
+            if !still_held {
+                match self.store.delete_as(&ep).await {
+                    Ok(_) | Err(Error::NotFound(_)) | Err(Error::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}

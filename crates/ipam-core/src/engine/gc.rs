@@ -1,0 +1,206 @@
+//! Garbage collection: free what dead containers hold and repair what a crash left half-done.
+//!
+//! Every release is re-validated at the moment it is written: GC frees an IP only if the
+//! pool's record of it is still exactly the one judged dead (same pod uid, container and
+//! interface), under the pool's version. An IP re-used in the meantime has a different record
+//! and is left alone, which is the ABA race behind Spiderpool's and whereabouts' duplicate IPs.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::Engine;
+use super::batch::{Matcher, OpResult, PoolOp};
+use crate::endpoint::SpiderEndpoint;
+use crate::error::Error;
+use crate::pool::{IpRecord, SpiderIPPool};
+use crate::store::{Store, TypedStore};
+use crate::subnet::SpiderSubnet;
+use crate::workload::{AppRef, WorkloadKind};
+
+/// Tells whether the holder of an IP still exists.
+///
+/// Embedded mode asks whether the recorded netns path exists (and the last CNI GC of the
+/// network listed the attachment); Kubernetes mode asks the API server about the pod uid.
+#[async_trait]
+pub trait Liveness: Send + Sync {
+    /// `Ok(true)` if the holder is alive, `Ok(false)` if it is certainly gone. Errors keep the IP.
+    async fn alive(&self, record: &IpRecord) -> Result<bool, Error>;
+}
+
+/// What a GC pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// IPs freed (pool, IP, holder).
+    pub released: Vec<(String, IpAddr, String)>,
+    /// Endpoints removed (`ns/name`).
+    pub endpoints_deleted: Vec<String>,
+    /// Subnet claims of pools that do not exist, removed (subnet, pool).
+    pub claims_removed: Vec<(String, String)>,
+}
+
+impl<S: Store> Engine<S> {
+    /// One GC pass: reconcile every application (sizes, reclaim), free IPs whose holder is dead
+    /// (except those kept for StatefulSet pods), drop endpoints nothing backs, finish
+    /// terminating pools and subnets, and free subnet claims left by a crash.
+    pub async fn gc(&self, liveness: &dyn Liveness) -> Result<GcReport, Error> {
+        let mut report = GcReport::default();
+        {
+            let _guard = self.spec_lock.lock().await;
+            self.reconcile_all_apps_locked().await?;
+        }
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        for pool in &pools {
+            for (ip, record) in pool.records() {
+                if self.kept_for_statefulset(&record).await? {
+                    continue;
+                }
+                let alive = record.container_id.is_some()
+                    && match liveness.alive(&record).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(pool = %pool.metadata.name, %ip, error = %e, "liveness unknown; keeping");
+                            true
+                        }
+                    };
+                if alive {
+                    continue;
+                }
+                let op = PoolOp::Release {
+                    matcher: Matcher::Exact {
+                        ip,
+                        record: record.clone(),
+                    },
+                };
+                if let OpResult::Released(gone) = self.pool_op(&pool.metadata.name, op).await? {
+                    for ip in gone {
+                        report
+                            .released
+                            .push((pool.metadata.name.clone(), ip, record.pod.clone()));
+                    }
+                }
+            }
+        }
+        // Endpoints whose pods hold nothing any more.
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        for ep in self.store.list_as::<SpiderEndpoint>(None).await? {
+            let ns = ep
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            let pod = format!("{ns}/{}", ep.metadata.name);
+            let held = pools
+                .iter()
+                .any(|p| p.records().values().any(|r| r.pod == pod));
+            if !held {
+                match self.store.delete_as(&ep).await {
+                    Ok(_) => report.endpoints_deleted.push(pod),
+                    Err(Error::NotFound(_) | Error::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let _guard = self.spec_lock.lock().await;
+        for pool in &pools {
+            if pool.metadata.is_terminating() && pool.allocated_count() == 0 {
+                self.finish_pool(&pool.metadata.name).await?;
+            }
+        }
+        self.repair_counts().await?;
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let now = self.clock.now();
+        for subnet in self.store.list_as::<SpiderSubnet>(None).await? {
+            for (pool, claim) in subnet.claims() {
+                if pools.iter().any(|p| p.metadata.name == pool) {
+                    continue;
+                }
+                let age = claim
+                    .claimed_at
+                    .as_deref()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or(Duration::MAX);
+                if age >= self.config.claim_grace {
+                    self.drop_claim(&subnet.metadata.name, &pool).await?;
+                    report
+                        .claims_removed
+                        .push((subnet.metadata.name.clone(), pool));
+                }
+            }
+            self.finish_subnet(&subnet.metadata.name).await?;
+        }
+        Ok(report)
+    }
+
+    /// Recomputes the stored counts of pools and subnets (a crash between a spec write and the
+    /// status write that follows it leaves them stale).
+    async fn repair_counts(&self) -> Result<(), Error> {
+        for pool in self.store.list_as::<SpiderIPPool>(None).await? {
+            let mut fixed = pool.clone();
+            fixed.set_records(pool.records());
+            if fixed != pool {
+                let key = crate::meta::Object::key(&pool);
+                self.retry(&key, || async {
+                    let Some(p) = self
+                        .store
+                        .get_as::<SpiderIPPool>(None, &pool.metadata.name)
+                        .await?
+                    else {
+                        return Ok(());
+                    };
+                    let mut f = p.clone();
+                    f.set_records(p.records());
+                    if f != p {
+                        self.store.update_status_as(&f).await?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        for subnet in self.store.list_as::<SpiderSubnet>(None).await? {
+            let mut fixed = subnet.clone();
+            fixed.set_claims(subnet.claims());
+            if fixed != subnet {
+                let key = crate::meta::Object::key(&subnet);
+                self.retry(&key, || async {
+                    let Some(s) = self
+                        .store
+                        .get_as::<SpiderSubnet>(None, &subnet.metadata.name)
+                        .await?
+                    else {
+                        return Ok(());
+                    };
+                    let mut f = s.clone();
+                    f.set_claims(s.claims());
+                    if f != s {
+                        self.store.update_status_as(&f).await?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a record is kept for a StatefulSet pod its StatefulSet keeps.
+    async fn kept_for_statefulset(&self, record: &IpRecord) -> Result<bool, Error> {
+        let Some((ns, name)) = record.pod.split_once('/') else {
+            return Ok(false);
+        };
+        let Some(ep) = self.store.get_as::<SpiderEndpoint>(Some(ns), name).await? else {
+            return Ok(false);
+        };
+        let Some(st) = &ep.status else {
+            return Ok(false);
+        };
+        if st.owner_controller_type != "StatefulSet" {
+            return Ok(false);
+        }
+        let app = AppRef::apps_v1(WorkloadKind::StatefulSet, ns, &st.owner_controller_name);
+        self.keeps(Some(&app), name).await
+    }
+}

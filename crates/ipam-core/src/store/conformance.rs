@@ -1,0 +1,451 @@
+//! The conformance suite every [`Store`] backend runs.
+//!
+//! Call [`run_all`] from a backend's tests with a function that makes a fresh, empty store; each
+//! check gets its own store and panics with the check's name on the first violation.
+//!
+//! ```no_run
+//! // In a backend's tests, under a tokio runtime with timers (the watch check waits):
+//! async fn conformance() {
+//!     ipam_core::store::conformance::run_all(ipam_core::store::MemStore::new).await;
+//! }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::{Deleted, Store, TypedStore, WatchEvent};
+use crate::error::Error;
+use crate::meta::{Kind, LabelSelector, ObjectKey};
+use crate::pool::SpiderIPPool;
+
+/// Runs every check, each on a store from `make`.
+pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
+    create_then_get(&make()).await;
+    create_twice_is_already_exists(&make()).await;
+    stale_update_is_conflict(&make()).await;
+    update_keeps_status_and_update_status_keeps_spec(&make()).await;
+    identity_fields_belong_to_the_store(&make()).await;
+    delete_with_precondition(&make()).await;
+    finalizers_hold_deletion(&make()).await;
+    list_by_kind_namespace_and_label(&make()).await;
+    missing_objects_are_not_found(&make()).await;
+    typed_round_trip(&make()).await;
+    concurrent_writers_lose_no_update(&make()).await;
+    watch_reports_writes(&make()).await;
+}
+
+fn pool(name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "spiderpool.spidernet.io/v2beta1",
+        "kind": "SpiderIPPool",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"subnet": "10.0.0.0/24", "ips": ["10.0.0.10-10.0.0.20"]},
+    })
+}
+
+fn version(v: &Value) -> String {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("stored objects carry a resourceVersion")
+        .to_string()
+}
+
+fn key(name: &str) -> ObjectKey {
+    ObjectKey::cluster(Kind::SpiderIPPool, name)
+}
+
+/// A created object reads back with uid, creation time and version set.
+pub async fn create_then_get(s: &impl Store) {
+    let created = s
+        .create(Kind::SpiderIPPool, pool("a", json!({})))
+        .await
+        .unwrap();
+    let uid = created["metadata"]["uid"].as_str().unwrap_or_default();
+    assert!(!uid.is_empty(), "create_then_get: no uid");
+    assert!(
+        created["metadata"]["creationTimestamp"].is_string(),
+        "create_then_get: no creation time"
+    );
+    let got = s
+        .get(&key("a"))
+        .await
+        .unwrap()
+        .expect("create_then_get: object missing");
+    assert_eq!(
+        got, created,
+        "create_then_get: read differs from what create returned"
+    );
+    assert_eq!(got["spec"]["ips"], json!(["10.0.0.10-10.0.0.20"]));
+}
+
+/// A second create of one key fails with `AlreadyExists` and changes nothing.
+pub async fn create_twice_is_already_exists(s: &impl Store) {
+    let first = s
+        .create(Kind::SpiderIPPool, pool("a", json!({})))
+        .await
+        .unwrap();
+    let mut again = pool("a", json!({}));
+    again["spec"]["ips"] = json!(["10.0.0.30"]);
+    match s.create(Kind::SpiderIPPool, again).await {
+        Err(Error::AlreadyExists(k)) => assert_eq!(k, key("a")),
+        other => panic!("create_twice_is_already_exists: got {other:?}"),
+    }
+    assert_eq!(s.get(&key("a")).await.unwrap().unwrap(), first);
+}
+
+/// Writes with a stale version fail with `Conflict`; versions change on every write.
+pub async fn stale_update_is_conflict(s: &impl Store) {
+    let v1 = s
+        .create(Kind::SpiderIPPool, pool("a", json!({})))
+        .await
+        .unwrap();
+    let mut next = v1.clone();
+    next["spec"]["ips"] = json!(["10.0.0.11"]);
+    let v2 = s.update(Kind::SpiderIPPool, next).await.unwrap();
+    assert_ne!(
+        version(&v1),
+        version(&v2),
+        "stale_update_is_conflict: version unchanged"
+    );
+    let mut stale = v1.clone();
+    stale["spec"]["ips"] = json!(["10.0.0.12"]);
+    assert!(
+        matches!(
+            s.update(Kind::SpiderIPPool, stale.clone()).await,
+            Err(Error::Conflict(_))
+        ),
+        "stale_update_is_conflict: stale update accepted"
+    );
+    stale["status"] = json!({"allocatedIPCount": 1});
+    assert!(
+        matches!(
+            s.update_status(Kind::SpiderIPPool, stale).await,
+            Err(Error::Conflict(_))
+        ),
+        "stale_update_is_conflict: stale status update accepted"
+    );
+    let mut st = v2.clone();
+    st["status"] = json!({"allocatedIPCount": 0});
+    let v3 = s.update_status(Kind::SpiderIPPool, st).await.unwrap();
+    assert_ne!(
+        version(&v2),
+        version(&v3),
+        "stale_update_is_conflict: status write kept the version"
+    );
+    assert_eq!(
+        s.get(&key("a")).await.unwrap().unwrap()["spec"]["ips"],
+        json!(["10.0.0.11"])
+    );
+}
+
+/// `update` leaves the status alone; `update_status` leaves everything else alone.
+pub async fn update_keeps_status_and_update_status_keeps_spec(s: &impl Store) {
+    let v1 = s
+        .create(Kind::SpiderIPPool, pool("a", json!({})))
+        .await
+        .unwrap();
+    let mut st = v1.clone();
+    st["status"] = json!({"allocatedIPCount": 2});
+    st["spec"]["ips"] = json!(["10.0.0.99"]);
+    st["metadata"]["labels"] = json!({"x": "y"});
+    let v2 = s.update_status(Kind::SpiderIPPool, st).await.unwrap();
+    assert_eq!(v2["status"]["allocatedIPCount"], 2);
+    assert_eq!(
+        v2["spec"]["ips"],
+        json!(["10.0.0.10-10.0.0.20"]),
+        "update_status changed spec"
+    );
+    assert_eq!(
+        v2["metadata"]["labels"],
+        json!({}),
+        "update_status changed labels"
+    );
+    let mut sp = v2.clone();
+    sp["spec"]["ips"] = json!(["10.0.0.10"]);
+    sp["status"] = json!({"allocatedIPCount": 7});
+    let v3 = s.update(Kind::SpiderIPPool, sp).await.unwrap();
+    assert_eq!(v3["spec"]["ips"], json!(["10.0.0.10"]));
+    assert_eq!(v3["status"]["allocatedIPCount"], 2, "update changed status");
+    // A kind without a status subresource is written whole by update.
+    let ep = json!({"metadata": {"name": "pod-0", "namespace": "ns"}, "status": {"current": {"uid": "u"}}});
+    let e1 = s.create(Kind::SpiderEndpoint, ep).await.unwrap();
+    let mut e2 = e1.clone();
+    e2["status"]["current"]["uid"] = json!("u2");
+    let e2 = s.update(Kind::SpiderEndpoint, e2).await.unwrap();
+    assert_eq!(
+        e2["status"]["current"]["uid"], "u2",
+        "endpoint status not written by update"
+    );
+}
+
+/// uid and creation time are the store's: an update cannot change them.
+pub async fn identity_fields_belong_to_the_store(s: &impl Store) {
+    let v1 = s
+        .create(Kind::SpiderIPPool, pool("a", json!({})))
+        .await
+        .unwrap();
+    let mut forged = v1.clone();
+    forged["metadata"]["uid"] = json!("forged");
+    forged["metadata"]["deletionTimestamp"] = json!("2020-01-01T00:00:00Z");
+    let v2 = s.update(Kind::SpiderIPPool, forged).await.unwrap();
+    assert_eq!(v2["metadata"]["uid"], v1["metadata"]["uid"]);
+    assert!(v2["metadata"].get("deletionTimestamp").is_none());
+    assert_eq!(
+        v2["metadata"]["creationTimestamp"],
+        v1["metadata"]["creationTimestamp"]
+    );
+}
+
+/// Delete with a stale precondition fails; with the right one, or none, it removes.
+pub async fn delete_with_precondition(s: &impl Store) {
+    let v1 = s
+        .create(Kind::SpiderIPPool, pool("a", json!({})))
+        .await
+        .unwrap();
+    let mut next = v1.clone();
+    next["spec"]["ips"] = json!(["10.0.0.11"]);
+    let v2 = s.update(Kind::SpiderIPPool, next).await.unwrap();
+    assert!(
+        matches!(
+            s.delete(&key("a"), Some(&version(&v1))).await,
+            Err(Error::Conflict(_))
+        ),
+        "delete_with_precondition: stale precondition accepted"
+    );
+    assert_eq!(
+        s.delete(&key("a"), Some(&version(&v2))).await.unwrap(),
+        Deleted::Gone
+    );
+    assert!(s.get(&key("a")).await.unwrap().is_none());
+    s.create(Kind::SpiderIPPool, pool("b", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(s.delete(&key("b"), None).await.unwrap(), Deleted::Gone);
+}
+
+/// An object with finalizers is only marked terminating; removing the last finalizer removes it.
+pub async fn finalizers_hold_deletion(s: &impl Store) {
+    let mut p = pool("a", json!({}));
+    p["metadata"]["finalizers"] = json!(["spiderpool.spidernet.io"]);
+    s.create(Kind::SpiderIPPool, p).await.unwrap();
+    let terminating = match s.delete(&key("a"), None).await.unwrap() {
+        Deleted::Terminating(v) => v,
+        Deleted::Gone => panic!("finalizers_hold_deletion: removed despite a finalizer"),
+    };
+    assert!(terminating["metadata"]["deletionTimestamp"].is_string());
+    let got = s
+        .get(&key("a"))
+        .await
+        .unwrap()
+        .expect("still there while terminating");
+    assert_eq!(got, terminating);
+    // Deleting again keeps it terminating; status writes still work.
+    assert!(matches!(
+        s.delete(&key("a"), None).await.unwrap(),
+        Deleted::Terminating(_)
+    ));
+    let mut st = s.get(&key("a")).await.unwrap().unwrap();
+    st["status"] = json!({"allocatedIPCount": 0});
+    let st = s.update_status(Kind::SpiderIPPool, st).await.unwrap();
+    let mut done = st.clone();
+    done["metadata"]["finalizers"] = json!([]);
+    s.update(Kind::SpiderIPPool, done).await.unwrap();
+    assert!(
+        s.get(&key("a")).await.unwrap().is_none(),
+        "finalizers_hold_deletion: not removed with its last finalizer"
+    );
+}
+
+/// List filters by kind, namespace and label selector, ordered by namespace and name.
+pub async fn list_by_kind_namespace_and_label(s: &impl Store) {
+    s.create(
+        Kind::SpiderIPPool,
+        pool("b", json!({"app": "x", "tier": "web"})),
+    )
+    .await
+    .unwrap();
+    s.create(Kind::SpiderIPPool, pool("a", json!({"app": "x"})))
+        .await
+        .unwrap();
+    s.create(Kind::SpiderIPPool, pool("c", json!({"app": "y"})))
+        .await
+        .unwrap();
+    for (ns, name) in [("ns2", "e"), ("ns1", "e"), ("ns1", "d")] {
+        let ep = json!({"metadata": {"name": name, "namespace": ns}});
+        s.create(Kind::SpiderEndpoint, ep).await.unwrap();
+    }
+    let names = |v: Vec<Value>| -> Vec<String> {
+        v.iter()
+            .map(|o| {
+                let m = &o["metadata"];
+                match m["namespace"].as_str() {
+                    Some(ns) => format!("{ns}/{}", m["name"].as_str().unwrap()),
+                    None => m["name"].as_str().unwrap().to_string(),
+                }
+            })
+            .collect()
+    };
+    let all = s.list(Kind::SpiderIPPool, None, None).await.unwrap();
+    assert_eq!(names(all), ["a", "b", "c"]);
+    let x = LabelSelector::eq([("app", "x")]);
+    assert_eq!(
+        names(s.list(Kind::SpiderIPPool, None, Some(&x)).await.unwrap()),
+        ["a", "b"]
+    );
+    let web = LabelSelector::eq([("app", "x"), ("tier", "web")]);
+    assert_eq!(
+        names(s.list(Kind::SpiderIPPool, None, Some(&web)).await.unwrap()),
+        ["b"]
+    );
+    let eps = s.list(Kind::SpiderEndpoint, None, None).await.unwrap();
+    assert_eq!(names(eps), ["ns1/d", "ns1/e", "ns2/e"]);
+    let ns1 = s
+        .list(Kind::SpiderEndpoint, Some("ns1"), None)
+        .await
+        .unwrap();
+    assert_eq!(names(ns1), ["ns1/d", "ns1/e"]);
+    assert!(
+        s.list(Kind::SpiderSubnet, None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Reads, updates and deletes of missing objects.
+pub async fn missing_objects_are_not_found(s: &impl Store) {
+    assert!(s.get(&key("nope")).await.unwrap().is_none());
+    assert!(matches!(
+        s.update(Kind::SpiderIPPool, pool("nope", json!({}))).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        s.update_status(Kind::SpiderIPPool, pool("nope", json!({})))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete(&key("nope"), None).await,
+        Err(Error::NotFound(_))
+    ));
+    let nameless = json!({"metadata": {}, "spec": {}});
+    assert!(matches!(
+        s.create(Kind::SpiderIPPool, nameless).await,
+        Err(Error::Malformed { .. })
+    ));
+}
+
+/// The typed helpers store and read back a real object.
+pub async fn typed_round_trip(s: &impl Store) {
+    let p = SpiderIPPool::new(
+        "typed",
+        "10.0.0.0/24".parse().unwrap(),
+        crate::ips!["10.0.0.5-10.0.0.9"],
+    );
+    let stored = s.create_as(&p).await.unwrap();
+    assert_eq!(stored.spec, p.spec);
+    let got: SpiderIPPool = s.get_as(None, "typed").await.unwrap().unwrap();
+    assert_eq!(got, stored);
+    assert_eq!(
+        s.list_as::<SpiderIPPool>(None).await.unwrap(),
+        std::slice::from_ref(&stored)
+    );
+    assert_eq!(s.delete_as(&stored).await.unwrap(), Deleted::Gone);
+}
+
+/// A future that yields once, so concurrent tasks interleave between read and write.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Eight writers incrementing one counter by read-modify-write lose no increment.
+pub async fn concurrent_writers_lose_no_update(s: &impl Store) {
+    let mut p = pool("counter", json!({}));
+    p["status"] = json!({"allocatedIPCount": 0});
+    let created = s.create(Kind::SpiderIPPool, p).await.unwrap();
+    let mut st = created;
+    st["status"] = json!({"allocatedIPCount": 0});
+    s.update_status(Kind::SpiderIPPool, st).await.unwrap();
+    const WRITERS: i64 = 8;
+    const EACH: i64 = 10;
+    let conflicts = std::sync::atomic::AtomicUsize::new(0);
+    let writer = || async {
+        for _ in 0..EACH {
+            loop {
+                let mut cur = s.get(&key("counter")).await.unwrap().unwrap();
+                YieldNow(false).await;
+                let n = cur["status"]["allocatedIPCount"].as_i64().unwrap();
+                cur["status"]["allocatedIPCount"] = json!(n + 1);
+                match s.update_status(Kind::SpiderIPPool, cur).await {
+                    Ok(_) => break,
+                    Err(Error::Conflict(_)) => {
+                        conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("concurrent_writers_lose_no_update: {e}"),
+                }
+            }
+        }
+    };
+    futures::future::join_all((0..WRITERS).map(|_| writer())).await;
+    let end = s.get(&key("counter")).await.unwrap().unwrap();
+    assert_eq!(
+        end["status"]["allocatedIPCount"],
+        WRITERS * EACH,
+        "an increment was lost"
+    );
+    assert!(
+        conflicts.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "interleaved writers never conflicted: versions are not checked"
+    );
+}
+
+/// Watchers see creates, updates and deletes of their kind only.
+pub async fn watch_reports_writes(s: &impl Store) {
+    let mut w = s.watch(Kind::SpiderIPPool);
+    let created = s
+        .create(Kind::SpiderIPPool, pool("w", json!({})))
+        .await
+        .unwrap();
+    s.create(
+        Kind::SpiderSubnet,
+        json!({"metadata": {"name": "other"}, "spec": {"subnet": "10.0.0.0/8"}}),
+    )
+    .await
+    .unwrap();
+    s.delete(&key("w"), None).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(5), w.next())
+            .await
+            .expect("watch_reports_writes: no event within 5 s")
+            .expect("watch stream ended");
+        seen.push(ev);
+    }
+    assert_eq!(
+        seen,
+        [
+            WatchEvent::Changed {
+                key: key("w"),
+                version: Some(version(&created))
+            },
+            WatchEvent::Changed {
+                key: key("w"),
+                version: None
+            },
+        ]
+    );
+}

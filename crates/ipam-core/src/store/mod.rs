@@ -1,0 +1,169 @@
+//! The `Store` trait: a versioned object store with optimistic concurrency.
+//!
+//! This is the contract the sled database and the Kubernetes API server can both honour
+//! (DESIGN §3):
+//!
+//! - objects are JSON documents with Kubernetes `metadata`, addressed by [`ObjectKey`];
+//! - every write sets a new opaque `metadata.resourceVersion`; `update` and `update_status` fail
+//!   with [`Error::Conflict`] when the caller's version is stale, `create` fails with
+//!   [`Error::AlreadyExists`], `delete` may carry a version precondition;
+//! - `update` never touches `status` of kinds with a status subresource, and `update_status`
+//!   writes nothing else, as in Kubernetes;
+//! - finalizers work as in Kubernetes: `delete` of an object with finalizers only sets
+//!   `metadata.deletionTimestamp`; the write that removes the last finalizer of a terminating
+//!   object removes the object;
+//! - each object is linearizable on its own; nothing is atomic across objects;
+//! - a write that returned is durable;
+//! - [`Store::watch`] tells which objects of a kind changed.
+//!
+//! Backends implement the raw, object-safe [`Store`] on JSON values and reuse [`semantics`] so
+//! the rules above are written once. Callers use the typed [`TypedStore`] methods, implemented
+//! for every store.
+
+pub mod conformance;
+mod memory;
+pub mod semantics;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::meta::{Kind, LabelSelector, Object, ObjectKey};
+
+pub use memory::MemStore;
+
+/// A change notification from [`Store::watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// An object was written or deleted.
+    Changed {
+        /// The object.
+        key: ObjectKey,
+        /// Its version after the change (`None` once deleted).
+        version: Option<String>,
+    },
+    /// Notifications were lost (the watcher fell behind): re-list to catch up.
+    Lost,
+}
+
+/// A stream of change notifications.
+pub type WatchStream = Pin<Box<dyn Stream<Item = WatchEvent> + Send>>;
+
+/// What a delete did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deleted {
+    /// The object is gone.
+    Gone,
+    /// Finalizers hold it: it is terminating, as returned.
+    Terminating(Value),
+}
+
+/// A versioned object store (see the module documentation for the contract).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The object at `key`, if any.
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error>;
+
+    /// Every object of `kind` (in `namespace`, for namespaced kinds, when given) whose labels
+    /// match `selector`, ordered by namespace and name.
+    async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error>;
+
+    /// Creates an object; fails with [`Error::AlreadyExists`] if the key is taken. Returns the
+    /// stored object (uid, creation time and version set).
+    async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error>;
+
+    /// Replaces an object's metadata and spec (not its status, for kinds with a status
+    /// subresource). Fails with [`Error::Conflict`] when `metadata.resourceVersion` is given and
+    /// stale, [`Error::NotFound`] when the object does not exist.
+    async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error>;
+
+    /// Replaces an object's status only; same preconditions as [`Store::update`].
+    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error>;
+
+    /// Deletes an object, or marks it terminating when it has finalizers. With `precondition`
+    /// the stored version must equal it ([`Error::Conflict`] otherwise).
+    async fn delete(&self, key: &ObjectKey, precondition: Option<&str>) -> Result<Deleted, Error>;
+
+    /// Notifications of every later write of `kind`.
+    fn watch(&self, kind: Kind) -> WatchStream;
+}
+
+/// Typed access to any [`Store`].
+#[async_trait]
+pub trait TypedStore: Store {
+    /// The object `name` (in `namespace` for namespaced kinds).
+    async fn get_as<T: Object>(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<T>, Error> {
+        let key = ObjectKey {
+            kind: T::KIND,
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        };
+        self.get(&key).await?.map(decode::<T>).transpose()
+    }
+
+    /// Every object of a kind matching `selector`.
+    async fn list_as<T: Object>(&self, selector: Option<&LabelSelector>) -> Result<Vec<T>, Error> {
+        self.list(T::KIND, None, selector)
+            .await?
+            .into_iter()
+            .map(decode::<T>)
+            .collect()
+    }
+
+    /// Creates `object`, returning it as stored.
+    async fn create_as<T: Object>(&self, object: &T) -> Result<T, Error> {
+        decode(self.create(T::KIND, encode(object)?).await?)
+    }
+
+    /// Updates `object`'s metadata and spec, returning it as stored.
+    async fn update_as<T: Object>(&self, object: &T) -> Result<T, Error> {
+        decode(self.update(T::KIND, encode(object)?).await?)
+    }
+
+    /// Updates `object`'s status, returning it as stored.
+    async fn update_status_as<T: Object>(&self, object: &T) -> Result<T, Error> {
+        decode(self.update_status(T::KIND, encode(object)?).await?)
+    }
+
+    /// Deletes `object` if its version is still the stored one.
+    async fn delete_as<T: Object>(&self, object: &T) -> Result<Deleted, Error> {
+        self.delete(&object.key(), object.version()).await
+    }
+}
+
+impl<S: Store + ?Sized> TypedStore for S {}
+
+/// Reads a stored document as `T`.
+pub fn decode<T: Object>(value: Value) -> Result<T, Error> {
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_value(value).map_err(|e| Error::Malformed {
+        kind: T::KIND,
+        name,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes `T` as a document.
+pub fn encode<T: Object>(object: &T) -> Result<Value, Error> {
+    serde_json::to_value(object).map_err(|e| Error::Malformed {
+        kind: T::KIND,
+        name: object.name().to_string(),
+        reason: e.to_string(),
+    })
+}

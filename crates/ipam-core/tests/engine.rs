@@ -1,0 +1,813 @@
+//! The engine through the seed's story and the failure modes Spiderpool users hit.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipam_core::engine::{AnyObject, Engine, EngineConfig};
+use ipam_core::select::{NicConfig, PodContext};
+use ipam_core::store::{MemStore, Store, TypedStore};
+use ipam_core::{
+    Error, IpFamily, Kind, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet,
+    WorkloadKind, ips,
+};
+use support::*;
+
+async fn pools(engine: &Engine<MemStore>) -> BTreeMap<String, SpiderIPPool> {
+    engine
+        .store()
+        .list_as::<SpiderIPPool>(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.metadata.name.clone(), p))
+        .collect()
+}
+
+fn auto_name(p: &BTreeMap<String, SpiderIPPool>, prefix: &str) -> String {
+    p.keys()
+        .find(|k| k.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no pool {prefix}* in {:?}", p.keys()))
+        .clone()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn the_seed_story() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let app = seed_app(WorkloadKind::Deployment, "test-app", 2, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+    let p = rt.block_on(pools(&engine));
+    assert_eq!(p.len(), 2);
+    let eth0 = auto_name(&p, "auto4-test-app-eth0-");
+    let net1 = auto_name(&p, "auto4-test-app-net1-");
+    assert_eq!(p[&eth0].spec.ips, ips!["10.6.168.171-10.6.168.173"]);
+    assert_eq!(p[&net1].spec.ips, ips!["10.7.168.171-10.7.168.173"]);
+    let subnets: Vec<SpiderSubnet> = rt.block_on(engine.store().list_as(None)).unwrap();
+    for s in &subnets {
+        let st = s.status.as_ref().unwrap();
+        assert_eq!(
+            (st.allocated_ip_count, st.total_ip_count),
+            (Some(3), Some(10)),
+            "{}",
+            s.metadata.name
+        );
+    }
+
+    rt.block_on(async {
+        let app = seed_app(WorkloadKind::Deployment, "test-app", 2, "+1");
+        // Two pods, one IP per NIC each.
+        let a = engine
+            .allocate(&request(
+                &app,
+                "test-app-fkqbw",
+                "u1",
+                "c1",
+                &["eth0", "net1"],
+            ))
+            .await
+            .unwrap();
+        let b = engine
+            .allocate(&request(
+                &app,
+                "test-app-gwlx8",
+                "u2",
+                "c2",
+                &["eth0", "net1"],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(a.nics[0].ips[0].address.to_string(), "10.6.168.171/16");
+        assert_eq!(a.nics[0].ips[0].gateway, Some(ip("10.6.0.1")));
+        assert_eq!(a.nics[1].ips[0].address.to_string(), "10.7.168.171/16");
+        assert_eq!(b.nics[0].ips[0].address.to_string(), "10.6.168.172/16");
+        // A third pod fits (the +1 spare), a fourth does not, and takes nothing.
+        engine
+            .allocate(&request(
+                &app,
+                "test-app-surge",
+                "u3",
+                "c3",
+                &["eth0", "net1"],
+            ))
+            .await
+            .unwrap();
+        let err = engine
+            .allocate(&request(
+                &app,
+                "test-app-extra",
+                "u4",
+                "c4",
+                &["eth0", "net1"],
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::PoolsExhausted { ref nic, .. } if nic == "eth0"),
+            "{err}"
+        );
+        engine
+            .release(&release(Some(&app), "test-app-surge", "u3", "c3"))
+            .await
+            .unwrap();
+        // Pods deleted and recreated stay inside their app's pools.
+        engine
+            .release(&release(Some(&app), "test-app-fkqbw", "u1", "c1"))
+            .await
+            .unwrap();
+        let c = engine
+            .allocate(&request(
+                &app,
+                "test-app-5lhgz",
+                "u5",
+                "c5",
+                &["eth0", "net1"],
+            ))
+            .await
+            .unwrap();
+        assert!(ips!["10.6.168.171-10.6.168.173"].contains(&c.nics[0].ips[0].address.addr()));
+        check_quiescent(engine.store(), 1).await.unwrap();
+        // Scale to 3: pools of 4.
+        engine
+            .scale(WorkloadKind::Deployment, "default", "test-app", 3)
+            .await
+            .unwrap();
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+    let p = rt.block_on(pools(&engine));
+    assert_eq!(p[&eth0].spec.ips, ips!["10.6.168.171-10.6.168.174"]);
+    assert_eq!(p[&net1].spec.ips.len(), 4);
+    assert_eq!(p[&eth0].allocated_count(), 2);
+}
+
+#[test]
+fn allocation_is_idempotent_per_container_and_interface() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 1, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let req = request(&app, "web-1", "u1", "c1", &["eth0"]);
+        let first = engine.allocate(&req).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(engine.allocate(&req).await.unwrap(), first);
+        }
+        // The second NIC added by a later call joins the same endpoint.
+        let net1 = engine
+            .allocate(&request(&app, "web-1", "u1", "c1", &["net1"]))
+            .await
+            .unwrap();
+        let ep: SpiderEndpoint = engine
+            .store()
+            .get_as(Some("default"), "web-1")
+            .await
+            .unwrap()
+            .unwrap();
+        let nics: Vec<_> = ep
+            .current()
+            .ips
+            .iter()
+            .map(|n| n.interface.clone())
+            .collect();
+        assert_eq!(nics, ["eth0", "net1"]);
+        assert_eq!(
+            ep.nic("net1").unwrap().ipv4,
+            Some(net1.nics[0].ips[0].address)
+        );
+        let records = engine.records().await.unwrap();
+        assert_eq!(records.values().map(|r| r.len()).sum::<usize>(), 2);
+    });
+}
+
+#[test]
+fn one_empty_nic_pool_never_drains_the_other() {
+    // Spiderpool #4295: NIC2's pool was empty, and every retry took another IP of NIC1's pool.
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        for (name, net, range) in [
+            ("p-eth0", "10.6.0.0/16", "10.6.168.190-10.6.168.199"),
+            ("p-net1", "10.7.0.0/16", "10.7.168.190"),
+        ] {
+            let pool = SpiderIPPool::new(name, net.parse().unwrap(), ips![range]);
+            let _ = pool; // pools outside the subnets' IPs are refused:
+        }
+        let eth0 = SpiderIPPool::new(
+            "p-eth0",
+            "10.8.0.0/16".parse().unwrap(),
+            ips!["10.8.0.10-10.8.0.19"],
+        );
+        let net1 = SpiderIPPool::new("p-net1", "10.9.0.0/16".parse().unwrap(), ips!["10.9.0.10"]);
+        engine.apply(AnyObject::Pool(eth0)).await.unwrap();
+        engine.apply(AnyObject::Pool(net1)).await.unwrap();
+        let mut app = seed_app(WorkloadKind::Deployment, "bare", 1, "+1");
+        app.spec.template.metadata.annotations = annotations(&[(
+            "ipam.spidernet.io/ippools",
+            r#"[{"interface":"eth0","ipv4":["p-eth0"]},{"interface":"net1","ipv4":["p-net1"]}]"#,
+        )]);
+        engine
+            .allocate(&request(&app, "first", "u0", "c0", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let err = engine
+                .allocate(&request(
+                    &app,
+                    "second",
+                    &format!("u{i}"),
+                    &format!("retry{i}"),
+                    &["eth0", "net1"],
+                ))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::PoolsExhausted { ref nic, .. } if nic == "net1"),
+                "{err}"
+            );
+        }
+        let p = engine
+            .store()
+            .get_as::<SpiderIPPool>(None, "p-eth0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.allocated_count(), 1, "failed ADDs leaked NIC1 IPs");
+        check_invariants(engine.store()).await.unwrap();
+    });
+}
+
+#[test]
+fn statefulset_pods_keep_their_ips_until_scaled_below_their_ordinal() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let sts = seed_app(WorkloadKind::StatefulSet, "db", 2, "+1");
+        engine.apply(any_workload(sts.clone())).await.unwrap();
+        let first = engine
+            .allocate(&request(&sts, "db-1", "uid-a", "ca", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        // Other pods come and go in between.
+        let other = engine
+            .allocate(&request(&sts, "db-0", "uid-x", "cx", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        let released = engine
+            .release(&release(Some(&sts), "db-1", "uid-a", "ca"))
+            .await
+            .unwrap();
+        assert!(released.ips.is_empty());
+        assert_eq!(released.kept_for_statefulset.len(), 2);
+        engine
+            .release(&release(Some(&sts), "db-0", "uid-x", "cx"))
+            .await
+            .unwrap();
+        let filler = engine
+            .allocate(&request(&sts, "db-0", "uid-y", "cy", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        assert_eq!(filler, other, "db-0 is kept too");
+        // GC does not take kept IPs even though their container is gone.
+        let live = LiveSet::default();
+        live.add("cy");
+        engine.gc(&live).await.unwrap();
+        // db-1 comes back under a new uid and container: same IPs.
+        let again = engine
+            .allocate(&request(&sts, "db-1", "uid-b", "cb", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        check_quiescent(engine.store(), 1).await.unwrap();
+        // Scaled to 1, db-1 is no longer kept: its DEL frees the IPs.
+        engine
+            .scale(WorkloadKind::StatefulSet, "default", "db", 1)
+            .await
+            .unwrap();
+        let released = engine
+            .release(&release(Some(&sts), "db-1", "uid-b", "cb"))
+            .await
+            .unwrap();
+        assert_eq!(released.ips.len(), 2);
+        check_quiescent(engine.store(), 1).await.unwrap();
+        let p = pools(&engine).await;
+        assert_eq!(
+            p.values().map(|p| p.spec.ips.len()).collect::<Vec<_>>(),
+            [2, 2],
+            "replicas 1 + 1"
+        );
+    });
+}
+
+#[test]
+fn scaling_down_frees_ips_kept_for_pods_that_are_gone() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let sts = seed_app(WorkloadKind::StatefulSet, "db", 3, "+0");
+        engine.apply(any_workload(sts.clone())).await.unwrap();
+        for i in 0..3 {
+            engine
+                .allocate(&request(
+                    &sts,
+                    &format!("db-{i}"),
+                    &format!("u{i}"),
+                    &format!("c{i}"),
+                    &["eth0", "net1"],
+                ))
+                .await
+                .unwrap();
+        }
+        // db-2 restarts: its DEL keeps its IPs (detached), then the StatefulSet shrinks to 2.
+        engine
+            .release(&release(Some(&sts), "db-2", "u2", "c2"))
+            .await
+            .unwrap();
+        engine
+            .scale(WorkloadKind::StatefulSet, "default", "db", 2)
+            .await
+            .unwrap();
+        let records = engine.records().await.unwrap();
+        assert!(
+            records
+                .values()
+                .all(|r| r.values().all(|r| r.pod != "default/db-2")),
+            "{records:?}"
+        );
+        let ep: Option<SpiderEndpoint> = engine
+            .store()
+            .get_as(Some("default"), "db-2")
+            .await
+            .unwrap();
+        assert!(ep.is_none());
+        check_quiescent(engine.store(), 0).await.unwrap();
+    });
+}
+
+#[test]
+fn a_scale_the_subnet_cannot_serve_changes_nothing() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let before = pools(&engine).await;
+        let err = engine
+            .scale(WorkloadKind::Deployment, "default", "web", 12)
+            .await
+            .unwrap_err();
+        match &err {
+            Error::SubnetExhausted { free, needed, .. } => assert_eq!((*free, *needed), (7, 10)),
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains("has 7 free IPs but"), "{err}");
+        assert_eq!(pools(&engine).await, before);
+        let w = engine
+            .workload(&ipam_core::AppRef::of(&app))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.replicas(), 2, "the replica count was not recorded");
+    });
+}
+
+#[test]
+fn shrinking_only_gives_back_unallocated_ips() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 4, "+0");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        for i in 0..4 {
+            engine
+                .allocate(&request(
+                    &app,
+                    &format!("web-{i}"),
+                    &format!("u{i}"),
+                    &format!("c{i}"),
+                    &["eth0"],
+                ))
+                .await
+                .unwrap();
+        }
+        engine
+            .scale(WorkloadKind::Deployment, "default", "web", 1)
+            .await
+            .unwrap();
+        let eth0 = auto_name(&pools(&engine).await, "auto4-web-eth0");
+        assert_eq!(
+            pools(&engine).await[&eth0].spec.ips.len(),
+            4,
+            "all four are held"
+        );
+        check_quiescent(engine.store(), 0).await.unwrap();
+        for i in 0..3 {
+            engine
+                .release(&release(
+                    Some(&app),
+                    &format!("web-{i}"),
+                    &format!("u{i}"),
+                    &format!("c{i}"),
+                ))
+                .await
+                .unwrap();
+            check_quiescent(engine.store(), 0).await.unwrap();
+        }
+        let p = &pools(&engine).await[&eth0];
+        assert_eq!(p.spec.ips.len(), 1);
+        assert_eq!(
+            p.allocated_ips(),
+            ips!["10.6.168.174"],
+            "the held IP stayed"
+        );
+    });
+}
+
+#[test]
+fn deleting_the_app_reclaims_its_pools_when_their_last_ip_goes() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        engine
+            .allocate(&request(&app, "web-1", "u1", "c1", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        engine
+            .delete(&ObjectKey::namespaced(Kind::Deployment, "default", "web"))
+            .await
+            .unwrap();
+        let p = pools(&engine).await;
+        assert_eq!(p.len(), 2);
+        assert!(p.values().all(|p| p.metadata.is_terminating()));
+        let err = engine
+            .allocate(&request(&app, "web-2", "u2", "c2", &["eth0"]))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("terminating") || err.to_string().contains("does not exist"),
+            "{err}"
+        );
+        engine
+            .release(&release(Some(&app), "web-1", "u1", "c1"))
+            .await
+            .unwrap();
+        assert!(pools(&engine).await.is_empty());
+        let subnets: Vec<SpiderSubnet> = engine.store().list_as(None).await.unwrap();
+        assert!(
+            subnets.iter().all(|s| s.claims().is_empty()
+                && s.status.as_ref().unwrap().allocated_ip_count == Some(0))
+        );
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+}
+
+#[test]
+fn a_retained_pool_is_adopted_by_the_next_app_of_the_same_name() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let mut app = seed_app(WorkloadKind::Deployment, "keep", 1, "+1");
+        app.spec.template.metadata.annotations.insert("ipam.spidernet.io/ippool-reclaim".into(), "false".into());
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let before = pools(&engine).await;
+        engine.delete(&ObjectKey::namespaced(Kind::Deployment, "default", "keep")).await.unwrap();
+        assert_eq!(pools(&engine).await.len(), 2, "retained");
+        assert!(pools(&engine).await.values().all(|p| !p.metadata.is_terminating()));
+        let mut again = app.clone();
+        again.metadata.uid = None;
+        engine.apply(any_workload(again)).await.unwrap();
+        let after = pools(&engine).await;
+        assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+        let new_uid = engine.workload(&ipam_core::AppRef::of(&app)).await.unwrap().unwrap().metadata.uid.unwrap();
+        assert!(after.values().all(|p| p.metadata.label(ipam_core::LABEL_OWNER_APP_UID) == Some(new_uid.as_str())));
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+}
+
+#[test]
+fn gc_frees_dead_holders_but_never_a_reused_ip() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let live = LiveSet::default();
+        engine
+            .allocate(&request(&app, "web-a", "ua", "ca", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        engine
+            .allocate(&request(&app, "web-b", "ub", "cb", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        live.add("cb");
+        let report = engine.gc(&live).await.unwrap();
+        assert_eq!(report.released.len(), 2, "web-a's two IPs: {report:?}");
+        assert_eq!(report.endpoints_deleted, ["default/web-a"]);
+        check_quiescent(engine.store(), 1).await.unwrap();
+        // The ABA case: a stale judgement of a record must not free a newer holder of the IP.
+        let c = engine
+            .allocate(&request(&app, "web-c", "uc", "cc", &["eth0"]))
+            .await
+            .unwrap();
+        live.add("cc");
+        let report = engine.gc(&live).await.unwrap();
+        assert!(report.released.is_empty());
+        let records = engine.records().await.unwrap();
+        let holder = records
+            .values()
+            .find_map(|r| r.get(&c.nics[0].ips[0].address.addr()))
+            .unwrap();
+        assert_eq!(holder.pod, "default/web-c");
+    });
+}
+
+#[test]
+fn released_ips_are_handed_out_last() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        let pool = SpiderIPPool::new(
+            "p",
+            "10.1.0.0/24".parse().unwrap(),
+            ips!["10.1.0.10-10.1.0.14"],
+        );
+        engine.apply(AnyObject::Pool(pool)).await.unwrap();
+        let mut app = seed_app(WorkloadKind::Deployment, "x", 1, "+1");
+        app.spec.template.metadata.annotations =
+            annotations(&[("ipam.spidernet.io/ippool", r#"{"ipv4":["p"]}"#)]);
+        let a = engine
+            .allocate(&request(&app, "a", "ua", "ca", &["eth0"]))
+            .await
+            .unwrap();
+        engine
+            .release(&release(None, "a", "ua", "ca"))
+            .await
+            .unwrap();
+        let b = engine
+            .allocate(&request(&app, "b", "ub", "cb", &["eth0"]))
+            .await
+            .unwrap();
+        assert_ne!(a.nics[0].ips[0].address, b.nics[0].ips[0].address);
+        assert_eq!(b.nics[0].ips[0].address.to_string(), "10.1.0.11/24");
+    });
+}
+
+#[test]
+fn selection_errors_name_the_pool_and_nic() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        let mut pool = SpiderIPPool::new("p", "10.1.0.0/24".parse().unwrap(), ips!["10.1.0.10-10.1.0.14"]);
+        pool.spec.disable = Some(true);
+        engine.apply(AnyObject::Pool(pool)).await.unwrap();
+        let mut app = seed_app(WorkloadKind::Deployment, "x", 1, "+1");
+        app.spec.template.metadata.annotations = annotations(&[("ipam.spidernet.io/ippool", r#"{"ipv4":["p"]}"#)]);
+        let err = engine.allocate(&request(&app, "a", "ua", "ca", &["eth0"])).await.unwrap_err().to_string();
+        assert_eq!(err, "no IP pool available for eth0 (IPv4): every pool from the pod's ipam.spidernet.io/ippool annotation was filtered out: p: disabled");
+        app.spec.template.metadata.annotations = annotations(&[("ipam.spidernet.io/ippool", r#"{"ipv4":["q"]}"#)]);
+        let err = engine.allocate(&request(&app, "a", "ua", "ca", &["eth0"])).await.unwrap_err().to_string();
+        assert_eq!(err, r#"ipam.spidernet.io/ippool refers to SpiderIPPool "q", which does not exist"#);
+        // Nothing was recorded by the failures.
+        assert!(engine.records().await.unwrap().values().all(|r| r.is_empty()));
+        let ep: Option<SpiderEndpoint> = engine.store().get_as(Some("default"), "a").await.unwrap();
+        assert!(ep.is_none());
+    });
+}
+
+#[test]
+fn reserved_ips_are_never_handed_out_nor_carved() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let r = SpiderReservedIP::new("keep-out", ips!["10.6.168.171-10.6.168.172"]);
+        engine.apply(AnyObject::ReservedIp(r)).await.unwrap();
+        let app = seed_app(WorkloadKind::Deployment, "web", 1, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let eth0 = auto_name(&pools(&engine).await, "auto4-web-eth0");
+        assert_eq!(
+            pools(&engine).await[&eth0].spec.ips,
+            ips!["10.6.168.173-10.6.168.174"]
+        );
+        let got = engine
+            .allocate(&request(&app, "w", "u", "c", &["eth0"]))
+            .await
+            .unwrap();
+        assert_eq!(got.nics[0].ips[0].address.to_string(), "10.6.168.173/16");
+    });
+}
+
+#[test]
+fn invalid_pools_are_refused_and_nothing_is_stored() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let outside = SpiderIPPool::new("outside", "10.6.0.0/16".parse().unwrap(), ips!["10.6.1.1"]);
+        let err = engine.apply(AnyObject::Pool(outside)).await.unwrap_err().to_string();
+        assert_eq!(err, r#"SpiderIPPool "outside" is invalid: IPs 10.6.1.1 are not in spec.ips of SpiderSubnet "subnet-test-ens192""#);
+        let mut gw = SpiderIPPool::new("gw", "10.6.0.0/16".parse().unwrap(), ips!["10.6.168.171-10.6.168.172"]);
+        gw.spec.gateway = Some(ip("10.6.168.171"));
+        let err = engine.apply(AnyObject::Pool(gw)).await.unwrap_err().to_string();
+        assert!(err.contains("spec.gateway 10.6.168.171 is inside spec.ips"), "{err}");
+        let a = SpiderIPPool::new("a", "10.6.0.0/16".parse().unwrap(), ips!["10.6.168.171-10.6.168.173"]);
+        engine.apply(AnyObject::Pool(a)).await.unwrap();
+        let b = SpiderIPPool::new("b", "10.6.0.0/16".parse().unwrap(), ips!["10.6.168.173-10.6.168.175"]);
+        let err = engine.apply(AnyObject::Pool(b)).await.unwrap_err().to_string();
+        assert!(err.contains("10.6.168.173"), "{err}");
+        let stored: Vec<SpiderIPPool> = engine.store().list_as(None).await.unwrap();
+        assert_eq!(stored.iter().map(|p| p.metadata.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        // The manual pool is counted by its subnet, and the auto pools carve around it.
+        let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        engine.apply(any_workload(app)).await.unwrap();
+        let eth0 = auto_name(&pools(&engine).await, "auto4-web-eth0");
+        assert_eq!(pools(&engine).await[&eth0].spec.ips, ips!["10.6.168.174-10.6.168.176"]);
+        let s: SpiderSubnet = engine.store().get_as(None, "subnet-test-ens192").await.unwrap().unwrap();
+        assert_eq!(s.status.unwrap().allocated_ip_count, Some(6));
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+}
+
+#[test]
+fn reapplying_the_same_objects_changes_nothing() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let before: Vec<serde_json::Value> = engine
+            .store()
+            .list(Kind::SpiderIPPool, None, None)
+            .await
+            .unwrap();
+        for s in seed_subnets() {
+            assert_eq!(
+                engine.apply(AnyObject::Subnet(s)).await.unwrap(),
+                ipam_core::engine::Applied::Unchanged
+            );
+        }
+        assert_eq!(
+            engine.apply(any_workload(app)).await.unwrap(),
+            ipam_core::engine::Applied::Unchanged
+        );
+        let after: Vec<serde_json::Value> = engine
+            .store()
+            .list(Kind::SpiderIPPool, None, None)
+            .await
+            .unwrap();
+        assert_eq!(before, after);
+    });
+}
+
+#[test]
+fn dual_stack_nics_get_one_ip_per_family() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let v6 = SpiderSubnet::new(
+            "v6",
+            "fd00:6::/64".parse().unwrap(),
+            ips!["fd00:6::10-fd00:6::ff"],
+            Some(ip("fd00:6::1")),
+        );
+        engine.apply(AnyObject::Subnet(v6)).await.unwrap();
+        let mut app = seed_app(WorkloadKind::Deployment, "dual", 1, "+1");
+        app.spec.template.metadata.annotations.insert(
+            "ipam.spidernet.io/subnets".into(),
+            r#"[{"interface":"eth0","ipv4":["subnet-test-ens192"],"ipv6":["v6"]}]"#.into(),
+        );
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let got = engine
+            .allocate(&request(&app, "d", "u", "c", &["eth0"]))
+            .await
+            .unwrap();
+        let addrs: Vec<String> = got.nics[0]
+            .ips
+            .iter()
+            .map(|i| i.address.to_string())
+            .collect();
+        assert_eq!(addrs, ["10.6.168.171/16", "fd00:6::10/64"]);
+        assert_eq!(got.nics[0].ips[1].gateway, Some(ip("fd00:6::1")));
+        assert!(
+            pools(&engine)
+                .await
+                .keys()
+                .any(|k| k.starts_with("auto6-dual-eth0-"))
+        );
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+}
+
+#[test]
+fn release_of_unknown_containers_and_repeated_release_succeed() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let r = engine
+            .release(&release(None, "ghost", "u", "nope"))
+            .await
+            .unwrap();
+        assert_eq!(r, Default::default());
+        let app = seed_app(WorkloadKind::Deployment, "web", 1, "+1");
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        engine
+            .allocate(&request(&app, "w", "u", "c", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            engine
+                .release(&release(Some(&app), "w", "u", "c"))
+                .await
+                .unwrap()
+                .ips
+                .len(),
+            2
+        );
+        assert_eq!(
+            engine
+                .release(&release(Some(&app), "w", "u", "c"))
+                .await
+                .unwrap()
+                .ips
+                .len(),
+            0
+        );
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+}
+
+#[test]
+fn concurrent_allocations_on_one_pool_are_batched_and_distinct() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let engine = std::sync::Arc::new(Engine::new(MemStore::new()));
+    rt.block_on(async {
+        let pool = SpiderIPPool::new("big", "10.2.0.0/16".parse().unwrap(), ips!["10.2.0.0/16"]);
+        engine.apply(AnyObject::Pool(pool)).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let engine = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                let req = ipam_core::engine::AllocateRequest {
+                    pod: PodContext {
+                        namespace: "default".into(),
+                        name: format!("p{i}"),
+                        annotations: annotations(&[(
+                            "ipam.spidernet.io/ippool",
+                            r#"{"ipv4":["big"]}"#,
+                        )]),
+                        ..Default::default()
+                    },
+                    pod_uid: format!("u{i}"),
+                    container_id: format!("c{i}"),
+                    nics: vec![NicConfig {
+                        interface: "eth0".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                engine.allocate(&req).await.unwrap().nics[0].ips[0]
+                    .address
+                    .addr()
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await.unwrap());
+        }
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 64);
+        let p: SpiderIPPool = engine.store().get_as(None, "big").await.unwrap().unwrap();
+        assert_eq!(p.allocated_count(), 64);
+        check_invariants(engine.store()).await.unwrap();
+    });
+    let _ = IpFamily::V4;
+    let _ = EngineConfig::default();
+}
