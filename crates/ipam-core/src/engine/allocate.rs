@@ -157,11 +157,18 @@ impl<S: Store> Engine<S> {
         let mut selections = Vec::new();
         let result: Result<(), Error> = async {
             for nic in &req.nics {
-                let selection = select(&ctx, &parsed, nic, &pools)?;
                 let prior = endpoint
                     .as_ref()
                     .filter(|e| retained || e.current().uid == req.pod_uid)
                     .and_then(|e| e.nic(&nic.interface).cloned());
+                if let Some(selection) = self
+                    .recorded(req, &ctx, nic, endpoint.as_ref(), &mut taken)
+                    .await?
+                {
+                    selections.push((nic, selection));
+                    continue;
+                }
+                let selection = select(&ctx, &parsed, nic, &pools)?;
                 for (family, candidates) in &selection.families {
                     let record = IpRecord {
                         pod: pod_key(&ctx.namespace, &ctx.name),
@@ -293,8 +300,69 @@ impl<S: Store> Engine<S> {
         })
     }
 
-    /// Releases what this call took fresh; errors are logged (GC frees what is left).
+    /// A retried ADD of the same container and interface gets what it has, whatever selection
+    /// would say now (the application may have changed since): the recorded IPs, confirmed in
+    /// their pools.
+    async fn recorded(
+        &self,
+        req: &AllocateRequest,
+        ctx: &PodContext,
+        nic: &NicConfig,
+        endpoint: Option<&SpiderEndpoint>,
+        taken: &mut Vec<Taken>,
+    ) -> Result<Option<Selection>, Error> {
+        let Some(ep) = endpoint else { return Ok(None) };
+        let current = ep.current();
+        if current.container_id.as_deref() != Some(req.container_id.as_str()) {
+            return Ok(None);
+        }
+        let Some(entry) = ep.nic(&nic.interface) else {
+            return Ok(None);
+        };
+        let mut mine = Vec::new();
+        let mut families = Vec::new();
+        for family in IpFamily::BOTH {
+            let (Some(addr), Some(pool)) = (entry.address(family), entry.pool(family)) else {
+                continue;
+            };
+            let record = IpRecord {
+                pod: pod_key(&ctx.namespace, &ctx.name),
+                pod_uid: req.pod_uid.clone(),
+                container_id: Some(req.container_id.clone()),
+                interface: Some(nic.interface.clone()),
+                network: nic.network.clone(),
+                netns: req.netns.clone(),
+            };
+            let op = PoolOp::Restamp {
+                ip: addr.addr(),
+                record: record.clone(),
+            };
+            if self.pool_op(pool, op).await? != OpResult::Restamped(true) {
+                return Ok(None);
+            }
+            mine.push(Taken {
+                pool: pool.to_string(),
+                ip: addr.addr(),
+                fresh: false,
+                record,
+            });
+            families.push((family, vec![pool.to_string()]));
+        }
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        taken.extend(mine);
+        Ok(Some(Selection {
+            source: crate::select::Source::Recorded,
+            families,
+            clean_gateway: entry.clean_gateway.unwrap_or(false),
+        }))
+    }
+
+    /// Releases what this call took fresh, then lets the pools shrink if they wait for it;
+    /// errors are logged (GC frees what is left).
     async fn rollback(&self, taken: &[Taken]) {
+        let mut pools: Vec<&str> = Vec::new();
         for t in taken.iter().filter(|t| t.fresh) {
             let op = PoolOp::Release {
                 matcher: Matcher::Exact {
@@ -304,6 +372,14 @@ impl<S: Store> Engine<S> {
             };
             if let Err(e) = self.pool_op(&t.pool, op).await {
                 tracing::warn!(pool = %t.pool, ip = %t.ip, error = %e, "rollback failed; GC will free the IP");
+            }
+            if !pools.contains(&t.pool.as_str()) {
+                pools.push(&t.pool);
+            }
+        }
+        for pool in pools {
+            if let Err(e) = self.after_release(pool).await {
+                tracing::warn!(%pool, error = %e, "resizing after a rollback failed; GC will retry");
             }
         }
     }

@@ -19,6 +19,40 @@ use crate::store::{Store, TypedStore};
 use crate::subnet::SpiderSubnet;
 use crate::workload::{AppRef, WorkloadKind};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_ids_parse_back() {
+        let app = AppRef::apps_v1(WorkloadKind::Deployment, "default", "test-app");
+        assert_eq!(parse_application(&app.application_id()), Some(app));
+        assert_eq!(parse_application("v1_Pod_ns_p").unwrap().group, "");
+        assert_eq!(parse_application("garbage"), None);
+    }
+}
+
+/// The application of a `controlledIPPools[].application` id
+/// (`apps_v1_Deployment_default_web`; names and namespaces hold no `_`).
+fn parse_application(id: &str) -> Option<AppRef> {
+    let mut parts = id.rsplitn(4, '_');
+    let name = parts.next()?;
+    let namespace = parts.next()?;
+    let kind = parts.next()?;
+    let gv = parts.next()?;
+    let (group, version) = match gv.split_once('_') {
+        Some((g, v)) => (g, v),
+        None => ("", gv),
+    };
+    Some(AppRef {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    })
+}
+
 /// Tells whether the holder of an IP still exists.
 ///
 /// Embedded mode asks whether the recorded netns path exists (and the last CNI GC of the
@@ -82,6 +116,11 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
+        let mut touched: Vec<&str> = report.released.iter().map(|(p, _, _)| p.as_str()).collect();
+        touched.dedup();
+        for pool in touched {
+            self.after_release(pool).await?;
+        }
         // Endpoints whose pods hold nothing any more.
         let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
         for ep in self.store.list_as::<SpiderEndpoint>(None).await? {
@@ -116,13 +155,27 @@ impl<S: Store> Engine<S> {
                 if pools.iter().any(|p| p.metadata.name == pool) {
                     continue;
                 }
-                let age = claim
-                    .claimed_at
-                    .as_deref()
-                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-                    .and_then(|t| now.duration_since(t).ok())
-                    .unwrap_or(Duration::MAX);
-                if age >= self.config.claim_grace {
+                let abandoned = match claim.application.as_deref().and_then(parse_application) {
+                    // An auto pool's claim: abandoned if its application no longer wants a pool
+                    // of that name (deleted, or re-created under another uid). The reconcile
+                    // above re-created the pools the applications do want.
+                    Some(app) => match self.workload(&app).await? {
+                        None => true,
+                        Some(w) => !self.auto_specs(&w)?.iter().any(|s| s.name() == pool),
+                    },
+                    // A manual pool's claim: an apply may be between claiming and creating the
+                    // pool, in this or another process; wait out the grace period.
+                    None => {
+                        let age = claim
+                            .claimed_at
+                            .as_deref()
+                            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                            .and_then(|t| now.duration_since(t).ok())
+                            .unwrap_or(Duration::MAX);
+                        age >= self.config.claim_grace
+                    }
+                };
+                if abandoned {
                     self.drop_claim(&subnet.metadata.name, &pool).await?;
                     report
                         .claims_removed

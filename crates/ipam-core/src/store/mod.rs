@@ -167,3 +167,40 @@ pub fn encode<T: Object>(object: &T) -> Result<Value, Error> {
         reason: e.to_string(),
     })
 }
+
+/// A shared store is a store.
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
+        (**self).get(key).await
+    }
+
+    async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error> {
+        (**self).list(kind, namespace, selector).await
+    }
+
+    async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        (**self).create(kind, object).await
+    }
+
+    async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        (**self).update(kind, object).await
+    }
+
+    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        (**self).update_status(kind, object).await
+    }
+
+    async fn delete(&self, key: &ObjectKey, precondition: Option<&str>) -> Result<Deleted, Error> {
+        (**self).delete(key, precondition).await
+    }
+
+    fn watch(&self, kind: Kind) -> WatchStream {
+        (**self).watch(kind)
+    }
+}
