@@ -31,8 +31,8 @@ pub enum Error {
         kind: Kind,
         /// Name of the refused object.
         name: String,
-        /// What is wrong.
-        problem: Problem,
+        /// What is wrong (boxed: it is large, and errors travel through many `Result`s).
+        problem: Box<Problem>,
     },
 
     /// A document could not be read as an object of its kind.
@@ -177,7 +177,15 @@ impl Error {
         Error::Invalid {
             kind,
             name: name.to_string(),
-            problem,
+            problem: Box::new(problem),
+        }
+    }
+
+    /// The validation problem, when the error is a refusal by validation.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            Error::Invalid { problem, .. } => Some(problem),
+            _ => None,
         }
     }
 }

@@ -396,13 +396,11 @@ spec:
         old.set_claims(claims);
         let mut new = old.clone();
         new.spec.subnet = "10.6.0.0/24".parse().unwrap();
+        let err = new.validate(Some(&old), &[], &[]).unwrap_err();
         assert!(matches!(
-            new.validate(Some(&old), &[], &[]),
-            Err(Error::Invalid {
-                problem: Problem::Immutable {
-                    field: "subnet",
-                    ..
-                },
+            err.problem(),
+            Some(Problem::Immutable {
+                field: "subnet",
                 ..
             })
         ));
