@@ -311,6 +311,30 @@ fn statefulset_pods_keep_their_ips_until_scaled_below_their_ordinal() {
 }
 
 #[test]
+fn statefulset_pods_whose_nics_come_back_one_call_each_keep_every_ip() {
+    // Multus calls the IPAM once per NIC; the first call of the new incarnation must not make
+    // the endpoint forget the other NIC.
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let sts = seed_app(WorkloadKind::StatefulSet, "db", 2, "+1");
+        engine.apply(any_workload(sts.clone())).await.unwrap();
+        let mut before = Vec::new();
+        for nic in ["eth0", "net1"] {
+            before.push(engine.allocate(&request(&sts, "db-1", "uid-a", "ca", &[nic])).await.unwrap());
+        }
+        engine.release(&release(Some(&sts), "db-1", "uid-a", "ca")).await.unwrap();
+        let mut after = Vec::new();
+        for nic in ["eth0", "net1"] {
+            after.push(engine.allocate(&request(&sts, "db-1", "uid-b", "cb", &[nic])).await.unwrap());
+        }
+        assert_eq!(after, before);
+        check_quiescent(engine.store(), 1).await.unwrap();
+    });
+}
+
+#[test]
 fn scaling_down_frees_ips_kept_for_pods_that_are_gone() {
     let rt = rt();
     let engine = Engine::new(MemStore::new());

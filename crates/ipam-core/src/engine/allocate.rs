@@ -204,7 +204,7 @@ impl<S: Store> Engine<S> {
             out.push(self.nic_addresses(nic, selection, &taken, &pools, &parsed));
         }
         if let Err(e) = self
-            .record_endpoint(&ctx, req, endpoint.is_some(), &out)
+            .record_endpoint(&ctx, req, retained, &out)
             .await
         {
             self.rollback(&taken).await;
@@ -433,7 +433,7 @@ impl<S: Store> Engine<S> {
         &self,
         ctx: &PodContext,
         req: &AllocateRequest,
-        _existed: bool,
+        retained: bool,
         nics: &[NicAddresses],
     ) -> Result<(), Error> {
         let key = ObjectKey::namespaced(Kind::SpiderEndpoint, &ctx.namespace, &ctx.name);
@@ -447,9 +447,10 @@ impl<S: Store> Engine<S> {
             if current.uid != req.pod_uid
                 || current.container_id.as_deref() != Some(req.container_id.as_str())
             {
-                // A new incarnation: entries of NICs not in this request are dropped only if the
-                // pod changed (same uid keeps them, for NICs allocated one call at a time).
-                if current.uid != req.pod_uid {
+                // A new incarnation. The entries of NICs not in this request stay when they are
+                // still the pod's: same pod (a new sandbox), or a StatefulSet pod whose IPs are
+                // kept for its name and whose other NICs come back in their own calls.
+                if current.uid != req.pod_uid && !retained {
                     current.ips.clear();
                 }
                 current.uid = req.pod_uid.clone();

@@ -1,0 +1,174 @@
+//! `kubectl get`-style tables of Berth's objects, with the columns Spiderpool's CRDs print.
+
+use ipam_core::{Deployment, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet, StatefulSet, Workload};
+
+/// Lays out rows like kubectl's tabwriter: each column as wide as its widest cell plus 3.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}", w = widths[i] + 3));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn count(c: Option<i64>) -> String {
+    c.unwrap_or(0).to_string()
+}
+
+fn version(v: Option<i64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// `kubectl get spidersubnet`: `NAME VERSION SUBNET ALLOCATED-IP-COUNT TOTAL-IP-COUNT`.
+pub fn subnets(items: &[SpiderSubnet]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|s| {
+            let st = s.status.clone().unwrap_or_default();
+            vec![
+                s.metadata.name.clone(),
+                version(s.spec.ip_version),
+                s.spec.subnet.to_string(),
+                count(st.allocated_ip_count),
+                count(st.total_ip_count),
+            ]
+        })
+        .collect();
+    render(&["NAME", "VERSION", "SUBNET", "ALLOCATED-IP-COUNT", "TOTAL-IP-COUNT"], &rows)
+}
+
+/// `kubectl get spiderippool`: `NAME VERSION SUBNET ALLOCATED-IP-COUNT TOTAL-IP-COUNT DEFAULT
+/// DISABLE`; `wide` adds `NODENAME MULTUSNAME APP-NAMESPACE`.
+pub fn pools(items: &[SpiderIPPool], wide: bool) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|p| {
+            let st = p.status.clone().unwrap_or_default();
+            let mut row = vec![
+                p.metadata.name.clone(),
+                version(p.spec.ip_version),
+                p.spec.subnet.to_string(),
+                count(st.allocated_ip_count),
+                count(st.total_ip_count),
+                p.spec.default.unwrap_or(false).to_string(),
+                p.spec.disable.unwrap_or(false).to_string(),
+            ];
+            if wide {
+                let list = |v: &[String]| if v.is_empty() { "<none>".into() } else { format!("[{}]", v.join(",")) };
+                row.push(list(&p.spec.node_name));
+                row.push(list(&p.spec.multus_name));
+                row.push(
+                    p.spec
+                        .pod_affinity
+                        .as_ref()
+                        .and_then(|a| a.match_labels.get(ipam_core::APP_NAMESPACE).cloned())
+                        .unwrap_or_else(|| "<none>".into()),
+                );
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["NAME", "VERSION", "SUBNET", "ALLOCATED-IP-COUNT", "TOTAL-IP-COUNT", "DEFAULT", "DISABLE"];
+    if wide {
+        header.extend(["NODENAME", "MULTUSNAME", "APP-NAMESPACE"]);
+    }
+    render(&header, &rows)
+}
+
+/// `kubectl get spiderendpoint`: one row per NIC, `NAME INTERFACE IPV4POOL IPV4 IPV6POOL IPV6
+/// NODE`.
+pub fn endpoints(items: &[SpiderEndpoint]) -> String {
+    let none = || "<none>".to_string();
+    let mut rows = Vec::new();
+    for e in items {
+        let cur = e.current();
+        if cur.ips.is_empty() {
+            rows.push(vec![e.metadata.name.clone(), none(), none(), none(), none(), none(), cur.node.clone()]);
+        }
+        for n in &cur.ips {
+            rows.push(vec![
+                e.metadata.name.clone(),
+                n.interface.clone(),
+                n.ipv4_pool.clone().unwrap_or_else(none),
+                n.ipv4.map(|a| a.to_string()).unwrap_or_else(none),
+                n.ipv6_pool.clone().unwrap_or_else(none),
+                n.ipv6.map(|a| a.to_string()).unwrap_or_else(none),
+                if cur.node.is_empty() { none() } else { cur.node.clone() },
+            ]);
+        }
+    }
+    render(&["NAME", "INTERFACE", "IPV4POOL", "IPV4", "IPV6POOL", "IPV6", "NODE"], &rows)
+}
+
+/// `kubectl get spiderreservedip`: `NAME VERSION`.
+pub fn reserved_ips(items: &[SpiderReservedIP]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|r| vec![r.metadata.name.clone(), version(r.spec.ip_version)])
+        .collect();
+    render(&["NAME", "VERSION"], &rows)
+}
+
+fn workloads<'a>(items: impl Iterator<Item = &'a Workload>) -> String {
+    let rows: Vec<Vec<String>> = items
+        .map(|w| {
+            vec![
+                w.metadata.name.clone(),
+                w.replicas().to_string(),
+                w.pod_annotations()
+                    .get(ipam_core::annotations::IPPOOL_IP_NUMBER)
+                    .cloned()
+                    .unwrap_or_else(|| "<none>".into()),
+            ]
+        })
+        .collect();
+    render(&["NAME", "REPLICAS", "IPPOOL-IP-NUMBER"], &rows)
+}
+
+/// Deployments on record: `NAME REPLICAS IPPOOL-IP-NUMBER`.
+pub fn deployments(items: &[Deployment]) -> String {
+    workloads(items.iter().map(|d| &d.0))
+}
+
+/// StatefulSets on record: `NAME REPLICAS IPPOOL-IP-NUMBER`.
+pub fn statefulsets(items: &[StatefulSet]) -> String {
+    workloads(items.iter().map(|d| &d.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell_plus_three() {
+        let mut s = SpiderSubnet::new(
+            "subnet-test-ens192",
+            "10.6.0.1/16".parse().unwrap(),
+            ipam_core::ips!["10.6.168.171-10.6.168.180"],
+            None,
+        );
+        s.mutate();
+        assert_eq!(
+            subnets(&[s]),
+            "NAME                 VERSION   SUBNET        ALLOCATED-IP-COUNT   TOTAL-IP-COUNT\n\
+             subnet-test-ens192   4         10.6.0.1/16   0                    10\n"
+        );
+    }
+}
