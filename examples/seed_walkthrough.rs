@@ -51,7 +51,12 @@ impl<S: Store> Walk<S> {
         for obj in manifest::parse(name, yaml)? {
             let key = obj.key();
             let applied = self.engine.apply(obj).await?;
-            println!("{}/{} {}", key.kind.name().to_lowercase(), key.name, format!("{applied:?}").to_lowercase());
+            println!(
+                "{}/{} {}",
+                key.kind.name().to_lowercase(),
+                key.name,
+                format!("{applied:?}").to_lowercase()
+            );
         }
         Ok(())
     }
@@ -73,7 +78,10 @@ impl<S: Store> Walk<S> {
     async fn pool_ips(&self) -> Res<()> {
         let items: Vec<SpiderIPPool> = self.engine.store().list_as(None).await?;
         for p in items {
-            say(&format!("kubectl get spiderippool {} -o jsonpath='{{.spec.ips}}'", p.metadata.name));
+            say(&format!(
+                "kubectl get spiderippool {} -o jsonpath='{{.spec.ips}}'",
+                p.metadata.name
+            ));
             println!("{}", serde_json::to_string(&p.spec.ips)?);
         }
         Ok(())
@@ -81,7 +89,11 @@ impl<S: Store> Walk<S> {
 
     async fn workload(&self, kind: WorkloadKind, name: &str) -> Res<Workload> {
         let app = AppRef::apps_v1(kind, "default", name);
-        Ok(self.engine.workload(&app).await?.ok_or("the workload is missing")?)
+        Ok(self
+            .engine
+            .workload(&app)
+            .await?
+            .ok_or("the workload is missing")?)
     }
 
     /// Creates a pod of `app`: one allocation per NIC, as Multus calls the IPAM once per NIC.
@@ -89,15 +101,28 @@ impl<S: Store> Walk<S> {
         self.serial += 1;
         let name = match name {
             Some(n) => n.to_string(),
-            None => format!("{}-6f4594ff67-{}", app.metadata.name, pod_suffix(self.serial)),
+            None => format!(
+                "{}-6f4594ff67-{}",
+                app.metadata.name,
+                pod_suffix(self.serial)
+            ),
         };
-        let uid = format!("{:08x}-0000-4000-8000-{:012x}", self.serial * 7919, self.serial);
+        let uid = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            self.serial * 7919,
+            self.serial
+        );
         let container = format!("{:064x}", u128::from(self.serial) * 0x9e37_79b9_7f4a_7c15);
         let mut nics = Vec::new();
         // Multus adds net1 only to pods that ask for a second network.
-        let second = app.pod_annotations().contains_key("k8s.v1.cni.cncf.io/networks");
+        let second = app
+            .pod_annotations()
+            .contains_key("k8s.v1.cni.cncf.io/networks");
         let wanted: &[(&str, &str)] = if second {
-            &[("eth0", "macvlan-conf-ens192"), ("net1", "macvlan-conf-ens224")]
+            &[
+                ("eth0", "macvlan-conf-ens192"),
+                ("net1", "macvlan-conf-ens224"),
+            ]
         } else {
             &[("eth0", "macvlan-conf-ens192")]
         };
@@ -123,7 +148,13 @@ impl<S: Store> Walk<S> {
             };
             nics.extend(self.engine.allocate(&request).await?.nics);
         }
-        Ok(Pod { name, uid, container, app: app.clone(), ips: Allocation { nics } })
+        Ok(Pod {
+            name,
+            uid,
+            container,
+            app: app.clone(),
+            ips: Allocation { nics },
+        })
     }
 
     async fn stop_pod(&self, pod: &Pod) -> Res<()> {
@@ -172,10 +203,20 @@ fn pods_table(pods: &[&Pod]) {
                     .and_then(|n| n.ips.first())
                     .map_or("<none>".to_string(), |i| i.address.addr().to_string())
             };
-            vec![p.name.clone(), "1/1".into(), "Running".into(), ip("eth0"), ip("net1"), "node1".into()]
+            vec![
+                p.name.clone(),
+                "1/1".into(),
+                "Running".into(),
+                ip("eth0"),
+                ip("net1"),
+                "node1".into(),
+            ]
         })
         .collect();
-    print!("{}", table::render(&["NAME", "READY", "STATUS", "IP", "NET1-IP", "NODE"], &rows));
+    print!(
+        "{}",
+        table::render(&["NAME", "READY", "STATUS", "IP", "NET1-IP", "NODE"], &rows)
+    );
 }
 
 async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
@@ -186,11 +227,16 @@ async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
     w.apply("subnets.yaml", SUBNETS).await?;
     w.subnets().await?;
 
-    println!("\n## Fixed IPs on two NICs: the Deployment gets one auto pool per NIC, replicas + 1 IPs");
+    println!(
+        "\n## Fixed IPs on two NICs: the Deployment gets one auto pool per NIC, replicas + 1 IPs"
+    );
     say("kubectl create -f examples/seed/deployment.yaml");
     w.apply("deployment.yaml", DEPLOYMENT).await?;
     let app = w.workload(WorkloadKind::Deployment, "test-app").await?;
-    let mut pods = vec![w.start_pod(&app, None).await?, w.start_pod(&app, None).await?];
+    let mut pods = vec![
+        w.start_pod(&app, None).await?,
+        w.start_pod(&app, None).await?,
+    ];
     say("kubectl get po -l app=test-app -o wide");
     pods_table(&pods.iter().collect::<Vec<_>>());
     w.pools().await?;
@@ -203,13 +249,18 @@ async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
     for p in &pods {
         w.stop_pod(p).await?;
     }
-    pods = vec![w.start_pod(&app, None).await?, w.start_pod(&app, None).await?];
+    pods = vec![
+        w.start_pod(&app, None).await?,
+        w.start_pod(&app, None).await?,
+    ];
     say("kubectl get po -l app=test-app -o wide");
     pods_table(&pods.iter().collect::<Vec<_>>());
 
     println!("\n## Scale to 3: both pools grow to 4 IPs");
     say("kubectl scale deploy test-app --replicas 3");
-    w.engine.scale(WorkloadKind::Deployment, "default", "test-app", 3).await?;
+    w.engine
+        .scale(WorkloadKind::Deployment, "default", "test-app", 3)
+        .await?;
     let app = w.workload(WorkloadKind::Deployment, "test-app").await?;
     pods.push(w.start_pod(&app, None).await?);
     say("kubectl get po -l app=test-app -o wide");
@@ -231,7 +282,10 @@ async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
     say("kubectl get po -l app=test-sts -o wide");
     pods_table(&[&sts0, &sts1_again]);
     let same = sts1.ips == sts1_again.ips;
-    println!("test-sts-1 uid {} -> {}: same IPs: {same}", sts1.uid, sts1_again.uid);
+    println!(
+        "test-sts-1 uid {} -> {}: same IPs: {same}",
+        sts1.uid, sts1_again.uid
+    );
     if !same {
         return Err("the StatefulSet pod did not get its IPs back".into());
     }
@@ -247,14 +301,24 @@ async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
     w.subnets().await?;
 
     println!("\n## Deleting the applications returns their IPs to the subnets");
-    say("kubectl delete deploy test-app legacy-app; kubectl delete sts test-sts; kubectl delete spiderippool firewall-pool");
+    say(
+        "kubectl delete deploy test-app legacy-app; kubectl delete sts test-sts; kubectl delete spiderippool firewall-pool",
+    );
     for p in pods.iter().chain([&sts0, &sts1_again, &legacy_pod]) {
         w.stop_pod(p).await?;
     }
-    for (kind, name) in [(Kind::Deployment, "test-app"), (Kind::Deployment, "legacy-app"), (Kind::StatefulSet, "test-sts")] {
-        w.engine.delete(&ObjectKey::namespaced(kind, "default", name)).await?;
+    for (kind, name) in [
+        (Kind::Deployment, "test-app"),
+        (Kind::Deployment, "legacy-app"),
+        (Kind::StatefulSet, "test-sts"),
+    ] {
+        w.engine
+            .delete(&ObjectKey::namespaced(kind, "default", name))
+            .await?;
     }
-    w.engine.delete(&ObjectKey::cluster(Kind::SpiderIPPool, "firewall-pool")).await?;
+    w.engine
+        .delete(&ObjectKey::cluster(Kind::SpiderIPPool, "firewall-pool"))
+        .await?;
     let left = w.pools().await?;
     w.subnets().await?;
     let deployments: Vec<Deployment> = w.engine.store().list_as(None).await?;
@@ -267,7 +331,11 @@ async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
         .into_iter()
         .map(|s| (s.metadata.name.clone(), s.claims().len()))
         .collect();
-    if !left.is_empty() || !deployments.is_empty() || !statefulsets.is_empty() || claimed.values().any(|c| *c > 0) {
+    if !left.is_empty()
+        || !deployments.is_empty()
+        || !statefulsets.is_empty()
+        || claimed.values().any(|c| *c > 0)
+    {
         return Err("the applications' pools were not all reclaimed".into());
     }
     println!("\nEvery IP is back in its subnet.");
@@ -275,6 +343,8 @@ async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
 }
 
 fn main() -> Res<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
     rt.block_on(run(Engine::new(MemStore::new())))
 }

@@ -1,6 +1,8 @@
 //! `kubectl get`-style tables of Berth's objects, with the columns Spiderpool's CRDs print.
 
-use ipam_core::{Deployment, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet, StatefulSet, Workload};
+use ipam_core::{
+    Deployment, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet, StatefulSet, Workload,
+};
 
 /// Lays out rows like kubectl's tabwriter: each column as wide as its widest cell plus 3.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -51,7 +53,16 @@ pub fn subnets(items: &[SpiderSubnet]) -> String {
             ]
         })
         .collect();
-    render(&["NAME", "VERSION", "SUBNET", "ALLOCATED-IP-COUNT", "TOTAL-IP-COUNT"], &rows)
+    render(
+        &[
+            "NAME",
+            "VERSION",
+            "SUBNET",
+            "ALLOCATED-IP-COUNT",
+            "TOTAL-IP-COUNT",
+        ],
+        &rows,
+    )
 }
 
 /// `kubectl get spiderippool`: `NAME VERSION SUBNET ALLOCATED-IP-COUNT TOTAL-IP-COUNT DEFAULT
@@ -71,7 +82,13 @@ pub fn pools(items: &[SpiderIPPool], wide: bool) -> String {
                 p.spec.disable.unwrap_or(false).to_string(),
             ];
             if wide {
-                let list = |v: &[String]| if v.is_empty() { "<none>".into() } else { format!("[{}]", v.join(",")) };
+                let list = |v: &[String]| {
+                    if v.is_empty() {
+                        "<none>".into()
+                    } else {
+                        format!("[{}]", v.join(","))
+                    }
+                };
                 row.push(list(&p.spec.node_name));
                 row.push(list(&p.spec.multus_name));
                 row.push(
@@ -85,7 +102,15 @@ pub fn pools(items: &[SpiderIPPool], wide: bool) -> String {
             row
         })
         .collect();
-    let mut header = vec!["NAME", "VERSION", "SUBNET", "ALLOCATED-IP-COUNT", "TOTAL-IP-COUNT", "DEFAULT", "DISABLE"];
+    let mut header = vec![
+        "NAME",
+        "VERSION",
+        "SUBNET",
+        "ALLOCATED-IP-COUNT",
+        "TOTAL-IP-COUNT",
+        "DEFAULT",
+        "DISABLE",
+    ];
     if wide {
         header.extend(["NODENAME", "MULTUSNAME", "APP-NAMESPACE"]);
     }
@@ -100,7 +125,15 @@ pub fn endpoints(items: &[SpiderEndpoint]) -> String {
     for e in items {
         let cur = e.current();
         if cur.ips.is_empty() {
-            rows.push(vec![e.metadata.name.clone(), none(), none(), none(), none(), none(), cur.node.clone()]);
+            rows.push(vec![
+                e.metadata.name.clone(),
+                none(),
+                none(),
+                none(),
+                none(),
+                none(),
+                cur.node.clone(),
+            ]);
         }
         for n in &cur.ips {
             rows.push(vec![
@@ -110,11 +143,26 @@ pub fn endpoints(items: &[SpiderEndpoint]) -> String {
                 n.ipv4.map(|a| a.to_string()).unwrap_or_else(none),
                 n.ipv6_pool.clone().unwrap_or_else(none),
                 n.ipv6.map(|a| a.to_string()).unwrap_or_else(none),
-                if cur.node.is_empty() { none() } else { cur.node.clone() },
+                if cur.node.is_empty() {
+                    none()
+                } else {
+                    cur.node.clone()
+                },
             ]);
         }
     }
-    render(&["NAME", "INTERFACE", "IPV4POOL", "IPV4", "IPV6POOL", "IPV6", "NODE"], &rows)
+    render(
+        &[
+            "NAME",
+            "INTERFACE",
+            "IPV4POOL",
+            "IPV4",
+            "IPV6POOL",
+            "IPV6",
+            "NODE",
+        ],
+        &rows,
+    )
 }
 
 /// `kubectl get spiderreservedip`: `NAME VERSION`.

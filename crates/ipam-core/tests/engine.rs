@@ -322,12 +322,25 @@ fn statefulset_pods_whose_nics_come_back_one_call_each_keep_every_ip() {
         engine.apply(any_workload(sts.clone())).await.unwrap();
         let mut before = Vec::new();
         for nic in ["eth0", "net1"] {
-            before.push(engine.allocate(&request(&sts, "db-1", "uid-a", "ca", &[nic])).await.unwrap());
+            before.push(
+                engine
+                    .allocate(&request(&sts, "db-1", "uid-a", "ca", &[nic]))
+                    .await
+                    .unwrap(),
+            );
         }
-        engine.release(&release(Some(&sts), "db-1", "uid-a", "ca")).await.unwrap();
+        engine
+            .release(&release(Some(&sts), "db-1", "uid-a", "ca"))
+            .await
+            .unwrap();
         let mut after = Vec::new();
         for nic in ["eth0", "net1"] {
-            after.push(engine.allocate(&request(&sts, "db-1", "uid-b", "cb", &[nic])).await.unwrap());
+            after.push(
+                engine
+                    .allocate(&request(&sts, "db-1", "uid-b", "cb", &[nic]))
+                    .await
+                    .unwrap(),
+            );
         }
         assert_eq!(after, before);
         check_quiescent(engine.store(), 1).await.unwrap();

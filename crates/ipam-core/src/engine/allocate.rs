@@ -203,10 +203,7 @@ impl<S: Store> Engine<S> {
         for (nic, selection) in &selections {
             out.push(self.nic_addresses(nic, selection, &taken, &pools, &parsed));
         }
-        if let Err(e) = self
-            .record_endpoint(&ctx, req, retained, &out)
-            .await
-        {
+        if let Err(e) = self.record_endpoint(&ctx, req, retained, &out).await {
             self.rollback(&taken).await;
             return Err(e);
         }
