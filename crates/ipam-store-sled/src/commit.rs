@@ -1,0 +1,121 @@
+//! Group commit: concurrent writers share one flush.
+//!
+//! A write is durable once a sync of the database ([`Disk::sync`]: sled's flush plus the
+//! `fdatasync` that sled leaves out) that started after the write has finished. Every committed
+//! write takes a ticket from a counter. To become durable, a writer queues on one async mutex,
+//! the *flush lock*. The first in line reads the counter (every ticket up to it names a write
+//! already in sled's log), syncs, and publishes the counter as `flushed`. Whoever gets the lock
+//! next checks `flushed` first: if its ticket is covered it returns without syncing; otherwise
+//! it syncs for itself and for everyone who committed meanwhile. So while one sync runs, the
+//! writes that arrive queue up and the next sync covers them all: under load the disk sees one
+//! sync per batch instead of one per write, and a lone writer still pays exactly one.
+//!
+//! sled's log is written in order and recovered as a prefix, so a sync also makes durable every
+//! write before the one it was run for.
+//!
+//! The sync blocks on the disk: it runs through `tokio::task::spawn_blocking`, so writes must be
+//! awaited inside a tokio runtime (either flavour).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::disk::Disk;
+
+/// Why a flush failed: sled's error, or the flush task's panic.
+pub(crate) type FlushError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How writes are made durable before they return.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Concurrent writers share one flush (group commit). The default.
+    #[default]
+    Group,
+    /// Every write runs its own flush. Slower under concurrency; there to measure what group
+    /// commit saves.
+    EachWrite,
+}
+
+/// Write and flush counts of a store since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Writes committed (creates, updates, deletes that changed something).
+    pub writes: u64,
+    /// Flushes run for them. With group commit under concurrency, fewer than `writes`.
+    pub flushes: u64,
+}
+
+/// The group commit state of one store.
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    disk: Arc<Disk>,
+    policy: FlushPolicy,
+    /// Tickets handed out: the number of writes committed to sled's log.
+    committed: AtomicU64,
+    /// Every ticket up to this one is durable.
+    flushed: AtomicU64,
+    flushes: AtomicU64,
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+/// A committed write waiting to become durable.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a write is not durable until `GroupCommit::durable` returns"]
+pub(crate) struct Ticket(u64);
+
+impl GroupCommit {
+    pub(crate) fn new(disk: Disk, policy: FlushPolicy) -> Self {
+        GroupCommit {
+            disk: Arc::new(disk),
+            policy,
+            committed: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Records a write that is in sled (its insert or compare-and-swap returned). Call it after
+    /// the write, never before: the ticket promises the write precedes any flush that sees it.
+    pub(crate) fn committed(&self) -> Ticket {
+        Ticket(self.committed.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Returns once the write of `ticket` is durable.
+    pub(crate) async fn durable(&self, ticket: Ticket) -> Result<(), FlushError> {
+        if self.policy == FlushPolicy::EachWrite {
+            return self.flush().await;
+        }
+        if self.flushed.load(Ordering::Acquire) >= ticket.0 {
+            return Ok(());
+        }
+        let _leader = self.flush_lock.lock().await;
+        if self.flushed.load(Ordering::Acquire) >= ticket.0 {
+            return Ok(());
+        }
+        let upto = self.committed.load(Ordering::Acquire);
+        self.flush().await?;
+        self.flushed.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), FlushError> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        // The sync blocks on the disk: it runs on tokio's blocking pool, not on an executor
+        // thread. Not on sled's own pool either (`flush_async`): sled writes its log buffers
+        // on that pool, and a flush waits for those writes, so a few concurrent flushes there
+        // take all of its threads and deadlock (64 concurrent `flush_async` calls hung for good).
+        let disk = self.disk.clone();
+        match tokio::task::spawn_blocking(move || disk.sync()).await {
+            Ok(synced) => synced,
+            // The sync panicked (or the runtime is shutting down).
+            Err(join) => Err(join.into()),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            writes: self.committed.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+        }
+    }
+}

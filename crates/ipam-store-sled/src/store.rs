@@ -1,0 +1,399 @@
+//! [`SledStore`]: the `Store` trait on sled.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipam_core::Error;
+use ipam_core::store::semantics::{self, Outcome};
+use ipam_core::store::{Deleted, Store, WatchEvent, WatchStream};
+use ipam_core::{Kind, LabelSelector, ObjectKey};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::commit::{FlushPolicy, GroupCommit, Stats, Ticket};
+use crate::disk::Disk;
+use crate::error::OpenError;
+use crate::layout::{self, DB_DIR};
+use crate::lock::{self, DirLock};
+
+/// How many times a write re-reads an object whose stored bytes changed between its read and
+/// its compare-and-swap before giving up with `RetriesExhausted`. Each failure means another
+/// write of this process landed, so this is never reached in practice.
+const MAX_ATTEMPTS: u32 = 1000;
+
+/// How [`SledStore::open`] opens a data dir. Build it like `std::fs::OpenOptions`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ipam_store_sled::OpenOptions;
+///
+/// let options = OpenOptions::new().lock_timeout(Duration::from_secs(5));
+/// assert_eq!(options.get_lock_timeout(), Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    lock_timeout: Duration,
+    flush_policy: FlushPolicy,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            lock_timeout: OpenOptions::DEFAULT_LOCK_TIMEOUT,
+            flush_policy: FlushPolicy::Group,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// The default lock timeout: 30 s, well under the time a container runtime gives one CNI
+    /// call, well over the time one call holds the store.
+    pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// The defaults: wait up to [`Self::DEFAULT_LOCK_TIMEOUT`] for the lock, group commit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long `open` waits for another holder of the data dir's lock before it fails with
+    /// [`OpenError::Locked`]. Zero tries once.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How writes are flushed (group commit by default).
+    pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
+        self.flush_policy = policy;
+        self
+    }
+
+    /// The lock timeout set.
+    pub fn get_lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// The flush policy set.
+    pub fn get_flush_policy(&self) -> FlushPolicy {
+        self.flush_policy
+    }
+}
+
+/// A [`Store`] in a sled database in a data dir, held under the dir's lock file for its life.
+/// See the crate documentation for the layout, durability and locking.
+///
+/// It is one value per process and data dir: share it with an `Arc` (a second `open` of the same
+/// dir waits for this one to be dropped).
+pub struct SledStore {
+    // Fields drop in order: sled closes before the lock file is released.
+    trees: Vec<sled::Tree>,
+    db: sled::Db,
+    commit: GroupCommit,
+    /// Held across a write's compare-and-swap, its ticket and its notification, so that
+    /// watchers see the writes in the order they landed. It never spans an await or a flush.
+    order: Mutex<()>,
+    events: broadcast::Sender<WatchEvent>,
+    dir: PathBuf,
+    _lock: DirLock,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("dir", &self.dir)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens the store in `dir`, creating the dir (mode 0700, parents too) and an empty store if
+    /// missing. Waits up to the options' lock timeout for another process (or another store of
+    /// this process) to release the dir.
+    ///
+    /// This blocks the calling thread (on the lock and on sled's recovery); from async code, call
+    /// it through `tokio::task::spawn_blocking` if that matters.
+    pub fn open(dir: impl AsRef<Path>, options: OpenOptions) -> Result<SledStore, OpenError> {
+        let dir = dir.as_ref().to_path_buf();
+        create_data_dir(&dir).map_err(|source| OpenError::CreateDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let lock = lock::acquire(&dir, options.lock_timeout)?;
+        let db_dir = dir.join(DB_DIR);
+        let db = layout::open_db(&db_dir)?;
+        layout::check_schema(&db, &dir)?;
+        let trees = Kind::ALL
+            .iter()
+            .map(|&kind| db.open_tree(layout::tree_name(kind)))
+            .collect::<sled::Result<Vec<_>>>()
+            .map_err(|source| OpenError::Sled {
+                path: db_dir.clone(),
+                source,
+            })?;
+        let disk = Disk::open(db.clone(), &dir, &db_dir).map_err(|source| OpenError::Sync {
+            path: db_dir,
+            source,
+        })?;
+        Ok(SledStore {
+            trees,
+            db,
+            commit: GroupCommit::new(disk, options.flush_policy),
+            order: Mutex::new(()),
+            events: broadcast::channel(1024).0,
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes and flushes since the store was opened.
+    pub fn stats(&self) -> Stats {
+        self.commit.stats()
+    }
+
+    fn tree(&self, kind: Kind) -> &sled::Tree {
+        let i = Kind::ALL
+            .iter()
+            .position(|&k| k == kind)
+            .expect("Kind::ALL lists every kind");
+        &self.trees[i]
+    }
+
+    fn next_version(&self) -> Result<String, Error> {
+        // `generate_id` is monotonic across restarts (it skips ahead after a crash); +1 so that
+        // no version is "0", which Kubernetes clients read as "any version".
+        self.db
+            .generate_id()
+            .map(|id| (id + 1).to_string())
+            .map_err(|e| Error::backend("generate a resourceVersion", e))
+    }
+
+    fn order(&self) -> MutexGuard<'_, ()> {
+        // The guard protects no data: a panic elsewhere leaves nothing half-done.
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Compare-and-swap of `key` from `old` to `new` (absent when `None`); on success, takes a
+    /// ticket and tells watchers, in the order the writes landed. `Ok(None)` when the stored
+    /// value was not `old`.
+    fn swap(
+        &self,
+        key: &ObjectKey,
+        sled_key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<(Vec<u8>, &str)>,
+    ) -> Result<Option<Ticket>, Error> {
+        let version = new.as_ref().map(|(_, v)| v.to_string());
+        let _order = self.order();
+        let swapped = self
+            .tree(key.kind)
+            .compare_and_swap(sled_key, old, new.map(|(bytes, _)| bytes))
+            .map_err(|e| Error::backend(format!("write {key}"), e))?;
+        if swapped.is_err() {
+            return Ok(None);
+        }
+        let ticket = self.commit.committed();
+        // No receiver is not an error: nobody watches.
+        let _ = self.events.send(WatchEvent::Changed {
+            key: key.clone(),
+            version,
+        });
+        Ok(Some(ticket))
+    }
+
+    async fn durable(&self, key: &ObjectKey, ticket: Ticket) -> Result<(), Error> {
+        self.commit
+            .durable(ticket)
+            .await
+            .map_err(|e| Error::backend(format!("flush after writing {key}"), e))
+    }
+
+    /// Reads `key`, lets `step` compute the write from the stored document and a fresh version,
+    /// and swaps it in; re-reads and recomputes when another write landed in between. Returns
+    /// the document `step` saw and what it decided, once durable.
+    async fn rewrite(
+        &self,
+        key: &ObjectKey,
+        mut step: impl FnMut(&Value, &str) -> Result<Outcome, Error> + Send,
+    ) -> Result<(Value, Outcome), Error> {
+        let sled_key = layout::encode_key(key).ok_or_else(|| Error::NotFound(key.clone()))?;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(old) = self.read(key, &sled_key)? else {
+                return Err(Error::NotFound(key.clone()));
+            };
+            let stored = parse(key, &old)?;
+            // Taken after the read: a write that lands has a version above every earlier
+            // write of the same object.
+            let version = self.next_version()?;
+            let outcome = step(&stored, &version)?;
+            let new = match &outcome {
+                Outcome::Put(v) => Some((serialize(key, v)?, version.as_str())),
+                Outcome::Remove => None,
+            };
+            if let Some(ticket) = self.swap(key, &sled_key, Some(&old), new)? {
+                self.durable(key, ticket).await?;
+                return Ok((stored, outcome));
+            }
+        }
+        Err(Error::RetriesExhausted {
+            key: key.clone(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    fn read(&self, key: &ObjectKey, sled_key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+        self.tree(key.kind)
+            .get(sled_key)
+            .map_err(|e| Error::backend(format!("read {key}"), e))
+    }
+
+    async fn write(&self, kind: Kind, object: Value, status_only: bool) -> Result<Value, Error> {
+        let key = semantics::key_of(kind, &object)?;
+        let (stored, outcome) = self
+            .rewrite(&key, |stored, version| {
+                semantics::update(kind, stored, object.clone(), status_only, version)
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::Put(v) => v,
+            // As the in-memory store: the object as it was before its last finalizer went.
+            Outcome::Remove => stored,
+        })
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700, and syncs the directories that got a
+/// new entry, so that a store created just before a power loss is still found. An existing dir
+/// is left as it is.
+fn create_data_dir(dir: &Path) -> std::io::Result<()> {
+    // The ancestors of a relative path end with "", the working directory.
+    let ancestors = || {
+        dir.ancestors().map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+    };
+    let existing = ancestors().find(|a| a.is_dir());
+    if existing == Some(dir) {
+        return Ok(());
+    }
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    for parent in ancestors().skip(1) {
+        std::fs::File::open(parent)?.sync_all()?;
+        if Some(parent) == existing {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn parse(key: &ObjectKey, bytes: &[u8]) -> Result<Value, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
+        kind: key.kind,
+        name: key.name.clone(),
+        reason: format!("stored document is not JSON: {e}"),
+    })
+}
+
+fn serialize(key: &ObjectKey, value: &Value) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| Error::Malformed {
+        kind: key.kind,
+        name: key.name.clone(),
+        reason: e.to_string(),
+    })
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
+        let Some(sled_key) = layout::encode_key(key) else {
+            return Ok(None);
+        };
+        self.read(key, &sled_key)?
+            .map(|bytes| parse(key, &bytes))
+            .transpose()
+    }
+
+    async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error> {
+        let tree = self.tree(kind);
+        let entries = match namespace {
+            Some(ns) if kind.is_namespaced() => match layout::namespace_prefix(ns) {
+                Some(prefix) => tree.scan_prefix(prefix),
+                None => return Ok(Vec::new()),
+            },
+            // A namespace means nothing to a cluster-scoped kind (Kubernetes ignores it).
+            _ => tree.iter(),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let (k, bytes) =
+                entry.map_err(|e| Error::backend(format!("list {}", kind.plural()), e))?;
+            let value = parse(&layout::decode_key(kind, &k), &bytes)?;
+            if semantics::matches(&value, selector) {
+                out.push(value);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        let key = semantics::key_of(kind, &object)?;
+        let sled_key = layout::encode_key(&key).ok_or_else(|| Error::Malformed {
+            kind,
+            name: key.name.clone(),
+            reason: "metadata.namespace contains a NUL character".into(),
+        })?;
+        let version = self.next_version()?;
+        let stored = semantics::create(kind, object, &version, &semantics::now_rfc3339())?;
+        let bytes = serialize(&key, &stored)?;
+        let Some(ticket) = self.swap(&key, &sled_key, None, Some((bytes, &version)))? else {
+            return Err(Error::AlreadyExists(key));
+        };
+        self.durable(&key, ticket).await?;
+        Ok(stored)
+    }
+
+    async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        self.write(kind, object, false).await
+    }
+
+    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        self.write(kind, object, true).await
+    }
+
+    async fn delete(&self, key: &ObjectKey, precondition: Option<&str>) -> Result<Deleted, Error> {
+        let now = semantics::now_rfc3339();
+        let (_, outcome) = self
+            .rewrite(key, |stored, version| {
+                semantics::delete(key, stored, precondition, version, &now)
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::Put(v) => Deleted::Terminating(v),
+            Outcome::Remove => Deleted::Gone,
+        })
+    }
+
+    /// Notifications of the writes made through this store. The store is single-process by
+    /// design (the lock file), so these are all the writes there are while it is open.
+    fn watch(&self, kind: Kind) -> WatchStream {
+        ipam_core::store::broadcast_watch(self.events.subscribe(), kind)
+    }
+}
