@@ -124,8 +124,11 @@ fn final_live() -> LiveSet {
     live
 }
 
+/// Per pool (named without its uid suffix): its size, its allocated count, its holders.
+type Outcome = BTreeMap<String, (u128, usize, Vec<String>)>;
+
 /// What the outcome looks like, independent of which free IP round robin picked.
-async fn outcome(store: &impl Store) -> BTreeMap<String, (u128, usize, Vec<String>)> {
+async fn outcome(store: &impl Store) -> Outcome {
     let pools: Vec<SpiderIPPool> = store.list_as(None).await.unwrap();
     pools
         .into_iter()
@@ -158,7 +161,7 @@ async fn db0_ips(store: &impl Store) -> Vec<IpAddr> {
     v
 }
 
-fn clean_run() -> (usize, BTreeMap<String, (u128, usize, Vec<String>)>) {
+fn clean_run() -> (usize, Outcome) {
     rt().block_on(async {
         let inner = Arc::new(MemStore::new());
         let store = FaultyStore::new(inner.clone(), 0, Fault::Crash);
@@ -214,7 +217,7 @@ async fn check_no_two_holders(store: &impl Store) -> Result<(), String> {
     Ok(())
 }
 
-fn crash_at(n: usize, fault: Fault, expected: &BTreeMap<String, (u128, usize, Vec<String>)>) {
+fn crash_at(n: usize, fault: Fault, expected: &Outcome) {
     rt().block_on(async {
         let inner = Arc::new(MemStore::new());
         let engine = Engine::new(FaultyStore::new(inner.clone(), n, fault));

@@ -174,15 +174,15 @@ impl World {
                         2
                     }
                 );
-                if let Some(before) = self.kept.get(&name) {
-                    if self.keeps(app, slot) {
-                        prop_assert_eq!(
-                            &got,
-                            before,
-                            "StatefulSet pod {} came back with other IPs",
-                            name
-                        );
-                    }
+                if let Some(before) = self.kept.get(&name)
+                    && self.keeps(app, slot)
+                {
+                    prop_assert_eq!(
+                        &got,
+                        before,
+                        "StatefulSet pod {} came back with other IPs",
+                        name
+                    );
                 }
                 self.kept.remove(&name);
                 self.live.add(&container);
@@ -241,16 +241,17 @@ impl World {
             .await
             .unwrap();
         self.live.remove(&p.container);
-        if let Some(ips) = &p.ips {
-            if self.keeps(app, slot) && p.generation == self.generations[app] {
-                prop_assert!(
-                    r.ips.is_empty(),
-                    "kept StatefulSet pod {} lost IPs {:?}",
-                    name,
-                    r.ips
-                );
-                self.kept.insert(name.clone(), ips.clone());
-            }
+        if let Some(ips) = &p.ips
+            && self.keeps(app, slot)
+            && p.generation == self.generations[app]
+        {
+            prop_assert!(
+                r.ips.is_empty(),
+                "kept StatefulSet pod {} lost IPs {:?}",
+                name,
+                r.ips
+            );
+            self.kept.insert(name.clone(), ips.clone());
         }
         self.pods.remove(&name);
         Ok(())

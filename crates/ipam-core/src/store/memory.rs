@@ -93,7 +93,9 @@ impl Store for MemStore {
             .iter()
             .filter(|(k, v)| {
                 k.kind == kind
-                    && (namespace.is_none() || k.namespace.as_deref() == namespace)
+                    && (namespace.is_none()
+                        || !kind.is_namespaced()
+                        || k.namespace.as_deref() == namespace)
                     && semantics::matches(v, selector)
             })
             .map(|(_, v)| v.clone())
@@ -151,21 +153,7 @@ impl Store for MemStore {
     }
 
     fn watch(&self, kind: Kind) -> WatchStream {
-        let rx = self.events.subscribe();
-        Box::pin(futures::stream::unfold(rx, move |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(WatchEvent::Changed { key, version }) if key.kind == kind => {
-                        return Some((WatchEvent::Changed { key, version }, rx));
-                    }
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((WatchEvent::Lost, rx));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }))
+        super::broadcast_watch(self.events.subscribe(), kind)
     }
 }
 

@@ -13,8 +13,15 @@
 //!   `metadata.deletionTimestamp`; the write that removes the last finalizer of a terminating
 //!   object removes the object;
 //! - each object is linearizable on its own; nothing is atomic across objects;
-//! - a write that returned is durable;
-//! - [`Store::watch`] tells which objects of a kind changed.
+//! - a write that returned is durable. A write that failed with [`Error::Backend`] may or may
+//!   not have happened (the acknowledgement can be lost after the data landed): callers re-read;
+//! - reads may see a write whose durability is still being established (a group commit under
+//!   way); nothing can build on such a write and survive while it does not;
+//! - [`Store::watch`] tells which objects of a kind changed;
+//! - a namespace given to `list` of a cluster-scoped kind is ignored, as in Kubernetes.
+//!
+//! Stores are async; backends may need a tokio runtime (sled runs its fsync on tokio's blocking
+//! pool) and the engine needs tokio's timer for its retry backoff.
 //!
 //! Backends implement the raw, object-safe [`Store`] on JSON values and reuse [`semantics`] so
 //! the rules above are written once. Callers use the typed [`TypedStore`] methods, implemented
@@ -94,6 +101,27 @@ pub trait Store: Send + Sync {
 
     /// Notifications of every later write of `kind`.
     fn watch(&self, kind: Kind) -> WatchStream;
+}
+
+/// The [`WatchStream`] of one kind over a broadcast channel of every kind's events (what the
+/// in-process backends use). A watcher that falls behind gets [`WatchEvent::Lost`].
+pub fn broadcast_watch(
+    rx: tokio::sync::broadcast::Receiver<WatchEvent>,
+    kind: Kind,
+) -> WatchStream {
+    use tokio::sync::broadcast::error::RecvError;
+    Box::pin(futures::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(WatchEvent::Changed { key, version }) if key.kind == kind => {
+                    return Some((WatchEvent::Changed { key, version }, rx));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => return Some((WatchEvent::Lost, rx)),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }))
 }
 
 /// Typed access to any [`Store`].

@@ -43,6 +43,23 @@ pub fn key_of(kind: Kind, object: &Value) -> Result<ObjectKey, Error> {
     } else {
         None
     };
+    // What Kubernetes refuses in any name that is a path segment; backends may then encode keys
+    // with `/` or NUL as separators.
+    for (what, v) in [
+        ("metadata.name", Some(name)),
+        ("metadata.namespace", namespace.as_deref()),
+    ] {
+        let Some(v) = v else { continue };
+        if v.len() > 253 || v == "." || v == ".." || v.contains(['/', '\0', '%']) {
+            return Err(Error::Malformed {
+                kind,
+                name: name.to_string(),
+                reason: format!(
+                    "{what} {v:?} cannot be stored: no '/', '%' or NUL, not '.' or '..', at most 253 bytes"
+                ),
+            });
+        }
+    }
     Ok(ObjectKey {
         kind,
         namespace,
