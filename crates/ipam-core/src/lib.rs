@@ -82,6 +82,7 @@
 mod addressing;
 mod allocator;
 pub mod annotations;
+pub mod audit;
 pub mod autopool;
 mod endpoint;
 pub mod engine;

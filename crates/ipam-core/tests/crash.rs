@@ -179,42 +179,16 @@ fn clean_run() -> (usize, Outcome) {
     })
 }
 
-/// Only the safety half of the invariants: what must hold even mid-operation. No IP has two
-/// holders or is in two pools, and every IP of a pool is claimed for it in its subnet (so no
-/// other pool can be carved the same IPs).
+/// What must hold even mid-operation (`ipam_core::audit::safety`).
 async fn check_no_two_holders(store: &impl Store) -> Result<(), String> {
-    let pools: Vec<SpiderIPPool> = store.list_as(None).await.map_err(|e| e.to_string())?;
-    let subnets: Vec<ipam_core::SpiderSubnet> =
-        store.list_as(None).await.map_err(|e| e.to_string())?;
-    let mut seen: BTreeMap<IpAddr, String> = BTreeMap::new();
-    let mut in_pool: BTreeMap<IpAddr, String> = BTreeMap::new();
-    for p in &pools {
-        for ip in p.usable_ips().iter() {
-            if let Some(o) = in_pool.insert(ip, p.metadata.name.clone()) {
-                return Err(format!("{ip} in pools {o} and {}", p.metadata.name));
-            }
-        }
-        for (ip, r) in p.records() {
-            if let Some(o) = seen.insert(ip, r.pod.clone()) {
-                return Err(format!("{ip} held by {o} and {}", r.pod));
-            }
-        }
-        if let Some(owner) = p.metadata.label(ipam_core::LABEL_OWNER_SUBNET) {
-            let claim = subnets
-                .iter()
-                .find(|s| s.metadata.name == owner)
-                .and_then(|s| s.claims().get(&p.metadata.name).map(|c| c.ips.clone()))
-                .unwrap_or_default();
-            if !p.usable_ips().is_subset(&claim) {
-                return Err(format!(
-                    "pool {} holds IPs {} its subnet does not record for it",
-                    p.metadata.name,
-                    p.usable_ips().difference(&claim)
-                ));
-            }
-        }
+    let v = ipam_core::audit::safety(store)
+        .await
+        .map_err(|e| e.to_string())?;
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v.join("; "))
     }
-    Ok(())
 }
 
 fn crash_at(n: usize, fault: Fault, expected: &Outcome) {

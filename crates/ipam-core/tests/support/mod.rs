@@ -3,8 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use ipam_core::engine::{AllocateRequest, AnyObject, Engine, Liveness, ReleaseRequest};
 use ipam_core::select::{NicConfig, PodContext};
-use ipam_core::store::{Deleted, MemStore, Store, TypedStore, WatchStream};
+use ipam_core::store::{Deleted, MemStore, Store, WatchStream};
 use ipam_core::{
-    AppRef, Deployment, Error, IpRecord, IpSet, Kind, LabelSelector, ObjectKey, SpiderEndpoint,
-    SpiderIPPool, SpiderSubnet, StatefulSet, Workload, WorkloadKind, ips,
+    AppRef, Deployment, Error, IpRecord, Kind, LabelSelector, ObjectKey, SpiderSubnet, StatefulSet,
+    Workload, WorkloadKind, ips,
 };
 use serde_json::Value;
 
@@ -252,191 +251,27 @@ impl Store for FaultyStore {
     }
 }
 
-/// Checks what must hold in every state, crash or not. Returns the first violation.
+/// Checks what must hold between operations (see `ipam_core::audit`).
 pub async fn check_invariants(store: &impl Store) -> Result<(), String> {
-    let pools: Vec<SpiderIPPool> = store.list_as(None).await.map_err(|e| e.to_string())?;
-    let subnets: Vec<SpiderSubnet> = store.list_as(None).await.map_err(|e| e.to_string())?;
-    let mut owners: BTreeMap<IpAddr, String> = BTreeMap::new();
-    let mut pool_ips: BTreeMap<IpAddr, String> = BTreeMap::new();
-    for p in &pools {
-        let name = &p.metadata.name;
-        let records = p.records();
-        let st = p.status.clone().unwrap_or_default();
-        if st.allocated_ip_count.unwrap_or(0) != records.len() as i64 {
-            return Err(format!(
-                "pool {name}: allocatedIPCount {:?} but {} records",
-                st.allocated_ip_count,
-                records.len()
-            ));
-        }
-        if st.total_ip_count.unwrap_or(0) != p.usable_ips().len() as i64 {
-            return Err(format!(
-                "pool {name}: totalIPCount {:?} but {} IPs",
-                st.total_ip_count,
-                p.usable_ips().len()
-            ));
-        }
-        for ip in p.usable_ips().iter() {
-            if let Some(other) = pool_ips.insert(ip, name.clone()) {
-                return Err(format!("{ip} is in pools {other} and {name}"));
-            }
-        }
-        if !IpSet::from_net(&p.spec.subnet).is_subset(&IpSet::from_net(&p.spec.subnet))
-            || !p.spec.ips.is_subset(&IpSet::from_net(&p.spec.subnet))
-        {
-            return Err(format!("pool {name}: IPs outside its subnet"));
-        }
-        for (ip, r) in &records {
-            if !p.usable_ips().contains(ip) {
-                return Err(format!(
-                    "pool {name}: record of {ip} outside the pool's IPs"
-                ));
-            }
-            if let Some(prev) = owners.insert(*ip, format!("{name}:{}", r.pod)) {
-                return Err(format!("{ip} has two owners: {prev} and {name}:{}", r.pod));
-            }
-        }
-        if let Some(sub) = p.metadata.label(ipam_core::LABEL_OWNER_SUBNET) {
-            let Some(s) = subnets.iter().find(|s| s.metadata.name == sub) else {
-                return Err(format!("pool {name}: owner subnet {sub} missing"));
-            };
-            if !p.usable_ips().is_subset(&s.usable_ips()) {
-                return Err(format!("pool {name}: IPs outside subnet {sub}'s IPs"));
-            }
-            let claim = s
-                .claims()
-                .get(name)
-                .map(|c| c.ips.clone())
-                .unwrap_or_default();
-            if !p.usable_ips().is_subset(&claim) {
-                return Err(format!(
-                    "pool {name}: IPs {} not claimed in subnet {sub} (claim {})",
-                    p.usable_ips().difference(&claim),
-                    claim
-                ));
-            }
-        }
+    let v = ipam_core::audit::consistency(store)
+        .await
+        .map_err(|e| e.to_string())?;
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v.join("; "))
     }
-    for s in &subnets {
-        let name = &s.metadata.name;
-        let claims = s.claims();
-        let st = s.status.clone().unwrap_or_default();
-        let mut union = IpSet::new();
-        for (pool, c) in &claims {
-            if union.overlaps(&c.ips) {
-                return Err(format!(
-                    "subnet {name}: claim of {pool} overlaps another claim"
-                ));
-            }
-            union = union.union(&c.ips);
-        }
-        if !union.is_subset(&s.usable_ips()) {
-            return Err(format!("subnet {name}: claims outside its IPs"));
-        }
-        if st.allocated_ip_count.unwrap_or(0) != union.len() as i64 {
-            return Err(format!(
-                "subnet {name}: allocatedIPCount {:?} but {} claimed",
-                st.allocated_ip_count,
-                union.len()
-            ));
-        }
-        if st.total_ip_count.unwrap_or(0) != s.usable_ips().len() as i64 {
-            return Err(format!(
-                "subnet {name}: totalIPCount {:?}",
-                st.total_ip_count
-            ));
-        }
-    }
-    Ok(())
 }
 
-/// Checks what must hold once nothing is in flight and GC ran: auto pools have their desired
-/// size (or all their IPs are held), claims match pools exactly, endpoints are backed.
+/// Checks what must hold once nothing is in flight and GC ran (see `ipam_core::audit`).
 pub async fn check_quiescent(store: &impl Store, default_extra: u32) -> Result<(), String> {
-    check_invariants(store).await?;
-    let pools: Vec<SpiderIPPool> = store.list_as(None).await.map_err(|e| e.to_string())?;
-    let subnets: Vec<SpiderSubnet> = store.list_as(None).await.map_err(|e| e.to_string())?;
-    let mut workloads: Vec<Workload> = Vec::new();
-    for d in store
-        .list_as::<Deployment>(None)
+    let number = ipam_core::annotations::IpNumber::Flexible(default_extra);
+    let v = ipam_core::audit::settled(store, number)
         .await
-        .map_err(|e| e.to_string())?
-    {
-        workloads.push(d.0);
+        .map_err(|e| e.to_string())?;
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(v.join("; "))
     }
-    for s in store
-        .list_as::<StatefulSet>(None)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        workloads.push(s.0);
-    }
-    for p in &pools {
-        if !p.is_auto() || p.metadata.is_terminating() {
-            continue;
-        }
-        let app = p.metadata.label(ipam_core::LABEL_OWNER_APP_NAME).unwrap();
-        let kind = p.metadata.label(ipam_core::LABEL_OWNER_APP_KIND).unwrap();
-        let Some(w) = workloads
-            .iter()
-            .find(|w| w.metadata.name == app && w.kind == kind)
-        else {
-            if p.metadata.label(ipam_core::LABEL_IPPOOL_RECLAIM) == Some("false") {
-                continue;
-            }
-            return Err(format!(
-                "auto pool {} outlives its application",
-                p.metadata.name
-            ));
-        };
-        let number = w
-            .pod_annotations()
-            .get("ipam.spidernet.io/ippool-ip-number")
-            .map(|v| ipam_core::annotations::IpNumber::parse(v).unwrap())
-            .unwrap_or(ipam_core::annotations::IpNumber::Flexible(default_extra));
-        let desired = number.desired(w.replicas()) as u128;
-        let want = desired.max(p.allocated_count() as u128);
-        if p.spec.ips.len() != want {
-            return Err(format!(
-                "auto pool {} has {} IPs, wants {want} (desired {desired}, {} allocated)",
-                p.metadata.name,
-                p.spec.ips.len(),
-                p.allocated_count()
-            ));
-        }
-    }
-    for s in &subnets {
-        for (pool, c) in s.claims() {
-            let Some(p) = pools.iter().find(|p| p.metadata.name == pool) else {
-                return Err(format!(
-                    "subnet {}: claim of missing pool {pool}",
-                    s.metadata.name
-                ));
-            };
-            if c.ips != p.usable_ips() {
-                return Err(format!(
-                    "subnet {}: claim of {pool} is {} but the pool has {}",
-                    s.metadata.name,
-                    c.ips,
-                    p.usable_ips()
-                ));
-            }
-        }
-    }
-    let endpoints: Vec<SpiderEndpoint> = store.list_as(None).await.map_err(|e| e.to_string())?;
-    let held: BTreeSet<String> = pools
-        .iter()
-        .flat_map(|p| p.records().into_values().map(|r| r.pod))
-        .collect();
-    for e in endpoints {
-        let pod = format!(
-            "{}/{}",
-            e.metadata.namespace.clone().unwrap_or_default(),
-            e.metadata.name
-        );
-        if !held.contains(&pod) {
-            return Err(format!("endpoint {pod} holds nothing"));
-        }
-    }
-    Ok(())
 }
