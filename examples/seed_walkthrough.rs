@@ -3,7 +3,9 @@
 //! pod that keeps its IPs, a manual pool, and the application's deletion returning its IPs.
 //!
 //! Pods are "created" by allocating through the library API, exactly as the CNI plugin does for
-//! each NIC. The objects are applied from the YAML in `examples/seed/`, the seed's own.
+//! each NIC. The objects are applied from the YAML in `examples/seed/`, the seed's own, to the
+//! embedded sled store in a fresh temporary data dir (removed at the end; run with
+//! `BERTH_DATA_DIR=/some/new/dir` to keep the store and look at it with `berth get`).
 //!
 //! ```text
 //! cargo run --release --example seed_walkthrough
@@ -14,7 +16,7 @@ use std::error::Error;
 
 use berth::core::engine::{AllocateRequest, Allocation, Engine, ReleaseRequest};
 use berth::core::select::{NicConfig, PodContext};
-use berth::core::store::{MemStore, Store, TypedStore};
+use berth::core::store::{Store, TypedStore};
 use berth::core::{
     AppRef, Deployment, Kind, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderSubnet, StatefulSet,
     Workload, WorkloadKind,
@@ -344,7 +346,30 @@ async fn run<S: Store>(engine: Engine<S>) -> Res<()> {
 
 fn main() -> Res<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()?;
-    rt.block_on(run(Engine::new(MemStore::new())))
+    let (dir, temp) = match std::env::var_os("BERTH_DATA_DIR") {
+        Some(d) => (std::path::PathBuf::from(d), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("berth-walkthrough-")
+                .tempdir()?;
+            (t.path().join("data"), Some(t))
+        }
+    };
+    let opened = std::time::Instant::now();
+    let store = ipam_store_sled::SledStore::open(&dir, ipam_store_sled::OpenOptions::default())?;
+    println!(
+        "# store: sled in {} (opened in {:.1} ms; {})",
+        dir.display(),
+        opened.elapsed().as_secs_f64() * 1e3,
+        if temp.is_some() {
+            "removed at the end"
+        } else {
+            "kept"
+        }
+    );
+    let result = rt.block_on(run(Engine::new(store)));
+    drop(temp);
+    result
 }

@@ -1,0 +1,458 @@
+//! `berth`: kubectl-like commands on Berth's embedded store.
+//!
+//! ```text
+//! berth apply -f FILE|-            create or update objects from YAML/JSON (several documents)
+//! berth get KIND [NAME] [-o wide|json|yaml]
+//! berth scale deployment|statefulset NAME --replicas N
+//! berth delete KIND NAME...
+//! berth gc                         free what dead containers hold, repair after crashes
+//! ```
+//!
+//! Every command works on the store in `--data-dir` (or `BERTH_DATA_DIR`, default
+//! `/var/lib/berth`). The store allows one process at a time: a second `berth` waits for the
+//! first to finish.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth::core::engine::{Applied, Engine, GcReport, Liveness};
+use berth::core::store::{Store, TypedStore};
+use berth::core::{
+    Deployment, Error, IpRecord, Kind, Object, ObjectKey, SpiderEndpoint, SpiderIPPool,
+    SpiderReservedIP, SpiderSubnet, StatefulSet, WorkloadKind,
+};
+use berth::{manifest, table};
+use clap::{Parser, Subcommand, ValueEnum};
+use ipam_store_sled::{OpenOptions, SledStore};
+
+/// kubectl-like commands on Berth's embedded IPAM store.
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about, long_about = None)]
+struct Cli {
+    /// Where the store lives.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_DATA_DIR",
+        default_value = "/var/lib/berth"
+    )]
+    data_dir: PathBuf,
+
+    /// Namespace of Deployments, StatefulSets and SpiderEndpoints.
+    #[arg(short = 'n', long, global = true, default_value = "default")]
+    namespace: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or update objects (SpiderSubnet, SpiderIPPool, SpiderReservedIP, Deployment,
+    /// StatefulSet) from YAML or JSON files; `-` reads standard input.
+    Apply {
+        /// Files to apply, in order.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// List objects, or show one.
+    Get {
+        /// spidersubnet|ss, spiderippool|sp, spiderendpoint|se, spiderreservedip|sr,
+        /// deployment|deploy, statefulset|sts.
+        kind: String,
+        /// One object's name.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long)]
+        output: Option<Output>,
+    },
+    /// Set the replica count of a Deployment or StatefulSet and resize its auto pools.
+    Scale {
+        /// deployment|deploy or statefulset|sts.
+        kind: String,
+        /// The workload.
+        name: String,
+        /// The new replica count.
+        #[arg(long)]
+        replicas: u32,
+    },
+    /// Delete objects. Pools holding IPs stay terminating until their IPs are released.
+    Delete {
+        /// The kind (see `get`).
+        kind: String,
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Free IPs whose container is gone (its netns path no longer exists), shrink pools that
+    /// waited for it, and repair what a crash left half-done.
+    Gc,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Wide,
+    Json,
+    Yaml,
+}
+
+/// A failure of one command, printed as `error: ...`.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Core(#[from] Error),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store in {dir}: {source}")]
+    Open {
+        dir: String,
+        #[source]
+        source: ipam_store_sled::OpenError,
+    },
+    #[error("{0} of the objects failed (see above)")]
+    Partial(usize),
+}
+
+fn kind_of(s: &str) -> Result<Kind, CliError> {
+    Kind::parse(s).ok_or_else(|| {
+        CliError::Usage(format!(
+            "unknown kind {s:?}: use spidersubnet (ss), spiderippool (sp), spiderendpoint (se), \
+             spiderreservedip (sr), deployment (deploy) or statefulset (sts)"
+        ))
+    })
+}
+
+/// kubectl's resource name: `spiderippool.spiderpool.spidernet.io`, `deployment.apps`.
+fn resource(kind: Kind) -> String {
+    let group = kind.api_version().rsplit_once('/').map_or("", |(g, _)| g);
+    format!("{}.{group}", kind.name().to_lowercase())
+}
+
+fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
+    if kind.is_namespaced() {
+        ObjectKey::namespaced(kind, namespace, name)
+    } else {
+        ObjectKey::cluster(kind, name)
+    }
+}
+
+async fn apply<S: Store>(
+    engine: &Engine<S>,
+    namespace: &str,
+    files: &[String],
+) -> Result<(), CliError> {
+    // Every document is read before anything is written: garbage stores nothing.
+    let mut objects = Vec::new();
+    for f in files {
+        let text = if f == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| CliError::Read {
+                    file: "-".into(),
+                    source: e,
+                })?;
+            s
+        } else {
+            std::fs::read_to_string(f).map_err(|e| CliError::Read {
+                file: f.clone(),
+                source: e,
+            })?
+        };
+        objects.extend(manifest::parse(f, &text)?);
+    }
+    let mut failed = 0;
+    for mut obj in objects {
+        use berth::core::engine::AnyObject;
+        if let AnyObject::Deployment(d) = &mut obj {
+            d.metadata
+                .namespace
+                .get_or_insert_with(|| namespace.to_string());
+        }
+        if let AnyObject::StatefulSet(s) = &mut obj {
+            s.metadata
+                .namespace
+                .get_or_insert_with(|| namespace.to_string());
+        }
+        let key = obj.key();
+        match engine.apply(obj).await {
+            Ok(outcome) => {
+                let verb = match outcome {
+                    Applied::Created => "created",
+                    Applied::Configured => "configured",
+                    Applied::Unchanged => "unchanged",
+                };
+                println!("{}/{} {verb}", resource(key.kind), key.name);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        Err(CliError::Partial(failed))
+    } else {
+        Ok(())
+    }
+}
+
+/// Prints objects of one kind as a table, a JSON/YAML List, or one object.
+fn show<T: Object>(
+    items: Vec<T>,
+    single: bool,
+    output: Option<Output>,
+    table: impl Fn(&[T]) -> String,
+) -> Result<(), CliError> {
+    let values: Vec<serde_json::Value> = items
+        .iter()
+        .map(berth::core::store::encode)
+        .collect::<Result<_, _>>()?;
+    let doc = if single {
+        values.into_iter().next().unwrap_or_default()
+    } else {
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": values})
+    };
+    match output {
+        Some(Output::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+        ),
+        Some(Output::Yaml) => print!(
+            "{}",
+            serde_yaml::to_string(&doc).expect("JSON values serialize")
+        ),
+        _ => {
+            if items.is_empty() {
+                eprintln!("No resources found.");
+            } else {
+                print!("{}", table(&items));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn fetch<S: Store, T: Object>(
+    engine: &Engine<S>,
+    kind: Kind,
+    namespace: &str,
+    name: Option<&str>,
+) -> Result<Vec<T>, CliError> {
+    let store = engine.store();
+    match name {
+        Some(n) => {
+            let ns = kind.is_namespaced().then_some(namespace);
+            match store.get_as::<T>(ns, n).await? {
+                Some(o) => Ok(vec![o]),
+                None => Err(Error::NotFound(key(kind, namespace, n)).into()),
+            }
+        }
+        None => Ok(store
+            .list(kind, Some(namespace), None)
+            .await?
+            .into_iter()
+            .map(berth::core::store::decode::<T>)
+            .collect::<Result<_, _>>()?),
+    }
+}
+
+async fn get<S: Store>(
+    engine: &Engine<S>,
+    namespace: &str,
+    kind: Kind,
+    name: Option<&str>,
+    output: Option<Output>,
+) -> Result<(), CliError> {
+    let single = name.is_some();
+    let wide = output == Some(Output::Wide);
+    match kind {
+        Kind::SpiderSubnet => show(
+            fetch::<_, SpiderSubnet>(engine, kind, namespace, name).await?,
+            single,
+            output,
+            table::subnets,
+        ),
+        Kind::SpiderIPPool => show(
+            fetch::<_, SpiderIPPool>(engine, kind, namespace, name).await?,
+            single,
+            output,
+            |p| table::pools(p, wide),
+        ),
+        Kind::SpiderEndpoint => show(
+            fetch::<_, SpiderEndpoint>(engine, kind, namespace, name).await?,
+            single,
+            output,
+            table::endpoints,
+        ),
+        Kind::SpiderReservedIP => show(
+            fetch::<_, SpiderReservedIP>(engine, kind, namespace, name).await?,
+            single,
+            output,
+            table::reserved_ips,
+        ),
+        Kind::Deployment => show(
+            fetch::<_, Deployment>(engine, kind, namespace, name).await?,
+            single,
+            output,
+            table::deployments,
+        ),
+        Kind::StatefulSet => show(
+            fetch::<_, StatefulSet>(engine, kind, namespace, name).await?,
+            single,
+            output,
+            table::statefulsets,
+        ),
+    }
+}
+
+async fn delete<S: Store>(
+    engine: &Engine<S>,
+    namespace: &str,
+    kind: Kind,
+    names: &[String],
+) -> Result<(), CliError> {
+    let mut failed = 0;
+    for name in names {
+        let k = key(kind, namespace, name);
+        match engine.delete(&k).await {
+            Ok(()) => {
+                let note = match kind {
+                    Kind::SpiderIPPool => {
+                        match engine.store().get_as::<SpiderIPPool>(None, name).await? {
+                            Some(p) => format!(
+                                " (terminating: {} IPs still held; it goes when they are released)",
+                                p.allocated_count()
+                            ),
+                            None => String::new(),
+                        }
+                    }
+                    Kind::SpiderSubnet => {
+                        match engine.store().get_as::<SpiderSubnet>(None, name).await? {
+                            Some(s) => format!(
+                                " (terminating: pools {:?} hold its IPs)",
+                                s.claims().keys().collect::<Vec<_>>()
+                            ),
+                            None => String::new(),
+                        }
+                    }
+                    _ => String::new(),
+                };
+                println!("{} \"{name}\" deleted{note}", resource(kind));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        Err(CliError::Partial(failed))
+    } else {
+        Ok(())
+    }
+}
+
+/// Embedded mode's liveness: a container is alive while its network namespace exists.
+struct NetnsExists;
+
+#[async_trait::async_trait]
+impl Liveness for NetnsExists {
+    async fn alive(&self, record: &IpRecord) -> Result<bool, Error> {
+        Ok(record
+            .netns
+            .as_deref()
+            .is_some_and(|p| std::path::Path::new(p).exists()))
+    }
+}
+
+fn print_gc(report: &GcReport) {
+    for (pool, ip, pod) in &report.released {
+        println!("released {ip} of pool {pool} (held by {pod})");
+    }
+    for pod in &report.endpoints_deleted {
+        println!("removed spiderendpoint {pod}");
+    }
+    for (subnet, pool) in &report.claims_removed {
+        println!("returned the IPs claimed for missing pool {pool} to spidersubnet {subnet}");
+    }
+    if report == &GcReport::default() {
+        println!("nothing to collect");
+    }
+}
+
+async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
+    let ns = cli.namespace.as_str();
+    match &cli.command {
+        Command::Apply { files } => apply(&engine, ns, files).await,
+        Command::Get { kind, name, output } => {
+            get(&engine, ns, kind_of(kind)?, name.as_deref(), *output).await
+        }
+        Command::Scale {
+            kind,
+            name,
+            replicas,
+        } => {
+            let k = kind_of(kind)?;
+            let wk = match k {
+                Kind::Deployment => WorkloadKind::Deployment,
+                Kind::StatefulSet => WorkloadKind::StatefulSet,
+                _ => {
+                    return Err(CliError::Usage(format!(
+                        "{} cannot be scaled: only deployment and statefulset",
+                        k.name()
+                    )));
+                }
+            };
+            engine.scale(wk, ns, name, *replicas).await?;
+            println!("{}/{name} scaled", resource(k));
+            Ok(())
+        }
+        Command::Delete { kind, names } => delete(&engine, ns, kind_of(kind)?, names).await,
+        Command::Gc => {
+            let report = engine.gc(&NetnsExists).await?;
+            print_gc(&report);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let store = SledStore::open(&cli.data_dir, OpenOptions::default()).map_err(|source| {
+            CliError::Open {
+                dir: cli.data_dir.display().to_string(),
+                source,
+            }
+        })?;
+        run(Engine::new(store), &cli).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Partial(_)) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The `berth` command line on temporary data dirs, with the seed's YAML verbatim.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn seed(file: &str) -> String {
+    format!("{}/examples/seed/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Dir {
+    _temp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+fn data_dir() -> Dir {
+    let temp = tempfile::Builder::new()
+        .prefix("berth-cli-")
+        .tempdir()
+        .unwrap();
+    let data = temp.path().join("data");
+    Dir { _temp: temp, data }
+}
+
+fn berth(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run berth")
+}
+
+fn berth_stdin(dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "berth failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "berth succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The pool table with the uid suffix of auto pool names replaced by `xxxxx`.
+fn pools(dir: &Path) -> String {
+    let t = ok(berth(dir, &["get", "spiderippool"]));
+    t.lines()
+        .map(|l| {
+            let mut cells: Vec<String> = l.split_whitespace().map(str::to_string).collect();
+            if cells[0].starts_with("auto") {
+                let (head, _) = cells[0].rsplit_once('-').unwrap();
+                cells[0] = format!("{head}-xxxxx");
+            }
+            cells.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn subnets(dir: &Path) -> String {
+    ok(berth(dir, &["get", "ss"]))
+}
+
+#[test]
+fn the_seed_yaml_gives_the_seed_tables_and_scaling_resizes_the_pools() {
+    let d = data_dir();
+    let out = ok(berth(
+        &d.data,
+        &[
+            "apply",
+            "-f",
+            &seed("subnets.yaml"),
+            "-f",
+            &seed("deployment.yaml"),
+        ],
+    ));
+    assert_eq!(
+        out,
+        "spidersubnet.spiderpool.spidernet.io/subnet-test-ens192 created\n\
+         spidersubnet.spiderpool.spidernet.io/subnet-test-ens224 created\n\
+         deployment.apps/test-app created\n"
+    );
+    assert_eq!(
+        subnets(&d.data),
+        "NAME                 VERSION   SUBNET        ALLOCATED-IP-COUNT   TOTAL-IP-COUNT\n\
+         subnet-test-ens192   4         10.6.0.1/16   3                    10\n\
+         subnet-test-ens224   4         10.7.0.1/16   3                    10\n"
+    );
+    assert_eq!(
+        pools(&d.data),
+        "NAME VERSION SUBNET ALLOCATED-IP-COUNT TOTAL-IP-COUNT DEFAULT DISABLE\n\
+         auto4-test-app-eth0-xxxxx 4 10.6.0.1/16 0 3 false false\n\
+         auto4-test-app-net1-xxxxx 4 10.7.0.1/16 0 3 false false"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(berth(&d.data, &["get", "sp", "-o", "json"]))).unwrap();
+    assert_eq!(json["kind"], "List");
+    assert_eq!(
+        json["items"][0]["spec"]["ips"],
+        serde_json::json!(["10.6.168.171-10.6.168.173"])
+    );
+    assert_eq!(
+        json["items"][1]["spec"]["ips"],
+        serde_json::json!(["10.7.168.171-10.7.168.173"])
+    );
+
+    // Re-applying the same objects changes nothing.
+    let again = ok(berth(
+        &d.data,
+        &[
+            "apply",
+            "-f",
+            &seed("subnets.yaml"),
+            "-f",
+            &seed("deployment.yaml"),
+        ],
+    ));
+    assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");
+
+    ok(berth(
+        &d.data,
+        &["scale", "deployment", "test-app", "--replicas", "3"],
+    ));
+    assert!(pools(&d.data).contains("auto4-test-app-eth0-xxxxx 4 10.6.0.1/16 0 4 false false"));
+    assert!(
+        subnets(&d.data)
+            .contains("subnet-test-ens192   4         10.6.0.1/16   4                    10")
+    );
+    ok(berth(
+        &d.data,
+        &["scale", "deploy", "test-app", "--replicas", "1"],
+    ));
+    assert!(pools(&d.data).contains("auto4-test-app-net1-xxxxx 4 10.7.0.1/16 0 2 false false"));
+    assert!(
+        subnets(&d.data)
+            .contains("subnet-test-ens224   4         10.7.0.1/16   2                    10")
+    );
+
+    // More than the subnet has: refused with the numbers, nothing changes.
+    let before = (pools(&d.data), subnets(&d.data));
+    let err = fails(berth(
+        &d.data,
+        &["scale", "deploy", "test-app", "--replicas", "10"],
+    ));
+    assert!(
+        err.contains("has 8 free IPs but") && err.contains("needs 9 more"),
+        "{err}"
+    );
+    assert_eq!((pools(&d.data), subnets(&d.data)), before);
+    assert!(ok(berth(&d.data, &["get", "deploy", "test-app"])).contains("test-app   1 "));
+
+    // Deleting the application reclaims its pools and returns every IP.
+    let out = ok(berth(&d.data, &["delete", "deployment", "test-app"]));
+    assert_eq!(out, "deployment.apps \"test-app\" deleted\n");
+    let out = berth(&d.data, &["get", "sp"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No resources found"));
+    assert!(
+        subnets(&d.data)
+            .contains("subnet-test-ens192   4         10.6.0.1/16   0                    10")
+    );
+    assert!(
+        subnets(&d.data)
+            .contains("subnet-test-ens224   4         10.7.0.1/16   0                    10")
+    );
+}
+
+#[test]
+fn invalid_objects_are_refused_by_name_and_nothing_is_stored() {
+    let d = data_dir();
+    ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));
+    let pool = |name: &str, ips: &str, extra: &str| {
+        format!(
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata:\n  name: {name}\nspec:\n  subnet: 10.6.0.0/16\n  ips: [{ips}]\n{extra}"
+        )
+    };
+    let cases = [
+        (pool("outside", "10.6.1.1", ""), "SpiderIPPool \"outside\" is invalid: IPs 10.6.1.1 are not in spec.ips of SpiderSubnet \"subnet-test-ens192\""),
+        (
+            pool("gw-inside", "10.6.168.171-10.6.168.172", "  gateway: 10.6.168.172\n"),
+            "SpiderIPPool \"gw-inside\" is invalid: spec.gateway 10.6.168.172 is inside spec.ips",
+        ),
+        (pool("far", "10.7.0.5", ""), "SpiderIPPool \"far\" is invalid: spec.ips 10.7.0.5 lie outside the subnet 10.6.0.0/16"),
+        ("apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: [x\n".to_string(), "not YAML or JSON"),
+        ("{\"kind\": \"SpiderIPPool\", \"apiVersion\": \"spiderpool.spidernet.io/v2beta1\", \"metadata\": {\"name\": \"typo\"}, \"spec\": {\"subnet\": \"10.6.0.0/16\", \"ipz\": []}}".to_string(), "unknown field `ipz`"),
+    ];
+    for (doc, want) in &cases {
+        let err = fails(berth_stdin(&d.data, &["apply", "-f", "-"], doc));
+        assert!(err.contains(want), "want {want:?} in {err}");
+    }
+    ok(berth_stdin(
+        &d.data,
+        &["apply", "-f", "-"],
+        &pool("first", "10.6.168.171-10.6.168.173", ""),
+    ));
+    let err = fails(berth_stdin(
+        &d.data,
+        &["apply", "-f", "-"],
+        &pool("second", "10.6.168.173-10.6.168.175", ""),
+    ));
+    assert!(
+        err.contains("SpiderIPPool \"second\" is invalid: IPs 10.6.168.173 overlap with SpiderIPPool \"first\""),
+        "{err}"
+    );
+    // Only "first" was stored.
+    let names: Vec<String> = ok(berth(&d.data, &["get", "sp"]))
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["first"]);
+    assert!(
+        subnets(&d.data)
+            .contains("subnet-test-ens192   4         10.6.0.1/16   3                    10")
+    );
+    // Unknown kinds and missing objects are errors with what to do.
+    assert!(fails(berth(&d.data, &["get", "pods"])).contains("unknown kind \"pods\""));
+    assert!(
+        fails(berth(&d.data, &["get", "sp", "nope"])).contains("SpiderIPPool \"nope\" not found")
+    );
+    assert!(fails(berth(&d.data, &["delete", "ss", "nope"])).contains("not found"));
+}
+
+#[test]
+fn eight_processes_at_once_all_succeed() {
+    let d = data_dir();
+    ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            let doc = format!(
+                "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata:\n  name: p{i}\nspec:\n  subnet: 10.6.0.0/16\n  ips: [10.6.168.{}]\n",
+                171 + i
+            );
+            let mut child = Command::new(BERTH)
+                .arg("--data-dir")
+                .arg(&d.data)
+                .args(["apply", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(doc.as_bytes()).unwrap();
+            child
+        })
+        .collect();
+    for c in children {
+        ok(c.wait_with_output().unwrap());
+    }
+    let table = ok(berth(&d.data, &["get", "sp"]));
+    assert_eq!(table.lines().count(), 9, "{table}");
+    assert!(
+        subnets(&d.data)
+            .contains("subnet-test-ens192   4         10.6.0.1/16   8                    10")
+    );
+}
+
+#[test]
+fn the_data_dir_is_private_and_namespaces_separate_workloads() {
+    let d = data_dir();
+    ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));
+    let mode = std::fs::metadata(&d.data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    ok(berth(
+        &d.data,
+        &["-n", "team-a", "apply", "-f", &seed("deployment.yaml")],
+    ));
+    assert!(ok(berth(&d.data, &["get", "deploy", "-n", "team-a"])).contains("test-app"));
+    let other = berth(&d.data, &["get", "deploy"]);
+    assert!(String::from_utf8_lossy(&other.stderr).contains("No resources found"));
+    let yaml = ok(berth(
+        &d.data,
+        &["get", "deploy", "test-app", "-n", "team-a", "-o", "yaml"],
+    ));
+    assert!(
+        yaml.contains("namespace: team-a") && yaml.contains("kind: Deployment"),
+        "{yaml}"
+    );
+    // An environment variable names the data dir too.
+    let out = Command::new(BERTH)
+        .env("BERTH_DATA_DIR", &d.data)
+        .args(["get", "ss"])
+        .output()
+        .unwrap();
+    assert!(ok(out).contains("subnet-test-ens224"));
+}
