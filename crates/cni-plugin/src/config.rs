@@ -279,6 +279,18 @@ impl NetworkConfig {
     }
 }
 
+/// The `ipam` object of a config on stdin, read leniently and before any check: `None` when
+/// stdin is not a JSON object or has no readable `ipam`. For setting up logging before the
+/// config is validated ([`Plugin::prepare`](crate::Plugin::prepare)), so that a refused
+/// config is still logged where it asks.
+pub fn peek_ipam(stdin: &[u8]) -> Option<IpamConfig> {
+    #[derive(Deserialize)]
+    struct Peek {
+        ipam: Option<IpamConfig>,
+    }
+    serde_json::from_slice::<Peek>(stdin).ok()?.ipam
+}
+
 /// The config's `cniVersion` if stdin is an object naming a supported one. Used to write
 /// an error in the request's version even when the config itself is refused.
 pub(crate) fn peek_version(stdin: &[u8]) -> Option<Version> {
@@ -543,6 +555,18 @@ mod tests {
             service_cidr: u32,
         }
         assert_eq!(c.plugin_keys::<Strict>().unwrap_err().code(), 6);
+    }
+
+    #[test]
+    fn peeks_the_ipam_object() {
+        let ipam = peek_ipam(
+            br#"{"cniVersion":"9.9.9","ipam":{"type":"spiderpool","log_file_path":"/tmp/x.log"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ipam.log_file_path, Some(PathBuf::from("/tmp/x.log")));
+        assert_eq!(peek_ipam(b"garbage"), None);
+        assert_eq!(peek_ipam(br#"{"name":"n"}"#), None);
+        assert_eq!(peek_ipam(br#"{"ipam":{"clean_gateway":"yes"}}"#), None);
     }
 
     #[test]

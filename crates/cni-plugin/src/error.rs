@@ -33,6 +33,8 @@ pub mod code {
     //! | 102 | [`STORE`] | the store (sled, Kubernetes API) failed |
     //! | 103 | [`AGENT`] | the node agent is unreachable or answered garbage |
     //! | 104 | [`UNKNOWN_OWNER`] | `BERTH_OWNER` names a workload that is not registered |
+    //! | 105 | [`NOT_HELD`] | CHECK: the attachment does not hold the IPs `prevResult` lists |
+    //! | 106 | [`INVALID_POD_CONFIG`] | the pod's IPAM annotations (its workload's pod template) are invalid |
     //! | 999 | [`INTERNAL`] | a bug; the Go library uses the same number |
 
     /// Incompatible CNI version.
@@ -65,6 +67,10 @@ pub mod code {
     pub const AGENT: u32 = 103;
     /// Berth: `BERTH_OWNER` names an unregistered workload.
     pub const UNKNOWN_OWNER: u32 = 104;
+    /// Berth: CHECK found that the attachment does not hold what `prevResult` says.
+    pub const NOT_HELD: u32 = 105;
+    /// Berth: the pod's `ipam.spidernet.io/*` annotations or its workload are invalid.
+    pub const INVALID_POD_CONFIG: u32 = 106;
     /// Internal error (same number as the Go CNI library's `ErrInternal`).
     pub const INTERNAL: u32 = 999;
 }
@@ -198,6 +204,13 @@ pub enum Error {
     /// `BERTH_OWNER` names a workload the store does not know (code 104).
     #[error("{0}")]
     UnknownOwner(String),
+    /// CHECK: the attachment does not hold what `prevResult` says (code 105).
+    #[error("{0}")]
+    NotHeld(String),
+    /// The pod's IPAM annotations (in embedded mode: its workload's pod template) or the
+    /// workload itself are refused (code 106); the message names the annotation or object.
+    #[error("{0}")]
+    InvalidPodConfig(String),
     /// A bug (code 999).
     #[error("{msg}")]
     Internal {
@@ -238,6 +251,8 @@ impl Error {
             Error::Store { .. } => code::STORE,
             Error::Agent { .. } => code::AGENT,
             Error::UnknownOwner(_) => code::UNKNOWN_OWNER,
+            Error::NotHeld(_) => code::NOT_HELD,
+            Error::InvalidPodConfig(_) => code::INVALID_POD_CONFIG,
             Error::Internal { .. } => code::INTERNAL,
             Error::Cni(e) => e.code,
         }
@@ -289,6 +304,38 @@ fn source_chain(err: &dyn std::error::Error) -> String {
         next = e.source();
     }
     parts.join(": ")
+}
+
+impl From<ipam_core::Error> for Error {
+    /// Maps the engine's and the store's refusals onto CNI codes:
+    ///
+    /// | `ipam_core::Error` | code |
+    /// |---|---|
+    /// | `PoolsExhausted`, `SubnetExhausted` | 100 [`PoolExhausted`](Error::PoolExhausted) |
+    /// | `NoPool`, `UnknownReference` (a named pool or subnet that does not exist) | 101 [`NoPool`](Error::NoPool) |
+    /// | `Annotation`, `Invalid`, `InvalidRange`, `Workload` | 106 [`InvalidPodConfig`](Error::InvalidPodConfig) |
+    /// | `Conflict`, `AlreadyExists`, `RetriesExhausted` | 11 [`TryAgainLater`](Error::TryAgainLater) |
+    /// | `NotFound`, `Malformed`, `Backend` | 102 [`Store`](Error::Store), the error as `#[source]` |
+    fn from(err: ipam_core::Error) -> Self {
+        use ipam_core::Error as E;
+        match err {
+            E::PoolsExhausted { .. } | E::SubnetExhausted { .. } => {
+                Error::PoolExhausted(err.to_string())
+            }
+            E::NoPool { .. } | E::UnknownReference { .. } => Error::NoPool(err.to_string()),
+            E::Annotation { .. }
+            | E::Invalid { .. }
+            | E::InvalidRange { .. }
+            | E::Workload { .. } => Error::InvalidPodConfig(err.to_string()),
+            E::Conflict(_) | E::AlreadyExists(_) | E::RetriesExhausted { .. } => {
+                Error::TryAgainLater(err.to_string())
+            }
+            E::NotFound(_) | E::Malformed { .. } | E::Backend { .. } => Error::Store {
+                msg: "the IPAM store failed".into(),
+                source: Some(Box::new(err)),
+            },
+        }
+    }
 }
 
 impl From<&Error> for CniError {

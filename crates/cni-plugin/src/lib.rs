@@ -27,8 +27,18 @@
 //!   and [`run`] / [`run_with`] / [`run_process`], which parse, dispatch, answer VERSION
 //!   themselves, and print only the result or the error JSON.
 //!
-//! Logging goes through `tracing`; the library never installs a subscriber (the binary
-//! decides where logs go — never stdout).
+//! Logging goes through `tracing`; the protocol layer never installs a subscriber. A
+//! plugin does it in [`Plugin::prepare`], from the config ([`logging`]: a file, never stdout).
+//!
+//! On top of the protocol layer, Berth's IPAM:
+//!
+//! - [`ipam`]: the `berth-ipam` plugin ([`BerthIpam`]; binary `src/bin/berth-ipam.rs`), its
+//!   mode resolution (agent or embedded), the pod identity, and the operations on the engine
+//!   shared with the agent; [`NetnsLiveness`] for `berth gc` in embedded mode;
+//! - [`agent`]: the node agent's HTTP server on a unix socket ([`agent::serve`]), its client,
+//!   and [`agent::AgentStore`], the store of a data dir an agent serves;
+//! - [`datadir`]: [`open_data_dir`], the store of a data dir — the agent's when one serves
+//!   it, else the sled store under its lock. The `berth` CLI and `berth-ipam` both use it.
 //!
 //! # Example
 //!
@@ -76,12 +86,16 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod args;
 pub mod command;
 pub mod config;
+pub mod datadir;
 mod de;
 pub mod env;
 pub mod error;
+pub mod ipam;
+pub mod logging;
 pub mod plugin;
 pub mod result;
 pub mod version;
@@ -89,8 +103,10 @@ pub mod version;
 pub use args::{CniArgs, Owner, OwnerKind};
 pub use command::Command;
 pub use config::{GcAttachment, IpamConfig, NetworkConfig};
+pub use datadir::{DataDirOptions, DataDirStore, open_data_dir};
 pub use env::Env;
 pub use error::{CniError, Error};
+pub use ipam::{BerthIpam, NetnsLiveness};
 pub use plugin::{
     AttachmentRequest, Invocation, NetworkRequest, Output, Plugin, run, run_process, run_with,
 };

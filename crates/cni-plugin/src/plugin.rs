@@ -149,6 +149,14 @@ pub trait Plugin {
         let _ = request;
         Ok(())
     }
+
+    /// Called by [`run_process`] once per invocation, before anything is parsed, with the raw
+    /// stdin (empty for VERSION): the place to set up logging from the config, e.g. from
+    /// [`peek_ipam`](crate::config::peek_ipam), so that even a refused input is logged where
+    /// the config says. It must not write to stdout. Default: nothing.
+    fn prepare(&self, stdin: &[u8]) {
+        let _ = stdin;
+    }
 }
 
 /// What one invocation prints on stdout and the status it exits with.
@@ -242,6 +250,7 @@ fn log_invocation(invocation: &Invocation) {
     match invocation {
         Invocation::Add(r) | Invocation::Del(r) | Invocation::Check(r) => tracing::info!(
             command = %invocation.command(),
+            pid = std::process::id(),
             container_id = %r.container_id,
             ifname = %r.ifname,
             netns = ?r.netns,
@@ -251,6 +260,7 @@ fn log_invocation(invocation: &Invocation) {
         ),
         Invocation::Gc(r) | Invocation::Status(r) => tracing::info!(
             command = %invocation.command(),
+            pid = std::process::id(),
             network = %r.config.name,
             cni_version = %r.config.cni_version,
             "CNI invocation"
@@ -260,8 +270,9 @@ fn log_invocation(invocation: &Invocation) {
 }
 
 /// The thin process wrapper: reads the real environment and stdin (not for VERSION, so
-/// a person can run `CNI_COMMAND=VERSION plugin` at a terminal), writes [`run_with`]'s
-/// output to stdout, and returns the exit status for `main`:
+/// a person can run `CNI_COMMAND=VERSION plugin` at a terminal), hands stdin to
+/// [`Plugin::prepare`], writes [`run_with`]'s output to stdout — and nothing else, ever —
+/// and returns the exit status for `main`:
 ///
 /// ```no_run
 /// # struct MyPlugin;
@@ -279,10 +290,13 @@ fn log_invocation(invocation: &Invocation) {
 pub fn run_process<P: Plugin + ?Sized>(plugin: &P) -> ExitCode {
     let lookup = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
     let output = if lookup(CNI_COMMAND).as_deref() == Some(Command::Version.as_str()) {
+        plugin.prepare(&[]);
         run_with(plugin, lookup, &[])
     } else {
         let mut stdin = Vec::new();
-        match std::io::stdin().read_to_end(&mut stdin) {
+        let read = std::io::stdin().read_to_end(&mut stdin);
+        plugin.prepare(&stdin);
+        match read {
             Ok(_) => run_with(plugin, lookup, &stdin),
             Err(source) => Output::error(
                 &Error::Io {

@@ -1,0 +1,201 @@
+//! The client side of the agent protocol: one HTTP/1.1 request per connection over the
+//! agent's unix socket (like Spiderpool's plugin, which disables keep-alive).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::agent::protocol::{
+    self, AddArgs, AddResponse, CheckArgs, DelArgs, GcResponse, Healthy, NetworkGcArgs,
+};
+use crate::error::{BoxError, CniError, Error};
+
+/// How long one request may take, connection included, unless set otherwise. Generous: a
+/// busy agent queues requests behind its disk's flushes.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A raw answer: status and body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A client of the agent at one socket path. Cheap to clone; holds no connection.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl AgentClient {
+    /// A client of the agent listening on `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        AgentClient {
+            socket: socket.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends one request (a JSON body when given) and reads the whole answer. Fails only on
+    /// transport errors and timeouts; any HTTP status is an answer.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, BoxError> {
+        match tokio::time::timeout(self.timeout, self.request_inner(method, path, body)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout).into()),
+        }
+    }
+
+    async fn request_inner(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, BoxError> {
+        // A full backlog (EAGAIN) means a busy agent, not a missing one: wait for room,
+        // within the request's timeout.
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&self.socket).await {
+                Ok(stream) => break stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "agent connection ended with an error");
+            }
+        });
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "berth-agent")
+            .header(header::CONNECTION, "close");
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        drop(sender);
+        driver.abort();
+        Ok(Answer { status, body })
+    }
+
+    /// An IPAM call: JSON in, JSON out; an error answer carrying a CNI error is passed on as
+    /// [`Error::Cni`] (its code intact), anything else is [`Error::Agent`] (103).
+    async fn ipam<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        args: Option<&A>,
+    ) -> Result<R, Error> {
+        let body = args
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| Error::Internal {
+                msg: "encoding an agent request".into(),
+                source: Some(Box::new(e)),
+            })?;
+        let answer = self
+            .request(method.clone(), path, body)
+            .await
+            .map_err(|source| Error::Agent {
+                msg: format!(
+                    "cannot reach the berth agent at {} ({method} {path}); start it with \
+                     `berth agent --socket {}` or fix ipam_unix_socket_path",
+                    self.socket.display(),
+                    self.socket.display()
+                ),
+                source: Some(source),
+            })?;
+        if answer.status.is_success() {
+            return serde_json::from_slice(&answer.body).map_err(|e| Error::Agent {
+                msg: format!("the berth agent answered {method} {path} with garbage"),
+                source: Some(Box::new(e)),
+            });
+        }
+        match serde_json::from_slice::<CniError>(&answer.body) {
+            Ok(cni) => Err(Error::Cni(cni)),
+            Err(_) => Err(Error::Agent {
+                msg: format!(
+                    "the berth agent answered {method} {path} with {}: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// `POST /v1/ipam/ip`.
+    pub async fn add(&self, args: &AddArgs) -> Result<AddResponse, Error> {
+        self.ipam(Method::POST, protocol::PATH_IP, Some(args)).await
+    }
+
+    /// `DELETE /v1/ipam/ip`.
+    pub async fn del(&self, args: &DelArgs) -> Result<(), Error> {
+        self.ipam::<_, serde_json::Value>(Method::DELETE, protocol::PATH_IP, Some(args))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/ipam/check`.
+    pub async fn check(&self, args: &CheckArgs) -> Result<(), Error> {
+        self.ipam::<_, serde_json::Value>(Method::POST, protocol::PATH_CHECK, Some(args))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/ipam/gc`.
+    pub async fn network_gc(&self, args: &NetworkGcArgs) -> Result<GcResponse, Error> {
+        self.ipam(Method::POST, protocol::PATH_NETWORK_GC, Some(args))
+            .await
+    }
+
+    /// `POST /v1/gc`: `berth gc` run by the agent.
+    pub async fn gc(&self) -> Result<GcResponse, Error> {
+        self.ipam(
+            Method::POST,
+            protocol::PATH_GC,
+            Some(&serde_json::json!({})),
+        )
+        .await
+    }
+
+    /// `GET /v1/ipam/healthy`.
+    pub async fn healthy(&self) -> Result<(), Error> {
+        self.ipam::<(), Healthy>(Method::GET, protocol::PATH_HEALTHY, None)
+            .await
+            .map(drop)
+    }
+}

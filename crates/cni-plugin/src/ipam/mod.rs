@@ -1,0 +1,254 @@
+//! `berth-ipam`: the IPAM plugin, as a [`Plugin`] ([`BerthIpam`]).
+//!
+//! It may be installed under any name: the seed's `"ipam": {"type": "spiderpool"}` works once
+//! the binary is installed as `spiderpool` next to macvlan.
+//!
+//! # Modes
+//!
+//! [`resolve_mode`] picks one per invocation, and the choice is logged:
+//!
+//! 1. `ipam_unix_socket_path` set → **agent mode**: one HTTP request to the node agent on that
+//!    socket ([`crate::agent`]), which holds the store;
+//! 2. `data_dir` set → **embedded mode**: the plugin opens the sled store in the data dir
+//!    itself, under its lock file (waiting, not failing, while another plugin process holds
+//!    it), allocates through the engine, and exits once its writes are flushed — unless an
+//!    agent serves that data dir (`<data_dir>/agent` names a socket that accepts connections),
+//!    then it sends its one request to that agent instead of waiting for the lock;
+//! 3. neither → agent mode if [`DEFAULT_SOCKET`](crate::agent::DEFAULT_SOCKET) exists, else
+//!    embedded mode in [`DEFAULT_DATA_DIR`] (with the same agent-record rule).
+//!
+//! Both modes run the same operations ([`ops`]): in embedded mode on the plugin's own
+//! engine, in agent mode on the agent's.
+//!
+//! # The pod
+//!
+//! [`PodIdentity`]: `K8S_POD_NAMESPACE` / `K8S_POD_NAME` / `K8S_POD_UID` from `CNI_ARGS` when
+//! given; otherwise (podman and other plain runtimes) namespace `default`, name
+//! `ctr-<container id>` ([`derived_pod_name`]) and the container id as uid. The node is the
+//! host name. With `BERTH_OWNER=<Kind>/<name>` the pod belongs to that Deployment or
+//! StatefulSet as `berth apply` recorded it in the store: the workload's pod-template
+//! annotations and labels are the pod's, and the workload is its application, so the seed's
+//! annotations (subnets per interface, `ippool-ip-number: "+1"`, manual pools, sticky
+//! StatefulSet IPs) choose the pools. An owner the store does not know is code 104. Without
+//! an owner the pools come from the config's `default_ipv4_ippool` / `default_ipv6_ippool`,
+//! then from pools with `spec.default: true`.
+//!
+//! # Commands
+//!
+//! - ADD allocates one NIC: `CNI_IFNAME`, recorded with the CNI network `name` and the netns
+//!   path. The result has the address with the pool subnet's prefix length, the gateway, a
+//!   `0.0.0.0/0` (`::/0`) route via the gateway unless `clean_gateway`, and the pool's
+//!   routes, written in the request's `cniVersion`. A retried ADD returns the same result.
+//! - DEL releases what the container holds on `CNI_IFNAME`; unknown containers succeed.
+//! - CHECK fails with code 105 unless the container still holds every address of
+//!   `prevResult` on `CNI_IFNAME`.
+//! - GC (1.1.0) releases the attachments recorded for this network that
+//!   `cni.dev/valid-attachments` (or `cni.dev/attachments`) does not list; without the key,
+//!   nothing.
+//! - STATUS (1.1.0) succeeds when the store (or the agent) answers, else code 50.
+
+pub mod identity;
+pub mod liveness;
+pub mod mode;
+pub mod ops;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ipam_core::engine::Engine;
+use ipam_store_sled::SledStore;
+
+pub use identity::{PodIdentity, derived_pod_name};
+pub use liveness::NetnsLiveness;
+pub use mode::{DEFAULT_DATA_DIR, Mode, ModeDefaults, resolve_mode};
+
+use crate::agent::AgentClient;
+use crate::agent::protocol::{AddArgs, CheckArgs, DelArgs, NetworkGcArgs};
+use crate::config::{NetworkConfig, peek_ipam};
+use crate::datadir::{DataDirOptions, DataDirStore, open_data_dir};
+use crate::error::{Error, code};
+use crate::logging::{DEFAULT_LOG_FILE, init_file_logging, init_stderr_logging, level_filter};
+use crate::plugin::{AttachmentRequest, NetworkRequest, Plugin};
+use crate::result::CniResult;
+
+/// The `berth-ipam` plugin (see the [module docs](self)).
+#[derive(Debug, Clone, Default)]
+pub struct BerthIpam {
+    defaults: ModeDefaults,
+    data_dir: DataDirOptions,
+}
+
+/// Where one invocation's work is done.
+enum Backend {
+    Agent(AgentClient),
+    Local(Box<Engine<SledStore>>),
+}
+
+impl BerthIpam {
+    /// The plugin with the default socket, data dir and lock timeout.
+    pub fn new() -> Self {
+        BerthIpam::default()
+    }
+
+    /// The plugin with other fallback paths for mode resolution.
+    pub fn with_defaults(defaults: ModeDefaults) -> Self {
+        BerthIpam {
+            defaults,
+            data_dir: DataDirOptions::default(),
+        }
+    }
+
+    /// The plugin with other data-dir options (lock timeout, flush policy).
+    pub fn with_data_dir_options(mut self, options: DataDirOptions) -> Self {
+        self.data_dir = options;
+        self
+    }
+
+    /// Runs `work` on a fresh current-thread runtime: one invocation per process needs no
+    /// more (sled's flushes go to tokio's blocking pool).
+    fn block_on<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                context: "starting the async runtime".into(),
+                source,
+            })?
+            .block_on(work)
+    }
+
+    async fn backend(&self, config: &NetworkConfig) -> Result<Backend, Error> {
+        let mode = resolve_mode(config.ipam.as_ref(), &self.defaults);
+        tracing::info!(%mode, network = %config.name, "IPAM mode");
+        match mode {
+            Mode::Agent { socket, .. } => Ok(Backend::Agent(AgentClient::new(socket))),
+            Mode::Embedded { data_dir, .. } => {
+                let started = Instant::now();
+                match open_data_dir(&data_dir, &self.data_dir).await? {
+                    DataDirStore::Agent(store) => Ok(Backend::Agent(store.client().clone())),
+                    DataDirStore::Sled(store) => {
+                        tracing::debug!(elapsed = ?started.elapsed(), "opened the store");
+                        Ok(Backend::Local(Box::new(Engine::new(store))))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Plugin for BerthIpam {
+    fn add(&self, r: &AttachmentRequest) -> Result<CniResult, Error> {
+        let pod = PodIdentity::of(&r.args, &r.container_id);
+        let ipam = r.config.ipam.clone().unwrap_or_default();
+        let args = AddArgs {
+            container_id: r.container_id.clone(),
+            if_name: r.ifname.clone(),
+            net_namespace: r
+                .netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            pod_namespace: pod.namespace,
+            pod_name: pod.name,
+            pod_uid: pod.uid,
+            default_ipv4_ippool: ipam.default_ipv4_ippool,
+            default_ipv6_ippool: ipam.default_ipv6_ippool,
+            clean_gateway: ipam.clean_gateway,
+            network: Some(r.config.name.clone()),
+            owner: r.args.owner.as_ref().map(ToString::to_string),
+            node: None,
+        };
+        let answer = self.block_on(async {
+            match self.backend(&r.config).await? {
+                Backend::Agent(agent) => agent.add(&args).await,
+                Backend::Local(engine) => ops::add(&engine, &args, &ops::node_name()).await,
+            }
+        })?;
+        Ok(answer.to_cni_result(&r.ifname))
+    }
+
+    fn del(&self, r: &AttachmentRequest) -> Result<(), Error> {
+        let pod = PodIdentity::of(&r.args, &r.container_id);
+        let args = DelArgs {
+            container_id: r.container_id.clone(),
+            if_name: r.ifname.clone(),
+            net_namespace: r.netns.as_ref().map(|p| p.display().to_string()),
+            pod_namespace: pod.namespace,
+            pod_name: pod.name,
+            pod_uid: pod.uid,
+        };
+        self.block_on(async {
+            match self.backend(&r.config).await? {
+                Backend::Agent(agent) => agent.del(&args).await,
+                Backend::Local(engine) => ops::del(&engine, &args).await,
+            }
+        })
+    }
+
+    fn check(&self, r: &AttachmentRequest) -> Result<(), Error> {
+        let pod = PodIdentity::of(&r.args, &r.container_id);
+        let args = CheckArgs {
+            container_id: r.container_id.clone(),
+            if_name: r.ifname.clone(),
+            pod_namespace: pod.namespace,
+            pod_name: pod.name,
+            ips: r
+                .config
+                .prev_result
+                .iter()
+                .flat_map(|p| p.ips.iter().map(|ip| ip.address.addr()))
+                .collect(),
+        };
+        self.block_on(async {
+            match self.backend(&r.config).await? {
+                Backend::Agent(agent) => agent.check(&args).await,
+                Backend::Local(engine) => ops::check(&engine, &args).await,
+            }
+        })
+    }
+
+    fn gc(&self, r: &NetworkRequest) -> Result<(), Error> {
+        let args = NetworkGcArgs {
+            network: r.config.name.clone(),
+            valid_attachments: r.config.valid_attachments.clone(),
+        };
+        self.block_on(async {
+            match self.backend(&r.config).await? {
+                Backend::Agent(agent) => agent.network_gc(&args).await,
+                Backend::Local(engine) => ops::network_gc(&engine, &args).await,
+            }
+        })
+        .map(drop)
+    }
+
+    fn status(&self, r: &NetworkRequest) -> Result<(), Error> {
+        self.block_on(async {
+            match self.backend(&r.config).await? {
+                Backend::Agent(agent) => agent.healthy().await,
+                Backend::Local(engine) => ops::healthy(&engine).await,
+            }
+        })
+        .map_err(|e| match e.code() {
+            code::NOT_AVAILABLE | code::LIMITED_CONNECTIVITY => e,
+            _ => Error::NotAvailable(e.to_cni_error().to_string()),
+        })
+    }
+
+    /// Logs to the config's `log_file_path` ([`DEFAULT_LOG_FILE`] when the `ipam` object
+    /// names none) at its `log_level`; to stderr when stdin has no readable `ipam` object
+    /// (VERSION, garbage), since then nothing says where the admin wants the logs.
+    fn prepare(&self, stdin: &[u8]) {
+        match peek_ipam(stdin) {
+            Some(ipam) => {
+                let path = ipam
+                    .log_file_path
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_FILE));
+                init_file_logging(&path, level_filter(ipam.log_level.as_deref()));
+            }
+            None => {
+                init_stderr_logging(level_filter(None));
+            }
+        }
+    }
+}

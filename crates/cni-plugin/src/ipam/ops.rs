@@ -1,0 +1,402 @@
+//! The IPAM operations on an engine, shared by embedded mode (the plugin's own engine) and
+//! the agent (its engine, behind the endpoints of [`crate::agent`]): the same code answers
+//! in both modes, so the two cannot drift apart.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipam_core::engine::{AllocateRequest, Engine, NicAddresses, ReleaseRequest};
+use ipam_core::select::{NicConfig, PodContext};
+use ipam_core::store::Store;
+use ipam_core::{AppRef, Kind, WorkloadKind};
+use ipnet::IpNet;
+
+use crate::agent::protocol::{
+    AddArgs, AddResponse, CheckArgs, DelArgs, GcResponse, IpAddress, NetworkGcArgs, NicRoute,
+    ReleasedIp,
+};
+use crate::args::{Owner, OwnerKind};
+use crate::error::Error;
+use crate::ipam::liveness::NetnsLiveness;
+
+/// The namespace of pods whose runtime names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn namespace_or_default(ns: &str) -> &str {
+    if ns.is_empty() { DEFAULT_NAMESPACE } else { ns }
+}
+
+/// The checks the CNI layer made on the plugin's side, made again for requests that reach
+/// the agent from other clients: container id and interface name by the CNI rules (code 4),
+/// a pod name (code 7).
+fn validate(container_id: &str, if_name: &str, pod_name: Option<&str>) -> Result<(), Error> {
+    crate::env::validate_container_id(container_id)?;
+    crate::env::validate_ifname(if_name)?;
+    if pod_name.is_some_and(str::is_empty) {
+        return Err(Error::InvalidConfig(
+            "the request names no pod (podName)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// This node's name: the kernel's host name (of this UTS namespace), `localhost` if unreadable.
+pub fn node_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// ADD of one NIC: allocates through the engine and answers the NIC's addresses and routes.
+///
+/// With an owner (`BERTH_OWNER`), the pod is that workload's: its pod-template annotations and
+/// labels and its application decide the pools. An owner the store does not know is
+/// [`Error::UnknownOwner`] (code 104). `node` is used when the request names none.
+pub async fn add<S: Store>(
+    engine: &Engine<S>,
+    args: &AddArgs,
+    node: &str,
+) -> Result<AddResponse, Error> {
+    validate(&args.container_id, &args.if_name, Some(&args.pod_name))?;
+    let namespace = namespace_or_default(&args.pod_namespace).to_owned();
+    let mut pod = PodContext {
+        namespace: namespace.clone(),
+        name: args.pod_name.clone(),
+        node: args.node.clone().unwrap_or_else(|| node.to_owned()),
+        ..PodContext::default()
+    };
+    if let Some(owner) = args.owner.as_deref() {
+        let owner: Owner = owner.parse()?;
+        let kind = match owner.kind {
+            OwnerKind::Deployment => WorkloadKind::Deployment,
+            OwnerKind::StatefulSet => WorkloadKind::StatefulSet,
+        };
+        let app = AppRef::apps_v1(kind, &namespace, &owner.name);
+        let Some(workload) = engine.workload(&app).await? else {
+            return Err(Error::UnknownOwner(format!(
+                "BERTH_OWNER {owner} names no workload registered in namespace {namespace:?}: \
+                 register it with `berth apply -f <manifest>` on the data dir this plugin uses"
+            )));
+        };
+        pod.annotations = workload.pod_annotations().clone();
+        pod.labels = workload.spec.template.metadata.labels.clone();
+        pod.app_uid = workload.metadata.uid.clone();
+        pod.app = Some(app);
+    }
+    let request = AllocateRequest {
+        pod,
+        pod_uid: args.pod_uid.clone(),
+        container_id: args.container_id.clone(),
+        netns: Some(args.net_namespace.clone()).filter(|n| !n.is_empty()),
+        nics: vec![NicConfig {
+            interface: args.if_name.clone(),
+            network: args.network.clone(),
+            default_ipv4_pools: args.default_ipv4_ippool.clone(),
+            default_ipv6_pools: args.default_ipv6_ippool.clone(),
+            clean_gateway: Some(args.clean_gateway),
+        }],
+    };
+    let allocation = engine.allocate(&request).await?;
+    let nic = allocation
+        .nics
+        .into_iter()
+        .find(|n| n.interface == args.if_name)
+        .ok_or_else(|| Error::Internal {
+            msg: format!("the engine answered no addresses for {}", args.if_name),
+            source: None,
+        })?;
+    tracing::info!(
+        container_id = %args.container_id,
+        ifname = %args.if_name,
+        pod = %format!("{namespace}/{}", args.pod_name),
+        ips = ?nic.ips.iter().map(|i| format!("{} ({})", i.address, i.pool)).collect::<Vec<_>>(),
+        "allocated"
+    );
+    Ok(response_of(&nic))
+}
+
+/// The answer for one NIC: its addresses; a default route (`0.0.0.0/0`, `::/0`) via each
+/// family's gateway unless the NIC is `clean_gateway`; then the pool's and the pod's
+/// `ipam.spidernet.io/routes` routes. A destination is listed once, the first time (pool
+/// validation refuses default routes, so the gateway's is the one).
+pub fn response_of(nic: &NicAddresses) -> AddResponse {
+    let mut routes: Vec<NicRoute> = Vec::new();
+    let mut push = |dst: IpNet, gw: IpAddr| {
+        if !routes.iter().any(|r| r.dst == dst) {
+            routes.push(NicRoute {
+                if_name: nic.interface.clone(),
+                dst,
+                gw,
+            });
+        }
+    };
+    if !nic.clean_gateway {
+        for ip in &nic.ips {
+            if let Some(gw) = ip.gateway {
+                let default = match gw {
+                    IpAddr::V4(_) => IpNet::V4(Default::default()),
+                    IpAddr::V6(_) => IpNet::V6(Default::default()),
+                };
+                push(default, gw);
+            }
+        }
+    }
+    for r in &nic.routes {
+        push(r.dst, r.gw);
+    }
+    AddResponse {
+        ips: nic
+            .ips
+            .iter()
+            .map(|ip| IpAddress {
+                version: if ip.address.addr().is_ipv4() { 4 } else { 6 },
+                address: ip.address,
+                nic: nic.interface.clone(),
+                ip_pool: ip.pool.clone(),
+                gateway: ip.gateway,
+            })
+            .collect(),
+        routes,
+    }
+}
+
+/// DEL of one NIC: releases what the container holds on it. Unknown containers succeed; a
+/// StatefulSet pod its StatefulSet keeps keeps its IPs for its next incarnation.
+pub async fn del<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<(), Error> {
+    validate(&args.container_id, &args.if_name, None)?;
+    let request = ReleaseRequest {
+        namespace: namespace_or_default(&args.pod_namespace).to_owned(),
+        name: args.pod_name.clone(),
+        pod_uid: args.pod_uid.clone(),
+        container_id: args.container_id.clone(),
+        interfaces: Some(vec![args.if_name.clone()]),
+        app: None,
+    };
+    let released = engine.release(&request).await?;
+    tracing::info!(
+        container_id = %args.container_id,
+        ifname = %args.if_name,
+        released = ?released.ips,
+        kept_for_statefulset = ?released.kept_for_statefulset,
+        "released"
+    );
+    Ok(())
+}
+
+/// CHECK of one NIC: every address of `prevResult` is held by this container on this
+/// interface (with no addresses given: at least one is). Otherwise [`Error::NotHeld`] (105)
+/// naming the address and who holds it now, if anyone.
+pub async fn check<S: Store>(engine: &Engine<S>, args: &CheckArgs) -> Result<(), Error> {
+    validate(&args.container_id, &args.if_name, None)?;
+    let records = engine.records().await?;
+    let mut held: Vec<IpAddr> = Vec::new();
+    let mut holders: Vec<(IpAddr, String, String)> = Vec::new();
+    for (pool, ips) in &records {
+        for (ip, r) in ips {
+            if r.container_id.as_deref() == Some(args.container_id.as_str())
+                && r.interface.as_deref() == Some(args.if_name.as_str())
+            {
+                held.push(*ip);
+            } else if args.ips.contains(ip) {
+                holders.push((*ip, pool.clone(), r.pod.clone()));
+            }
+        }
+    }
+    if args.ips.is_empty() && held.is_empty() {
+        return Err(Error::NotHeld(format!(
+            "container {} holds no IP on {}",
+            args.container_id, args.if_name
+        )));
+    }
+    for ip in &args.ips {
+        if held.contains(ip) {
+            continue;
+        }
+        let now = holders
+            .iter()
+            .find(|(h, _, _)| h == ip)
+            .map(|(_, pool, pod)| format!("; pool {pool} records it for {pod}"))
+            .unwrap_or_else(|| "; no pool records it".to_owned());
+        return Err(Error::NotHeld(format!(
+            "{ip} of prevResult is not held by container {} on {}{now}",
+            args.container_id, args.if_name
+        )));
+    }
+    Ok(())
+}
+
+/// CNI 1.1 GC of one network: releases every attachment recorded for `network` (container
+/// and interface) that `valid_attachments` does not list; with no list, nothing. IPs kept for
+/// a StatefulSet pod name stay reserved (detached from the container). Keeps going after a
+/// failure and reports the first one at the end.
+pub async fn network_gc<S: Store>(
+    engine: &Engine<S>,
+    args: &NetworkGcArgs,
+) -> Result<GcResponse, Error> {
+    let mut out = GcResponse::default();
+    let Some(valid) = &args.valid_attachments else {
+        tracing::info!(network = %args.network, "GC without cni.dev/valid-attachments: releasing nothing");
+        return Ok(out);
+    };
+    let valid: BTreeSet<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    // (pod, pod uid, container, interface) of the attachments to release.
+    let mut stale: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    for ips in engine.records().await?.values() {
+        for r in ips.values() {
+            let (Some(container), Some(interface)) = (&r.container_id, &r.interface) else {
+                continue;
+            };
+            if r.network.as_deref() == Some(args.network.as_str())
+                && !valid.contains(&(container.as_str(), interface.as_str()))
+            {
+                stale.insert((
+                    r.pod.clone(),
+                    r.pod_uid.clone(),
+                    container.clone(),
+                    interface.clone(),
+                ));
+            }
+        }
+    }
+    let mut first_error = None;
+    for (pod, pod_uid, container_id, interface) in stale {
+        let (namespace, name) = pod.split_once('/').unwrap_or((DEFAULT_NAMESPACE, &pod));
+        let request = ReleaseRequest {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            pod_uid,
+            container_id: container_id.clone(),
+            interfaces: Some(vec![interface.clone()]),
+            app: None,
+        };
+        match engine.release(&request).await {
+            Ok(released) => {
+                tracing::info!(network = %args.network, %container_id, %interface, ips = ?released.ips, "GC released a stale attachment");
+                let entry = |(pool, ip): (String, IpAddr)| ReleasedIp {
+                    pool,
+                    ip,
+                    pod: pod.clone(),
+                };
+                out.released.extend(released.ips.into_iter().map(entry));
+                out.kept_for_statefulset
+                    .extend(released.kept_for_statefulset.into_iter().map(entry));
+            }
+            Err(e) => {
+                tracing::warn!(network = %args.network, %container_id, %interface, error = %e, "GC could not release an attachment");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
+}
+
+/// `berth gc` on the store: frees every allocation whose recorded netns is gone
+/// ([`NetnsLiveness`]), and repairs what crashes left (see `Engine::gc`).
+pub async fn gc<S: Store>(engine: &Engine<S>) -> Result<GcResponse, Error> {
+    let report = engine.gc(&NetnsLiveness).await?;
+    Ok(GcResponse {
+        released: report
+            .released
+            .into_iter()
+            .map(|(pool, ip, pod)| ReleasedIp { pool, ip, pod })
+            .collect(),
+        kept_for_statefulset: Vec::new(),
+    })
+}
+
+/// STATUS / health: the store answers a read.
+pub async fn healthy<S: Store>(engine: &Engine<S>) -> Result<(), Error> {
+    engine
+        .store()
+        .list(Kind::SpiderSubnet, None, None)
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::NotAvailable(format!("the IPAM store does not answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam_core::engine::AllocatedIp;
+    use serde_json::json;
+
+    fn nic(clean_gateway: bool) -> NicAddresses {
+        NicAddresses {
+            interface: "net1".into(),
+            ips: vec![
+                AllocatedIp {
+                    address: "10.7.168.173/16".parse().unwrap(),
+                    gateway: Some("10.7.0.1".parse().unwrap()),
+                    pool: "pool4".into(),
+                },
+                AllocatedIp {
+                    address: "fd00:7::a8ad/64".parse().unwrap(),
+                    gateway: Some("fd00:7::1".parse().unwrap()),
+                    pool: "pool6".into(),
+                },
+            ],
+            routes: vec![
+                ipam_core::Route {
+                    dst: "10.96.0.0/12".parse().unwrap(),
+                    gw: "10.7.0.254".parse().unwrap(),
+                },
+                ipam_core::Route {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gw: "10.7.0.254".parse().unwrap(),
+                },
+            ],
+            clean_gateway,
+        }
+    }
+
+    #[test]
+    fn default_routes_via_each_gateway_then_the_pool_routes() {
+        let r = response_of(&nic(false));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({
+                "ips": [
+                    {"version": 4, "address": "10.7.168.173/16", "nic": "net1", "ipPool": "pool4", "gateway": "10.7.0.1"},
+                    {"version": 6, "address": "fd00:7::a8ad/64", "nic": "net1", "ipPool": "pool6", "gateway": "fd00:7::1"}
+                ],
+                "routes": [
+                    {"ifName": "net1", "dst": "0.0.0.0/0", "gw": "10.7.0.1"},
+                    {"ifName": "net1", "dst": "::/0", "gw": "fd00:7::1"},
+                    {"ifName": "net1", "dst": "10.96.0.0/12", "gw": "10.7.0.254"}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn clean_gateway_leaves_only_the_pool_routes() {
+        let r = response_of(&nic(true));
+        let routes: Vec<String> = r
+            .routes
+            .iter()
+            .map(|r| format!("{} via {}", r.dst, r.gw))
+            .collect();
+        assert_eq!(
+            routes,
+            ["10.96.0.0/12 via 10.7.0.254", "0.0.0.0/0 via 10.7.0.254"]
+        );
+        assert_eq!(r.ips[0].gateway, Some("10.7.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn node_name_is_never_empty() {
+        assert!(!node_name().is_empty());
+    }
+}

@@ -1,0 +1,104 @@
+//! Where Berth's plugins log: `tracing` to a file, never to stdout.
+//!
+//! stdout of a CNI plugin carries the result and nothing else, so the subscriber writes to
+//! the config's `log_file_path` (parent dirs created, appended to, one `write` per line so
+//! that concurrent plugin processes do not interleave inside a line). When the file cannot
+//! be opened, or there is no config to name one (VERSION, unreadable stdin), logs go to
+//! stderr, which runtimes collect. The level is the config's `log_level` (`DEBUG`, `INFO`,
+//! `WARN`/`WARNING`, `ERROR`, `TRACE`, `OFF`; any case), [`DEFAULT_LEVEL`] when absent or
+//! unknown.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing_subscriber::filter::LevelFilter;
+
+/// Where `berth-ipam` logs when the config sets no `log_file_path`.
+pub const DEFAULT_LOG_FILE: &str = "/var/log/berth/berth-ipam.log";
+
+/// The level when the config sets no (or no known) `log_level`.
+pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;
+
+/// The level a `log_level` value names; [`DEFAULT_LEVEL`] when `None` or unknown.
+pub fn level_filter(level: Option<&str>) -> LevelFilter {
+    match level.map(|l| l.trim().to_ascii_uppercase()).as_deref() {
+        Some("TRACE") => LevelFilter::TRACE,
+        Some("DEBUG") => LevelFilter::DEBUG,
+        Some("INFO") => LevelFilter::INFO,
+        Some("WARN" | "WARNING") => LevelFilter::WARN,
+        Some("ERROR" | "FATAL" | "PANIC") => LevelFilter::ERROR,
+        Some("OFF" | "NONE") => LevelFilter::OFF,
+        _ => DEFAULT_LEVEL,
+    }
+}
+
+/// Where the installed subscriber writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The file asked for.
+    File(std::path::PathBuf),
+    /// stderr, because the file could not be opened (the reason is the first log line).
+    Stderr,
+    /// A subscriber was already installed in this process; nothing changed.
+    AlreadySet,
+}
+
+/// Installs the process-wide subscriber: `level` and up to `path` (or stderr when the file
+/// cannot be opened). Call it once, early; later calls change nothing.
+pub fn init_file_logging(path: &Path, level: LevelFilter) -> LogTarget {
+    let opened = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
+    match opened {
+        Ok(file) => {
+            let installed = tracing_subscriber::fmt()
+                .with_writer(Mutex::new(file))
+                .with_ansi(false)
+                .with_max_level(level)
+                .try_init();
+            match installed {
+                Ok(()) => LogTarget::File(path.to_path_buf()),
+                Err(_) => LogTarget::AlreadySet,
+            }
+        }
+        Err(err) => match init_stderr_logging(level) {
+            LogTarget::Stderr => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot open the log file; logging to stderr");
+                LogTarget::Stderr
+            }
+            other => other,
+        },
+    }
+}
+
+/// Installs the process-wide subscriber writing `level` and up to stderr. Later calls
+/// change nothing.
+pub fn init_stderr_logging(level: LevelFilter) -> LogTarget {
+    let installed = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(level)
+        .try_init();
+    match installed {
+        Ok(()) => LogTarget::Stderr,
+        Err(_) => LogTarget::AlreadySet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        assert_eq!(level_filter(Some("DEBUG")), LevelFilter::DEBUG);
+        assert_eq!(level_filter(Some("debug")), LevelFilter::DEBUG);
+        assert_eq!(level_filter(Some("WARNING")), LevelFilter::WARN);
+        assert_eq!(level_filter(Some(" error ")), LevelFilter::ERROR);
+        assert_eq!(level_filter(Some("loud")), DEFAULT_LEVEL);
+        assert_eq!(level_filter(None), DEFAULT_LEVEL);
+    }
+}
