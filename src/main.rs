@@ -6,25 +6,25 @@
 //! berth scale deployment|statefulset NAME --replicas N
 //! berth delete KIND NAME...
 //! berth gc                         free what dead containers hold, repair after crashes
+//! berth agent [--socket PATH]      serve the data dir to berth-ipam (and to berth) on a socket
 //! ```
 //!
 //! Every command works on the store in `--data-dir` (or `BERTH_DATA_DIR`, default
-//! `/var/lib/berth`). The store allows one process at a time: a second `berth` waits for the
-//! first to finish.
+//! `/var/lib/berth`). The store has one owner at a time: while `berth agent` serves the data dir,
+//! commands go through it; otherwise a second `berth` waits for the first to finish.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth::core::engine::{Applied, Engine, GcReport, Liveness};
+use berth::core::engine::{Applied, Engine, GcReport};
 use berth::core::store::{Store, TypedStore};
 use berth::core::{
-    Deployment, Error, IpRecord, Kind, Object, ObjectKey, SpiderEndpoint, SpiderIPPool,
-    SpiderReservedIP, SpiderSubnet, StatefulSet, WorkloadKind,
+    Deployment, Error, Kind, Object, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP,
+    SpiderSubnet, StatefulSet, WorkloadKind,
 };
 use berth::{manifest, table};
 use clap::{Parser, Subcommand, ValueEnum};
-use ipam_store_sled::{OpenOptions, SledStore};
 
 /// kubectl-like commands on Berth's embedded IPAM store.
 #[derive(Parser, Debug)]
@@ -88,6 +88,13 @@ enum Command {
     /// Free IPs whose container is gone (its netns path no longer exists), shrink pools that
     /// waited for it, and repair what a crash left half-done.
     Gc,
+    /// Serve the data dir on a unix socket: berth-ipam calls (agent mode) and berth commands
+    /// then go through this process, which holds the store. Stops on SIGTERM or SIGINT.
+    Agent {
+        /// The socket (created 0600).
+        #[arg(long, default_value = cni_plugin::agent::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -112,12 +119,8 @@ enum CliError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the store in {dir}: {source}")]
-    Open {
-        dir: String,
-        #[source]
-        source: ipam_store_sled::OpenError,
-    },
+    #[error("{0}")]
+    Plugin(#[from] cni_plugin::Error),
     #[error("{0} of the objects failed (see above)")]
     Partial(usize),
 }
@@ -362,19 +365,6 @@ async fn delete<S: Store>(
     }
 }
 
-/// Embedded mode's liveness: a container is alive while its network namespace exists.
-struct NetnsExists;
-
-#[async_trait::async_trait]
-impl Liveness for NetnsExists {
-    async fn alive(&self, record: &IpRecord) -> Result<bool, Error> {
-        Ok(record
-            .netns
-            .as_deref()
-            .is_some_and(|p| std::path::Path::new(p).exists()))
-    }
-}
-
 fn print_gc(report: &GcReport) {
     for (pool, ip, pod) in &report.released {
         println!("released {ip} of pool {pool} (held by {pod})");
@@ -419,19 +409,39 @@ async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
         }
         Command::Delete { kind, names } => delete(&engine, ns, kind_of(kind)?, names).await,
         Command::Gc => {
-            let report = engine.gc(&NetnsExists).await?;
+            let report = engine.gc(&cni_plugin::NetnsLiveness).await?;
             print_gc(&report);
             Ok(())
         }
+        Command::Agent { .. } => unreachable!("served before a store is opened"),
     }
+}
+
+/// `berth gc` on a data dir an agent serves: the agent, which runs the containers' liveness on
+/// its node, collects.
+async fn gc_through_agent(socket: &std::path::Path) -> Result<(), CliError> {
+    let answer = cni_plugin::agent::AgentClient::new(socket).gc().await?;
+    for r in &answer.released {
+        println!("released {} of pool {} (held by {})", r.ip, r.pool, r.pod);
+    }
+    if answer.released.is_empty() {
+        println!("nothing to collect");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The agent serves many connections at once; a command needs one thread.
+    let rt = match &cli.command {
+        Command::Agent { .. } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -439,12 +449,22 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let store = SledStore::open(&cli.data_dir, OpenOptions::default()).map_err(|source| {
-            CliError::Open {
-                dir: cli.data_dir.display().to_string(),
-                source,
-            }
-        })?;
+        if let Command::Agent { socket } = &cli.command {
+            let stop = cni_plugin::agent::termination_signal()
+                .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
+            eprintln!(
+                "berth agent: serving {} on {}",
+                cli.data_dir.display(),
+                socket.display()
+            );
+            cni_plugin::agent::serve_data_dir(&cli.data_dir, socket, stop).await?;
+            return Ok(());
+        }
+        let store = cni_plugin::open_data_dir(&cli.data_dir, &Default::default()).await?;
+        if let (Command::Gc, Some(socket)) = (&cli.command, store.agent_socket()) {
+            let socket = socket.to_path_buf();
+            return gc_through_agent(&socket).await;
+        }
         run(Engine::new(store), &cli).await
     });
     match result {

@@ -316,3 +316,66 @@ fn the_data_dir_is_private_and_namespaces_separate_workloads() {
         .unwrap();
     assert!(ok(out).contains("subnet-test-ens224"));
 }
+
+#[test]
+fn commands_go_through_the_agent_that_serves_the_data_dir() {
+    let d = data_dir();
+    let socket = d.data.parent().unwrap().join("run/agent.sock");
+    let mut agent = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The agent holds the store's lock; without going through it these would wait and fail.
+    let started = std::time::Instant::now();
+    ok(berth(
+        &d.data,
+        &[
+            "apply",
+            "-f",
+            &seed("subnets.yaml"),
+            "-f",
+            &seed("deployment.yaml"),
+        ],
+    ));
+    assert!(
+        subnets(&d.data)
+            .contains("subnet-test-ens192   4         10.6.0.1/16   3                    10")
+    );
+    ok(berth(
+        &d.data,
+        &["scale", "deploy", "test-app", "--replicas", "3"],
+    ));
+    assert!(pools(&d.data).contains("auto4-test-app-eth0-xxxxx 4 10.6.0.1/16 0 4 false false"));
+    assert!(ok(berth(&d.data, &["gc"])).contains("nothing to collect"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "commands waited for the lock"
+    );
+    // SIGTERM: the agent stops cleanly, and the store is the CLI's again, with everything in it.
+    unsafe_free_kill(agent.id(), "TERM");
+    assert!(agent.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket outlived the agent");
+    assert!(pools(&d.data).contains("auto4-test-app-net1-xxxxx 4 10.7.0.1/16 0 4 false false"));
+}
+
+/// Sends a signal with kill(1), keeping the tests free of unsafe code.
+fn unsafe_free_kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
