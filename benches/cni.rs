@@ -28,7 +28,9 @@ use ipam_core::{SpiderIPPool, ips};
 use ipam_store_sled::{OpenOptions, SledStore};
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
+/// Allocations already in the store in the second scenario (50 in the `cargo test` smoke run).
 const PRELOAD: u32 = 5_000;
+const PRELOAD_SMOKE: u32 = 50;
 
 /// The directory holding the workspace's release binaries (this bench runs from
 /// `<target>/release/deps/`).
@@ -87,8 +89,8 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-/// A data dir with one pool covering a /16 and, if `preload`, 5,000 allocations in it.
-fn berth_data_dir(dir: &Path, preload: bool, rt: &tokio::runtime::Runtime, netns: &Path) {
+/// A data dir with one pool covering a /16 and `preload` allocations in it.
+fn berth_data_dir(dir: &Path, preload: u32, rt: &tokio::runtime::Runtime, netns: &Path) {
     rt.block_on(async {
         let store = SledStore::open(dir, OpenOptions::default()).expect("open sled");
         let engine = Engine::new(store);
@@ -101,8 +103,8 @@ fn berth_data_dir(dir: &Path, preload: bool, rt: &tokio::runtime::Runtime, netns
             .apply(AnyObject::Pool(pool))
             .await
             .expect("apply pool");
-        if preload {
-            let requests: Vec<AllocateRequest> = (0..PRELOAD)
+        if preload > 0 {
+            let requests: Vec<AllocateRequest> = (0..preload)
                 .map(|i| AllocateRequest {
                     pod: PodContext {
                         namespace: "default".into(),
@@ -131,13 +133,13 @@ fn berth_data_dir(dir: &Path, preload: bool, rt: &tokio::runtime::Runtime, netns
     });
 }
 
-/// host-local's data dir with 5,000 allocations in its own format (one file per IP holding
+/// host-local's data dir with `preload` allocations in its own format (one file per IP holding
 /// `<container id>\r\n<ifname>`, and the last reserved IP).
-fn host_local_preload(dir: &Path, network: &str) {
+fn host_local_preload(dir: &Path, network: &str, preload: u32) {
     let d = dir.join(network);
     std::fs::create_dir_all(&d).unwrap();
     let mut last = String::new();
-    for i in 0..PRELOAD {
+    for i in 0..preload {
         let n = i + 2; // 10.200.0.2 onwards (.1 is the gateway)
         let ip = format!("10.200.{}.{}", n / 256, n % 256);
         std::fs::write(d.join(&ip), format!("preload{i}\r\neth0")).unwrap();
@@ -189,15 +191,19 @@ fn main() {
         "{:<28} {:>10} {:>10} {:>12} {:>12}",
         "scenario / contender", "ADD", "DEL", "ADD ratio", "DEL ratio"
     );
-    for (scenario, preload) in [("empty store", false), ("5,000 allocations", true)] {
-        let dir = temp.path().join(if preload { "full" } else { "empty" });
+    let full = if testing { PRELOAD_SMOKE } else { PRELOAD };
+    for (scenario, preload) in [
+        ("empty store".to_string(), 0),
+        (format!("{full} allocations"), full),
+    ] {
+        let dir = temp.path().join(if preload > 0 { "full" } else { "empty" });
         let embedded_dir = dir.join("embedded");
         let agent_dir = dir.join("agent");
         let host_local_dir = dir.join("host-local");
         berth_data_dir(&embedded_dir, preload, &rt, &netns);
         berth_data_dir(&agent_dir, preload, &rt, &netns);
-        if preload {
-            host_local_preload(&host_local_dir, "bench");
+        if preload > 0 {
+            host_local_preload(&host_local_dir, "bench", preload);
         }
         let socket = dir.join("agent.sock");
         let mut agent = Command::new(&berth)

@@ -170,4 +170,11 @@ impl Store for DataDirStore {
             DataDirStore::Sled(s) => s.watch(kind),
         }
     }
+
+    fn watches_every_write(&self) -> bool {
+        match self {
+            DataDirStore::Agent(s) => s.watches_every_write(),
+            DataDirStore::Sled(s) => s.watches_every_write(),
+        }
+    }
 }

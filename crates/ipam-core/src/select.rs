@@ -8,6 +8,7 @@
 //! is random).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::annotations::{
     self, NS_DEFAULT_IPV4_IPPOOL, NS_DEFAULT_IPV6_IPPOOL, PodAnnotations, PoolItem,
@@ -121,7 +122,7 @@ impl Selection {
 /// The auto pool of `app` for one NIC and family, if it exists and belongs to this incarnation
 /// of the application (or was retained with `ippool-reclaim: "false"`).
 pub fn find_auto_pool<'a>(
-    pools: &'a [SpiderIPPool],
+    pools: &'a [Arc<SpiderIPPool>],
     app: &AppRef,
     app_uid: Option<&str>,
     nic: &str,
@@ -138,11 +139,11 @@ pub fn find_auto_pool<'a>(
     });
     // Prefer the pool of this incarnation; a pool of a former one is found too (retained pools
     // are adopted by the reconcile, reclaimable ones are on their way out).
-    let all: Vec<&SpiderIPPool> = matching.by_ref().collect();
-    all.iter()
+    let all: Vec<&'a SpiderIPPool> = matching.by_ref().map(|p| p.as_ref()).collect();
+    let first = all.first().copied();
+    all.into_iter()
         .find(|p| app_uid.is_none() || p.metadata.label(LABEL_OWNER_APP_UID) == app_uid)
-        .or_else(|| all.first())
-        .copied()
+        .or(first)
 }
 
 /// Go's `filepath.Match` on a pool name (`*`, `?`, `[a-z]`, `[^a-z]`).
@@ -202,7 +203,7 @@ fn is_pattern(s: &str) -> bool {
 fn expand(
     names: &[String],
     family: IpFamily,
-    pools: &[SpiderIPPool],
+    pools: &[Arc<SpiderIPPool>],
     referrer: &str,
 ) -> Result<Vec<String>, Error> {
     let mut out: Vec<String> = Vec::new();
@@ -361,7 +362,7 @@ fn finish(
     source: Source,
     ctx: &PodContext,
     nic: &NicConfig,
-    pools: &[SpiderIPPool],
+    pools: &[Arc<SpiderIPPool>],
 ) -> Result<Vec<String>, Error> {
     let nic_network =
         annotations::multus_network_for(&ctx.annotations, &ctx.namespace, &nic.interface)?
@@ -369,7 +370,7 @@ fn finish(
     let mut kept: Vec<&SpiderIPPool> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     for n in &names {
-        let pool = pools
+        let pool: &SpiderIPPool = pools
             .iter()
             .find(|p| &p.metadata.name == n)
             .expect("expanded names exist");
@@ -404,7 +405,7 @@ fn from_item(
     referrer: &str,
     ctx: &PodContext,
     nic: &NicConfig,
-    pools: &[SpiderIPPool],
+    pools: &[Arc<SpiderIPPool>],
     clean_default: bool,
 ) -> Result<Selection, Error> {
     let mut families = Vec::new();
@@ -430,7 +431,7 @@ pub fn select(
     ctx: &PodContext,
     parsed: &PodAnnotations,
     nic: &NicConfig,
-    pools: &[SpiderIPPool],
+    pools: &[Arc<SpiderIPPool>],
 ) -> Result<Selection, Error> {
     let clean_default = nic.clean_gateway.unwrap_or(false);
     let iface = nic.interface.as_str();
@@ -602,7 +603,8 @@ mod tests {
 
     fn sel(ctx: &PodContext, nic: &NicConfig, pools: &[SpiderIPPool]) -> Result<Selection, Error> {
         let parsed = PodAnnotations::parse(&ctx.annotations)?;
-        select(ctx, &parsed, nic, pools)
+        let pools: Vec<Arc<SpiderIPPool>> = pools.iter().cloned().map(Arc::new).collect();
+        select(ctx, &parsed, nic, &pools)
     }
 
     #[test]

@@ -98,6 +98,7 @@ mod disk;
 mod error;
 mod layout;
 mod lock;
+mod records;
 mod store;
 
 pub use commit::{FlushPolicy, Stats};

@@ -3,13 +3,14 @@
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ipam_core::Error;
 use ipam_core::store::semantics::{self, Outcome};
-use ipam_core::store::{Deleted, Store, WatchEvent, WatchStream};
+use ipam_core::store::{Deleted, RecordsDelta, Store, WatchEvent, WatchStream};
 use ipam_core::{Kind, LabelSelector, ObjectKey};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -19,6 +20,7 @@ use crate::disk::Disk;
 use crate::error::OpenError;
 use crate::layout::{self, DB_DIR};
 use crate::lock::{self, DirLock};
+use crate::records;
 
 /// How many times a write re-reads an object whose stored bytes changed between its read and
 /// its compare-and-swap before giving up with `RetriesExhausted`. Each failure means another
@@ -190,7 +192,7 @@ impl SledStore {
         key: &ObjectKey,
         sled_key: &[u8],
         old: Option<&[u8]>,
-        new: Option<(Vec<u8>, &str)>,
+        new: Option<(sled::IVec, &str)>,
     ) -> Result<Option<Ticket>, Error> {
         let version = new.as_ref().map(|(_, v)| v.to_string());
         let _order = self.order();
@@ -224,19 +226,24 @@ impl SledStore {
         &self,
         key: &ObjectKey,
         mut step: impl FnMut(&Value, &str) -> Result<Outcome, Error> + Send,
-    ) -> Result<(Value, Outcome), Error> {
+    ) -> Result<(Arc<Value>, Outcome), Error> {
         let sled_key = layout::encode_key(key).ok_or_else(|| Error::NotFound(key.clone()))?;
+        if key.kind == Kind::SpiderIPPool {
+            let (stored, outcome, ticket) = self.rewrite_pool(key, &sled_key, &mut step)?;
+            self.durable(key, ticket).await?;
+            return Ok((stored, outcome));
+        }
         for _ in 0..MAX_ATTEMPTS {
             let Some(old) = self.read(key, &sled_key)? else {
                 return Err(Error::NotFound(key.clone()));
             };
-            let stored = parse(key, &old)?;
+            let stored = Arc::new(parse(key, &old)?);
             // Taken after the read: a write that lands has a version above every earlier
             // write of the same object.
             let version = self.next_version()?;
             let outcome = step(&stored, &version)?;
             let new = match &outcome {
-                Outcome::Put(v) => Some((serialize(key, v)?, version.as_str())),
+                Outcome::Put(v) => Some((sled::IVec::from(serialize(key, v)?), version.as_str())),
                 Outcome::Remove => None,
             };
             if let Some(ticket) = self.swap(key, &sled_key, Some(&old), new)? {
@@ -248,6 +255,85 @@ impl SledStore {
             key: key.clone(),
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// A pool with its records put back, read under the write lock so that the document and the
+    /// records are of one moment.
+    fn read_pool(&self, key: &ObjectKey, sled_key: &[u8]) -> Result<Option<Value>, Error> {
+        let _order = self.order();
+        self.read_pool_locked(key, sled_key)
+    }
+
+    fn read_pool_locked(&self, key: &ObjectKey, sled_key: &[u8]) -> Result<Option<Value>, Error> {
+        let Some(bytes) = self.read(key, sled_key)? else {
+            return Ok(None);
+        };
+        let mut doc = parse(key, &bytes)?;
+        let recs = records::load(self.tree(Kind::SpiderIPPool), key, sled_key)?;
+        records::join(key, &mut doc, recs)?;
+        Ok(Some(doc))
+    }
+
+    /// Applies a batch to the pool tree and notifies, under the write lock the caller holds.
+    fn commit_pool(
+        &self,
+        key: &ObjectKey,
+        batch: sled::Batch,
+        version: Option<String>,
+    ) -> Result<Ticket, Error> {
+        self.tree(Kind::SpiderIPPool)
+            .apply_batch(batch)
+            .map_err(|e| Error::backend(format!("write {key}"), e))?;
+        let ticket = self.commit.committed();
+        let _ = self.events.send(WatchEvent::Changed {
+            key: key.clone(),
+            version,
+        });
+        Ok(ticket)
+    }
+
+    /// `rewrite` of a pool: the whole document with its records, written back as the document
+    /// and the records that changed.
+    fn rewrite_pool(
+        &self,
+        key: &ObjectKey,
+        sled_key: &[u8],
+        step: &mut (impl FnMut(&Value, &str) -> Result<Outcome, Error> + Send),
+    ) -> Result<(Arc<Value>, Outcome, Ticket), Error> {
+        let _order = self.order();
+        let Some(stored) = self.read_pool_locked(key, sled_key)? else {
+            return Err(Error::NotFound(key.clone()));
+        };
+        let version = self.next_version()?;
+        let outcome = step(&stored, &version)?;
+        let mut stored_doc = stored.clone();
+        let old = records::split(key, &mut stored_doc)?;
+        let mut batch = sled::Batch::default();
+        let event_version = match &outcome {
+            Outcome::Put(v) => {
+                let mut doc = v.clone();
+                let new = records::split(key, &mut doc)?;
+                batch.insert(sled_key, serialize(key, &doc)?);
+                for ip in old.keys().filter(|ip| !new.contains_key(ip)) {
+                    batch.remove(records::key(sled_key, ip));
+                }
+                for (ip, rec) in &new {
+                    if old.get(ip) != Some(rec) {
+                        batch.insert(records::key(sled_key, ip), serialize(key, rec)?);
+                    }
+                }
+                Some(version)
+            }
+            Outcome::Remove => {
+                batch.remove(sled_key);
+                for ip in old.keys() {
+                    batch.remove(records::key(sled_key, ip));
+                }
+                None
+            }
+        };
+        let ticket = self.commit_pool(key, batch, event_version)?;
+        Ok((Arc::new(stored), outcome, ticket))
     }
 
     fn read(&self, key: &ObjectKey, sled_key: &[u8]) -> Result<Option<sled::IVec>, Error> {
@@ -266,7 +352,7 @@ impl SledStore {
         Ok(match outcome {
             Outcome::Put(v) => v,
             // As the in-memory store: the object as it was before its last finalizer went.
-            Outcome::Remove => stored,
+            Outcome::Remove => (*stored).clone(),
         })
     }
 }
@@ -321,6 +407,9 @@ impl Store for SledStore {
         let Some(sled_key) = layout::encode_key(key) else {
             return Ok(None);
         };
+        if key.kind == Kind::SpiderIPPool {
+            return self.read_pool(key, &sled_key);
+        }
         self.read(key, &sled_key)?
             .map(|bytes| parse(key, &bytes))
             .transpose()
@@ -341,12 +430,23 @@ impl Store for SledStore {
             // A namespace means nothing to a cluster-scoped kind (Kubernetes ignores it).
             _ => tree.iter(),
         };
+        let pools = kind == Kind::SpiderIPPool;
+        // Pools are read with their records, each under the write lock (see `read_pool`).
+        let _order = pools.then(|| self.order());
         let mut out = Vec::new();
         for entry in entries {
             let (k, bytes) =
                 entry.map_err(|e| Error::backend(format!("list {}", kind.plural()), e))?;
-            let value = parse(&layout::decode_key(kind, &k), &bytes)?;
+            if pools && records::is_record(&k) {
+                continue;
+            }
+            let key = layout::decode_key(kind, &k);
+            let mut value = parse(&key, &bytes)?;
             if semantics::matches(&value, selector) {
+                if pools {
+                    let recs = records::load(tree, &key, &k)?;
+                    records::join(&key, &mut value, recs)?;
+                }
                 out.push(value);
             }
         }
@@ -362,7 +462,25 @@ impl Store for SledStore {
         })?;
         let version = self.next_version()?;
         let stored = semantics::create(kind, object, &version, &semantics::now_rfc3339())?;
-        let bytes = serialize(&key, &stored)?;
+        if kind == Kind::SpiderIPPool {
+            let ticket = {
+                let _order = self.order();
+                if self.read(&key, &sled_key)?.is_some() {
+                    return Err(Error::AlreadyExists(key));
+                }
+                let mut doc = stored.clone();
+                let recs = records::split(&key, &mut doc)?;
+                let mut batch = sled::Batch::default();
+                batch.insert(sled_key.as_slice(), serialize(&key, &doc)?);
+                for (ip, rec) in &recs {
+                    batch.insert(records::key(&sled_key, ip), serialize(&key, rec)?);
+                }
+                self.commit_pool(&key, batch, Some(version))?
+            };
+            self.durable(&key, ticket).await?;
+            return Ok(stored);
+        }
+        let bytes = sled::IVec::from(serialize(&key, &stored)?);
         let Some(ticket) = self.swap(&key, &sled_key, None, Some((bytes, &version)))? else {
             return Err(Error::AlreadyExists(key));
         };
@@ -391,9 +509,65 @@ impl Store for SledStore {
         })
     }
 
+    /// Writes the document and the changed records only, in one atomic batch: an allocation
+    /// costs the same whatever the pool holds.
+    async fn update_pool_records(
+        &self,
+        name: &str,
+        version: &str,
+        delta: &RecordsDelta,
+    ) -> Result<String, Error> {
+        let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
+        let sled_key = layout::encode_key(&key).ok_or_else(|| Error::NotFound(key.clone()))?;
+        let (ticket, new) = {
+            let _order = self.order();
+            let Some(bytes) = self.read(&key, &sled_key)? else {
+                return Err(Error::NotFound(key));
+            };
+            let mut doc = parse(&key, &bytes)?;
+            if semantics::version_of(&doc) != Some(version) {
+                return Err(Error::Conflict(key));
+            }
+            let new = self.next_version()?;
+            doc["metadata"]["resourceVersion"] = Value::from(new.as_str());
+            if !doc.get("status").is_some_and(Value::is_object) {
+                doc["status"] = Value::Object(Default::default());
+            }
+            let status = &mut doc["status"];
+            status["allocatedIPCount"] = Value::from(delta.allocated_ip_count);
+            status["totalIPCount"] = Value::from(delta.total_ip_count);
+            match delta.last_allocated_ip {
+                Some(ip) => status["lastAllocatedIP"] = Value::from(ip.to_string()),
+                None => {
+                    if let Some(o) = status.as_object_mut() {
+                        o.remove("lastAllocatedIP");
+                    }
+                }
+            }
+            let mut batch = sled::Batch::default();
+            batch.insert(sled_key.as_slice(), serialize(&key, &doc)?);
+            for ip in &delta.remove {
+                batch.remove(records::key(&sled_key, ip));
+            }
+            for (ip, rec) in &delta.set {
+                let rec = serde_json::to_value(rec)
+                    .map_err(|e| Error::backend(format!("write {key}"), e))?;
+                batch.insert(records::key(&sled_key, ip), serialize(&key, &rec)?);
+            }
+            (self.commit_pool(&key, batch, Some(new.clone()))?, new)
+        };
+        self.durable(&key, ticket).await?;
+        Ok(new)
+    }
+
     /// Notifications of the writes made through this store. The store is single-process by
     /// design (the lock file), so these are all the writes there are while it is open.
     fn watch(&self, kind: Kind) -> WatchStream {
         ipam_core::store::broadcast_watch(self.events.subscribe(), kind)
+    }
+
+    /// The data dir has one writer, this store: its watch sees every write.
+    fn watches_every_write(&self) -> bool {
+        true
     }
 }

@@ -149,7 +149,6 @@ impl<S: Store> Engine<S> {
             self.store.get_as(Some(&ctx.namespace), &ctx.name).await?;
         let retained = self.keeps(ctx.app.as_ref(), &ctx.name).await?;
         self.ensure_auto_pools(&ctx, &parsed, &req.nics).await?;
-        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
 
         let mut taken: Vec<Taken> = Vec::new();
         let mut moved: Vec<(String, IpAddr)> = Vec::new();
@@ -168,7 +167,9 @@ impl<S: Store> Engine<S> {
                     selections.push((nic, selection));
                     continue;
                 }
-                let selection = select(&ctx, &parsed, nic, &pools)?;
+                // The listing is dropped before the pool writes, which can then take the cached
+                // pools over instead of copying them.
+                let selection = select(&ctx, &parsed, nic, &self.pools().await?)?;
                 for (family, candidates) in &selection.families {
                     let record = IpRecord {
                         pod: pod_key(&ctx.namespace, &ctx.name),
@@ -201,7 +202,7 @@ impl<S: Store> Engine<S> {
         }
 
         for (nic, selection) in &selections {
-            out.push(self.nic_addresses(nic, selection, &taken, &pools, &parsed));
+            out.push(self.nic_addresses(nic, selection, &taken, &parsed).await?);
         }
         if let Err(e) = self.record_endpoint(&ctx, req, retained, &out).await {
             self.rollback(&taken).await;
@@ -381,21 +382,20 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn nic_addresses(
+    async fn nic_addresses(
         &self,
         nic: &NicConfig,
         selection: &Selection,
         taken: &[Taken],
-        pools: &[SpiderIPPool],
         parsed: &PodAnnotations,
-    ) -> NicAddresses {
+    ) -> Result<NicAddresses, Error> {
         let mut ips = Vec::new();
         let mut routes: Vec<Route> = Vec::new();
         for t in taken
             .iter()
             .filter(|t| t.record.interface.as_deref() == Some(nic.interface.as_str()))
         {
-            let Some(pool) = pools.iter().find(|p| p.metadata.name == t.pool) else {
+            let Some(pool) = self.pool(&t.pool).await? else {
                 continue;
             };
             let prefix = pool.spec.subnet.prefix_len();
@@ -417,12 +417,12 @@ impl<S: Store> Engine<S> {
                 pool: t.pool.clone(),
             });
         }
-        NicAddresses {
+        Ok(NicAddresses {
             interface: nic.interface.clone(),
             ips,
             routes,
             clean_gateway: selection.clean_gateway,
-        }
+        })
     }
 
     /// Writes the pod's SpiderEndpoint after its IPs are recorded in the pools.
@@ -509,7 +509,7 @@ impl<S: Store> Engine<S> {
         let Some(app) = &ctx.app else {
             return Ok(());
         };
-        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let pools = self.pools().await?;
         let missing = nics.iter().any(|n| {
             parsed.subnet_for(&n.interface).is_some_and(|item| {
                 [(IpFamily::V4, &item.ipv4), (IpFamily::V6, &item.ipv6)]
@@ -572,7 +572,7 @@ impl<S: Store> Engine<S> {
                 v
             }
             _ => {
-                let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+                let pools = self.pools().await?;
                 pools
                     .iter()
                     .filter(|p| {
@@ -666,7 +666,7 @@ impl<S: Store> Engine<S> {
     /// After IPs left a pool: remove it if it is terminating and empty, shrink it if it is an
     /// auto pool above its desired size.
     pub(crate) async fn after_release(&self, pool: &str) -> Result<(), Error> {
-        let Some(p) = self.store.get_as::<SpiderIPPool>(None, pool).await? else {
+        let Some(p) = self.pool(pool).await? else {
             return Ok(());
         };
         if p.metadata.is_terminating() {

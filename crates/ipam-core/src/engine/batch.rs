@@ -18,12 +18,13 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use super::Engine;
+use crate::addressing::JsonString;
 use crate::allocator::Allocator;
 use crate::error::Error;
 use crate::meta::{Kind, ObjectKey};
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::range::IpSet;
-use crate::store::{Store, TypedStore};
+use crate::store::{RecordsDelta, Store};
 
 /// What to do in one pool.
 #[derive(Debug, Clone)]
@@ -204,7 +205,11 @@ impl<S: Store> Engine<S> {
         let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
         let mut attempt = 0;
         loop {
-            match self.try_commit(name, ops).await {
+            let result = self.try_commit(name, ops).await;
+            if let Err(Error::Conflict(_)) = &result {
+                self.forget_pool(name);
+            }
+            match result {
                 Err(Error::Conflict(_)) if attempt + 1 < self.config.max_retries => {
                     attempt += 1;
                     self.backoff(attempt).await;
@@ -240,14 +245,25 @@ impl<S: Store> Engine<S> {
         name: &str,
         ops: &[PoolOp],
     ) -> Result<Vec<Result<OpResult, Error>>, Error> {
-        let Some(mut pool) = self.store.get_as::<SpiderIPPool>(None, name).await? else {
+        let Some(mut pool) = self.pool_owned(name).await? else {
             return Ok(ops.iter().map(|_| Ok(OpResult::Missing)).collect());
         };
         let version = pool.metadata.resource_version.clone().unwrap_or_default();
-        let reserved = self.reserved_ips().await?;
+        let reserved = match self.reserved_ips().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.return_pool(pool);
+                return Err(e);
+            }
+        };
         let mut allocator = self.cached_allocator(name, &version, &reserved, &pool);
-        let mut records = pool.records();
-        let mut changed = false;
+        let mut records = pool
+            .status
+            .as_mut()
+            .and_then(|s| s.allocated_ips.take())
+            .map(|r| r.0)
+            .unwrap_or_default();
+        let mut touched = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(Ok(apply(
@@ -255,19 +271,39 @@ impl<S: Store> Engine<S> {
                 &pool,
                 &mut records,
                 &mut allocator,
-                &mut changed,
+                &mut touched,
             )));
         }
-        if !changed {
+        if touched.is_empty() {
+            if let Some(st) = pool.status.as_mut() {
+                st.allocated_ips = (!records.is_empty()).then_some(JsonString(records));
+            }
+            self.return_pool(pool);
             self.store_allocator(name, version, reserved, allocator);
             return Ok(results);
         }
+        touched.sort_unstable();
+        touched.dedup();
+        let mut delta = RecordsDelta::default();
+        for ip in touched {
+            match records.get(&ip) {
+                Some(r) => delta.set.push((ip, r.clone())),
+                None => delta.remove.push(ip),
+            }
+        }
         pool.set_records(records);
-        pool.status
-            .get_or_insert_with(Default::default)
-            .last_allocated_ip = allocator.last_allocated();
-        let stored = self.store.update_status_as(&pool).await?;
-        let version = stored.metadata.resource_version.unwrap_or_default();
+        let status = pool.status.get_or_insert_with(Default::default);
+        status.last_allocated_ip = allocator.last_allocated();
+        delta.allocated_ip_count = status.allocated_ip_count.unwrap_or(0);
+        delta.total_ip_count = status.total_ip_count.unwrap_or(0);
+        delta.last_allocated_ip = status.last_allocated_ip;
+        let version = match self.write_pool_records(pool, &version, &delta).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.forget_pool(name);
+                return Err(e);
+            }
+        };
         self.store_allocator(name, version, reserved, allocator);
         Ok(results)
     }
@@ -310,7 +346,7 @@ fn apply(
     pool: &SpiderIPPool,
     records: &mut BTreeMap<IpAddr, IpRecord>,
     allocator: &mut Allocator,
-    changed: &mut bool,
+    touched: &mut Vec<IpAddr>,
 ) -> OpResult {
     match op {
         PoolOp::Allocate { record } => {
@@ -323,7 +359,7 @@ fn apply(
                 let ip = *ip;
                 if r != record {
                     records.insert(ip, record.clone());
-                    *changed = true;
+                    touched.push(ip);
                 }
                 return OpResult::Allocated { ip, fresh: false };
             }
@@ -337,7 +373,7 @@ fn apply(
                 // The same pod with a new sandbox: it keeps its IP.
                 let ip = *ip;
                 records.insert(ip, record.clone());
-                *changed = true;
+                touched.push(ip);
                 return OpResult::Allocated { ip, fresh: false };
             }
             if pool.spec.disable == Some(true) {
@@ -349,7 +385,7 @@ fn apply(
             match allocator.allocate() {
                 Ok(ip) => {
                     records.insert(ip, record.clone());
-                    *changed = true;
+                    touched.push(ip);
                     OpResult::Allocated { ip, fresh: true }
                 }
                 Err(_) => OpResult::Exhausted,
@@ -359,7 +395,7 @@ fn apply(
             Some(r) if r.pod == record.pod && r.interface == record.interface => {
                 if r != record {
                     records.insert(*ip, record.clone());
-                    *changed = true;
+                    touched.push(*ip);
                 }
                 OpResult::Restamped(true)
             }
@@ -369,7 +405,7 @@ fn apply(
                 let free = allocator.is_allocatable(ip) && !allocator.is_allocated(ip);
                 if free && !pool.is_closed() && allocator.take(*ip) {
                     records.insert(*ip, record.clone());
-                    *changed = true;
+                    touched.push(*ip);
                     OpResult::Restamped(true)
                 } else {
                     OpResult::Restamped(false)
@@ -385,7 +421,7 @@ fn apply(
             for ip in &gone {
                 records.remove(ip);
                 allocator.release(ip);
-                *changed = true;
+                touched.push(*ip);
             }
             OpResult::Released(gone)
         }
@@ -397,7 +433,7 @@ fn apply(
                     if r.container_id.is_some() || r.netns.is_some() {
                         r.container_id = None;
                         r.netns = None;
-                        *changed = true;
+                        touched.push(*ip);
                     }
                 }
             }

@@ -19,6 +19,7 @@
 mod allocate;
 mod apps;
 mod batch;
+mod cache;
 mod gc;
 
 use std::sync::Arc;
@@ -171,6 +172,7 @@ pub struct Engine<S> {
     pub(crate) config: EngineConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) batcher: batch::Batcher,
+    pub(crate) cache: cache::PoolCache,
     /// Serialises spec writes (apply, reconcile, GC) within this process: their cross-object
     /// validation reads several objects and cannot be made atomic by the store.
     pub(crate) spec_lock: tokio::sync::Mutex<()>,
@@ -185,6 +187,7 @@ impl<S: Store> Engine<S> {
     /// An engine with `config`.
     pub fn with_config(store: S, config: EngineConfig) -> Self {
         Engine {
+            cache: cache::PoolCache::new(&store),
             store,
             config,
             clock: Arc::new(SystemClock),
@@ -226,6 +229,11 @@ impl<S: Store> Engine<S> {
         loop {
             match f().await {
                 Err(e @ (Error::Conflict(_) | Error::AlreadyExists(_))) => {
+                    if let Error::Conflict(k) | Error::AlreadyExists(k) = &e
+                        && k.kind == Kind::SpiderIPPool
+                    {
+                        self.forget_pool(&k.name);
+                    }
                     attempt += 1;
                     if attempt >= self.config.max_retries {
                         tracing::warn!(%key, error = %e, "giving up after conflicts");

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::{Deleted, Store, TypedStore, WatchEvent};
 use crate::error::Error;
-use crate::meta::{Kind, LabelSelector, ObjectKey};
+use crate::meta::{Kind, LabelSelector, Object, ObjectKey};
 use crate::pool::SpiderIPPool;
 
 /// Runs every check, each on a store from `make`.
@@ -36,6 +36,7 @@ pub async fn run_all<S: Store, F: Fn() -> S>(make: F) {
     typed_round_trip(&make()).await;
     concurrent_writers_lose_no_update(&make()).await;
     watch_reports_writes(&make()).await;
+    pool_records_change_under_the_pools_version(&make()).await;
 }
 
 fn pool(name: &str, labels: Value) -> Value {
@@ -448,4 +449,111 @@ pub async fn watch_reports_writes(s: &impl Store) {
             },
         ]
     );
+}
+
+/// `update_pool_records` changes exactly the records and counts it is given, under the pool's
+/// version, and the pool reads back as if its status had been written whole.
+pub async fn pool_records_change_under_the_pools_version(s: &impl Store) {
+    use crate::pool::IpRecord;
+    use crate::store::RecordsDelta;
+    let rec = |pod: &str| IpRecord {
+        pod: format!("default/{pod}"),
+        pod_uid: pod.into(),
+        container_id: Some(format!("c-{pod}")),
+        interface: Some("eth0".into()),
+        network: None,
+        netns: None,
+    };
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    let p = SpiderIPPool::new(
+        "r",
+        "10.0.0.0/24".parse().unwrap(),
+        crate::ips!["10.0.0.10-10.0.0.20"],
+    );
+    let created = s.create_as(&p).await.unwrap();
+    let v1 = created.version().unwrap().to_string();
+    let delta = RecordsDelta {
+        set: vec![(ip("10.0.0.10"), rec("a")), (ip("10.0.0.11"), rec("b"))],
+        remove: vec![],
+        allocated_ip_count: 2,
+        total_ip_count: 11,
+        last_allocated_ip: Some(ip("10.0.0.11")),
+    };
+    let v2 = s.update_pool_records("r", &v1, &delta).await.unwrap();
+    assert_ne!(v1, v2, "pool_records: version unchanged");
+    let got: SpiderIPPool = s.get_as(None, "r").await.unwrap().unwrap();
+    assert_eq!(got.version(), Some(v2.as_str()));
+    assert_eq!(got.records().len(), 2);
+    assert_eq!(got.records()[&ip("10.0.0.11")], rec("b"));
+    let st = got.status.clone().unwrap();
+    assert_eq!(
+        (
+            st.allocated_ip_count,
+            st.total_ip_count,
+            st.last_allocated_ip
+        ),
+        (Some(2), Some(11), Some(ip("10.0.0.11")))
+    );
+    assert_eq!(got.spec, created.spec, "pool_records: spec changed");
+    assert!(
+        matches!(
+            s.update_pool_records("r", &v1, &delta).await,
+            Err(Error::Conflict(_))
+        ),
+        "pool_records: a stale version was accepted"
+    );
+    let delta2 = RecordsDelta {
+        set: vec![(ip("10.0.0.12"), rec("c"))],
+        remove: vec![ip("10.0.0.10")],
+        allocated_ip_count: 2,
+        total_ip_count: 11,
+        last_allocated_ip: Some(ip("10.0.0.12")),
+    };
+    let v3 = s.update_pool_records("r", &v2, &delta2).await.unwrap();
+    let got: SpiderIPPool = s.get_as(None, "r").await.unwrap().unwrap();
+    let ips: Vec<String> = got.records().keys().map(|i| i.to_string()).collect();
+    assert_eq!(ips, ["10.0.0.11", "10.0.0.12"]);
+    assert_eq!(got.version(), Some(v3.as_str()));
+    // A spec update keeps the records; a whole status write replaces them.
+    let mut spec = got.clone();
+    spec.spec.gateway = Some(ip("10.0.0.1"));
+    let after_spec = s.update_as(&spec).await.unwrap();
+    assert_eq!(
+        after_spec.records().len(),
+        2,
+        "pool_records: a spec update lost records"
+    );
+    let listed: Vec<SpiderIPPool> = s.list_as(None).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .find(|p| p.name() == "r")
+            .unwrap()
+            .records()
+            .len(),
+        2
+    );
+    let mut whole = after_spec.clone();
+    whole.set_records([(ip("10.0.0.20"), rec("z"))].into_iter().collect());
+    let replaced = s.update_status_as(&whole).await.unwrap();
+    assert_eq!(
+        replaced.records().keys().collect::<Vec<_>>(),
+        [&ip("10.0.0.20")]
+    );
+    let v = replaced.version().unwrap().to_string();
+    let none = RecordsDelta {
+        remove: vec![ip("10.0.0.20")],
+        total_ip_count: 11,
+        ..Default::default()
+    };
+    s.update_pool_records("r", &v, &none).await.unwrap();
+    let empty: SpiderIPPool = s.get_as(None, "r").await.unwrap().unwrap();
+    assert!(
+        empty.status.unwrap().allocated_ips.is_none(),
+        "pool_records: an empty map is not nil"
+    );
+    assert!(matches!(
+        s.update_pool_records("nope", "1", &none).await,
+        Err(Error::NotFound(_))
+    ));
 }

@@ -155,6 +155,10 @@ impl Store for MemStore {
     fn watch(&self, kind: Kind) -> WatchStream {
         super::broadcast_watch(self.events.subscribe(), kind)
     }
+
+    fn watches_every_write(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

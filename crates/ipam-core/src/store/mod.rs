@@ -37,10 +37,48 @@ use async_trait::async_trait;
 use futures::Stream;
 use serde_json::Value;
 
+use std::net::IpAddr;
+
+use crate::addressing::JsonString;
 use crate::error::Error;
 use crate::meta::{Kind, LabelSelector, Object, ObjectKey};
+use crate::pool::{IpRecord, SpiderIPPool};
 
 pub use memory::MemStore;
+
+/// What one write of a pool's allocation records changes (see
+/// [`Store::update_pool_records`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordsDelta {
+    /// Records written (added or replaced).
+    pub set: Vec<(IpAddr, IpRecord)>,
+    /// IPs whose record is removed.
+    pub remove: Vec<IpAddr>,
+    /// `status.allocatedIPCount` after the change.
+    pub allocated_ip_count: i64,
+    /// `status.totalIPCount` after the change.
+    pub total_ip_count: i64,
+    /// `status.lastAllocatedIP` after the change.
+    pub last_allocated_ip: Option<IpAddr>,
+}
+
+impl RecordsDelta {
+    /// Applies the change to a decoded pool.
+    pub fn apply_to(&self, pool: &mut SpiderIPPool) {
+        let mut records = pool.records();
+        for ip in &self.remove {
+            records.remove(ip);
+        }
+        for (ip, r) in &self.set {
+            records.insert(*ip, r.clone());
+        }
+        let status = pool.status.get_or_insert_with(Default::default);
+        status.allocated_ips = (!records.is_empty()).then_some(JsonString(records));
+        status.allocated_ip_count = Some(self.allocated_ip_count);
+        status.total_ip_count = Some(self.total_ip_count);
+        status.last_allocated_ip = self.last_allocated_ip;
+    }
+}
 
 /// A change notification from [`Store::watch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +137,53 @@ pub trait Store: Send + Sync {
     /// the stored version must equal it ([`Error::Conflict`] otherwise).
     async fn delete(&self, key: &ObjectKey, precondition: Option<&str>) -> Result<Deleted, Error>;
 
+    /// Applies `delta` to the allocation records of the pool `name` (its `status.allocatedIPs`
+    /// and the counts beside them), provided the pool's version is still `version`
+    /// ([`Error::Conflict`] otherwise, [`Error::NotFound`] if the pool is gone). Returns the
+    /// pool's new version.
+    ///
+    /// This is `update_status` of the pool restricted to what an allocation changes; the
+    /// default does exactly that (read, change, write back), so it costs as much as the pool
+    /// holds. A backend may store a pool's records apart from it and write only the records
+    /// that changed (sled does): the hot path of the engine then costs the same whatever the
+    /// pool holds.
+    async fn update_pool_records(
+        &self,
+        name: &str,
+        version: &str,
+        delta: &RecordsDelta,
+    ) -> Result<String, Error> {
+        let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
+        let Some(stored) = self.get(&key).await? else {
+            return Err(Error::NotFound(key));
+        };
+        let mut pool: SpiderIPPool = decode(stored)?;
+        if pool.version() != Some(version) {
+            return Err(Error::Conflict(key));
+        }
+        delta.apply_to(&mut pool);
+        let written = self
+            .update_status(Kind::SpiderIPPool, encode(&pool)?)
+            .await?;
+        semantics::version_of(&written)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::backend(
+                    format!("write {key}"),
+                    "the store returned no resourceVersion",
+                )
+            })
+    }
+
     /// Notifications of every later write of `kind`.
     fn watch(&self, kind: Kind) -> WatchStream;
+
+    /// Whether [`Store::watch`] reports every write of the store, so that a cache kept current
+    /// by it is exact (true of stores written only by this process: in memory, sled). The
+    /// engine caches decoded pools only then.
+    fn watches_every_write(&self) -> bool {
+        false
+    }
 }
 
 /// The [`WatchStream`] of one kind over a broadcast channel of every kind's events (what the
@@ -228,7 +311,20 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         (**self).delete(key, precondition).await
     }
 
+    async fn update_pool_records(
+        &self,
+        name: &str,
+        version: &str,
+        delta: &RecordsDelta,
+    ) -> Result<String, Error> {
+        (**self).update_pool_records(name, version, delta).await
+    }
+
     fn watch(&self, kind: Kind) -> WatchStream {
         (**self).watch(kind)
+    }
+
+    fn watches_every_write(&self) -> bool {
+        (**self).watches_every_write()
     }
 }

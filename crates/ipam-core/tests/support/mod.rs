@@ -249,6 +249,9 @@ impl Store for FaultyStore {
     fn watch(&self, kind: Kind) -> WatchStream {
         self.inner.watch(kind)
     }
+    fn watches_every_write(&self) -> bool {
+        self.inner.watches_every_write()
+    }
 }
 
 /// Checks what must hold between operations (see `ipam_core::audit`).

@@ -1,0 +1,210 @@
+//! A read cache of decoded pools.
+//!
+//! A pool carries every allocation record of its IPs, so decoding one costs in proportion to
+//! what it holds, and an allocation reads pools several times (selection, the write itself).
+//! When the store reports every write through [`Store::watch`] (the in-process stores do), the
+//! engine keeps the pools it decoded, drains the watch before each read, and drops an entry
+//! whose version moved. Its own writes put the written pool back under the new version.
+//!
+//! The cache only ever saves work: every write still carries the version it was based on, so a
+//! stale entry can only cause a conflict — and the conflict's write is in the watch, so the
+//! retry reads afresh.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::{FutureExt, StreamExt};
+
+use super::Engine;
+use crate::error::Error;
+use crate::meta::{Kind, Object};
+use crate::pool::SpiderIPPool;
+use crate::store::{RecordsDelta, Store, TypedStore, WatchEvent, WatchStream};
+
+pub(crate) struct PoolCache {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// `None` when the store's watch does not see every write: no caching then.
+    watch: Option<WatchStream>,
+    pools: BTreeMap<String, Arc<SpiderIPPool>>,
+    /// Whether `pools` holds every pool of the store (but the lent ones).
+    complete: bool,
+    /// Pools taken out to be modified (see `pool_owned`), back when written or returned.
+    lent: std::collections::BTreeSet<String>,
+    /// Notifications applied so far. A read is cached only if none arrived while it ran: a
+    /// write that landed meanwhile may be missing from it, and its notification, drained by
+    /// someone else, would not evict it.
+    epoch: u64,
+}
+
+impl PoolCache {
+    pub(crate) fn new<S: Store>(store: &S) -> Self {
+        let watch = store
+            .watches_every_write()
+            .then(|| store.watch(Kind::SpiderIPPool));
+        PoolCache {
+            state: Mutex::new(State {
+                watch,
+                pools: BTreeMap::new(),
+                complete: false,
+                lent: Default::default(),
+                epoch: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    /// Applies every notification already delivered; returns whether caching is on.
+    fn drain(&mut self) -> bool {
+        let Some(watch) = self.watch.as_mut() else {
+            return false;
+        };
+        while let Some(Some(event)) = watch.next().now_or_never() {
+            self.epoch += 1;
+            match event {
+                WatchEvent::Changed { key, version } => {
+                    let current = self
+                        .pools
+                        .get(&key.name)
+                        .map(|p| p.version().map(str::to_string));
+                    if let Some(cached) = current {
+                        if cached != version {
+                            self.pools.remove(&key.name);
+                            self.complete = false;
+                        }
+                    } else if version.is_some() {
+                        // A pool we do not hold appeared.
+                        self.complete = false;
+                    }
+                }
+                WatchEvent::Lost => {
+                    self.pools.clear();
+                    self.complete = false;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Every pool, from the cache when it holds them all.
+    pub(crate) async fn pools(&self) -> Result<Vec<Arc<SpiderIPPool>>, Error> {
+        let epoch = {
+            let mut st = self.cache.lock();
+            if st.drain() && st.complete && st.lent.is_empty() {
+                return Ok(st.pools.values().cloned().collect());
+            }
+            st.epoch
+        };
+        let listed: Vec<Arc<SpiderIPPool>> = self
+            .store
+            .list_as::<SpiderIPPool>(None)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let mut st = self.cache.lock();
+        if st.drain() && st.epoch == epoch && st.lent.is_empty() {
+            st.pools = listed
+                .iter()
+                .map(|p| (p.metadata.name.clone(), p.clone()))
+                .collect();
+            st.complete = true;
+        }
+        Ok(listed)
+    }
+
+    /// A pool to modify: taken out of the cache, without a copy when nobody else holds it.
+    pub(crate) async fn pool_owned(&self, name: &str) -> Result<Option<SpiderIPPool>, Error> {
+        let Some(arc) = self.pool(name).await? else {
+            return Ok(None);
+        };
+        {
+            let mut st = self.cache.lock();
+            if st.pools.get(name).is_some_and(|p| Arc::ptr_eq(p, &arc)) {
+                st.pools.remove(name);
+                st.lent.insert(name.to_string());
+            }
+        }
+        Ok(Some(
+            Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()),
+        ))
+    }
+
+    /// Puts back a pool taken with `pool_owned` and left unchanged.
+    pub(crate) fn return_pool(&self, pool: SpiderIPPool) {
+        let mut st = self.cache.lock();
+        let name = pool.metadata.name.clone();
+        if st.lent.remove(&name) {
+            st.pools.insert(name, Arc::new(pool));
+            st.drain();
+        }
+    }
+
+    /// Drops a pool from the cache (its write conflicted: the cached copy is stale).
+    pub(crate) fn forget_pool(&self, name: &str) {
+        let mut st = self.cache.lock();
+        let lent = st.lent.remove(name);
+        if st.pools.remove(name).is_some() || lent {
+            st.complete = false;
+        }
+    }
+
+    /// One pool.
+    pub(crate) async fn pool(&self, name: &str) -> Result<Option<Arc<SpiderIPPool>>, Error> {
+        {
+            let mut st = self.cache.lock();
+            if st.drain()
+                && let Some(p) = st.pools.get(name)
+            {
+                return Ok(Some(p.clone()));
+            }
+        }
+        let got = self
+            .store
+            .get_as::<SpiderIPPool>(None, name)
+            .await?
+            .map(Arc::new);
+        if let Some(p) = &got {
+            let mut st = self.cache.lock();
+            if st.drain() {
+                st.pools.insert(name.to_string(), p.clone());
+                st.drain();
+            }
+        }
+        Ok(got)
+    }
+
+    /// Writes the records `delta` of `pool` (whose stored version is `version`) and caches
+    /// `pool`, which already holds the change, under the new version. Returns that version.
+    pub(crate) async fn write_pool_records(
+        &self,
+        mut pool: SpiderIPPool,
+        version: &str,
+        delta: &RecordsDelta,
+    ) -> Result<String, Error> {
+        let name = pool.metadata.name.clone();
+        let new = self
+            .store
+            .update_pool_records(&name, version, delta)
+            .await?;
+        pool.metadata.resource_version = Some(new.clone());
+        // Put first, then drain: the notification of this very write then finds its version
+        // cached and keeps it; one of a later write evicts it.
+        let mut st = self.cache.lock();
+        if st.watch.is_some() {
+            st.lent.remove(&name);
+            st.pools.insert(name, Arc::new(pool));
+            st.drain();
+        }
+        Ok(new)
+    }
+}
