@@ -94,6 +94,8 @@ pub mod datadir;
 mod de;
 pub mod env;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ipam;
 pub mod logging;
 pub mod plugin;

@@ -195,6 +195,36 @@ fn subnet_item(key: &str, raw: RawSubnetItem, default_if: bool) -> Result<Subnet
     })
 }
 
+/// Refuses an interface listed twice, and a SpiderSubnet named twice: by two interfaces, or
+/// for both IP versions of one (a SpiderSubnet has one IP version).
+fn check_subnet_items(key: &str, items: &[SubnetItem]) -> Result<(), Error> {
+    let mut seen_if: Vec<&str> = Vec::new();
+    let mut seen_subnet: Vec<(&str, &str)> = Vec::new();
+    for it in items {
+        if seen_if.contains(&it.interface.as_str()) {
+            return Err(annotation_error(
+                key,
+                format!("interface {} is listed twice", it.interface),
+            ));
+        }
+        seen_if.push(&it.interface);
+        for s in it.ipv4.iter().chain(&it.ipv6) {
+            if let Some((_, user)) = seen_subnet.iter().find(|(name, _)| name == s) {
+                let reason = if *user == it.interface {
+                    format!(
+                        "{user}: SpiderSubnet {s} is named for both IPv4 and IPv6 (a SpiderSubnet has one IP version)"
+                    )
+                } else {
+                    format!("SpiderSubnet {s} is used by two interfaces")
+                };
+                return Err(annotation_error(key, reason));
+            }
+            seen_subnet.push((s, &it.interface));
+        }
+    }
+    Ok(())
+}
+
 /// Go's `strconv.ParseBool`.
 fn parse_bool(key: &str, v: &str) -> Result<bool, Error> {
     match v.trim() {
@@ -218,33 +248,16 @@ impl PodAnnotations {
                 .into_iter()
                 .map(|r| subnet_item(SUBNETS, r, single))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut seen_if: Vec<&str> = Vec::new();
-            let mut seen_subnet: Vec<&str> = Vec::new();
-            for it in &items {
-                if seen_if.contains(&it.interface.as_str()) {
-                    return Err(annotation_error(
-                        SUBNETS,
-                        format!("interface {} is listed twice", it.interface),
-                    ));
-                }
-                seen_if.push(&it.interface);
-                for s in it.ipv4.iter().chain(&it.ipv6) {
-                    if seen_subnet.contains(&s.as_str()) {
-                        return Err(annotation_error(
-                            SUBNETS,
-                            format!("SpiderSubnet {s} is used by two interfaces"),
-                        ));
-                    }
-                    seen_subnet.push(s);
-                }
-            }
+            check_subnet_items(SUBNETS, &items)?;
             if items.is_empty() {
                 return Err(annotation_error(SUBNETS, "the list is empty"));
             }
             out.subnets = Some(items);
         } else if let Some(v) = annotations.get(SUBNET) {
             let raw: RawSubnetItem = json(SUBNET, v)?;
-            out.subnets = Some(vec![subnet_item(SUBNET, raw, true)?]);
+            let items = vec![subnet_item(SUBNET, raw, true)?];
+            check_subnet_items(SUBNET, &items)?;
+            out.subnets = Some(items);
         }
         if let Some(v) = annotations.get(IPPOOL_IP_NUMBER) {
             out.ip_number = Some(IpNumber::parse(v)?);
@@ -634,6 +647,29 @@ mod tests {
             multus_network_for(&j, "d", "net2").unwrap().as_deref(),
             Some("d/m")
         );
+    }
+
+    /// Found by the `annotations` fuzz target: `subnet` took one SpiderSubnet for both IP
+    /// versions, which `subnets` refused (as "used by two interfaces").
+    #[test]
+    fn one_subnet_for_both_ip_versions_is_refused_in_both_forms() {
+        for (key, value) in [
+            (SUBNET, r#"{"ipv4":["s6"],"ipv6":["s6"]}"#),
+            (
+                SUBNETS,
+                r#"[{"interface":"eth0","ipv4":["s6"],"ipv6":["s6"]}]"#,
+            ),
+        ] {
+            let err = PodAnnotations::parse(&ann(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "annotation {key}: eth0: SpiderSubnet s6 is named for both IPv4 and IPv6 (a SpiderSubnet has one IP version)"
+                )
+            );
+        }
     }
 
     #[test]

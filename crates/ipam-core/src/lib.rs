@@ -87,6 +87,8 @@ pub mod autopool;
 mod endpoint;
 pub mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod meta;
 mod pool;
 mod range;
