@@ -1,0 +1,10 @@
+//! `berth-route`: Berth's chained routing plugin (the seed's `veth`).
+//!
+//! Install it as `veth` to run the seed's `{"type": "veth", "service_cidr": [...]}`
+//! unchanged. Keys, commands and behaviour: the `netns_routing` crate docs.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cni_plugin::run_process(&netns_routing::BerthRoute::new())
+}
