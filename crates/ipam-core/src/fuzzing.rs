@@ -685,3 +685,25 @@ fn check_multus(input: &AnnotationInput) {
         }
     }
 }
+
+/// Runs `check` on every file of `fuzz/corpus/<target>/` (relative to the workspace root) and
+/// panics naming the files whose check panicked: the fuzz corpora replayed as ordinary tests.
+pub fn replay_corpus(workspace_root: &std::path::Path, target: &str, check: fn(&[u8])) {
+    let dir = workspace_root.join("fuzz/corpus").join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no corpus in {}", dir.display());
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let data = std::fs::read(path).expect("a readable corpus file");
+            std::panic::catch_unwind(|| check(&data)).is_err()
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(failed.is_empty(), "{target}: failing inputs {failed:#?}");
+}

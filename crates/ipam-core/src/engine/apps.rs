@@ -290,17 +290,7 @@ impl<S: Store> Engine<S> {
                     let ips = if claimed.len() >= desired {
                         claimed.first_n(desired)
                     } else {
-                        let free = subnet_free(&subnet, &reserved);
-                        let need = desired - claimed.len();
-                        if free.len() < need {
-                            return Err(Error::SubnetExhausted {
-                                subnet: spec.subnet.clone(),
-                                pool: name.clone(),
-                                free: free.len(),
-                                needed: need,
-                            });
-                        }
-                        claimed.union(&free.first_n(need))
+                        carve(&subnet, &reserved, &claimed, desired, spec, &name)?
                     };
                     if ips != claimed {
                         self.set_claim(&spec.subnet, &name, ips.clone(), application.clone())
@@ -336,17 +326,7 @@ impl<S: Store> Engine<S> {
                                 .ips
                                 .union(&base.difference(&p.spec.ips).first_n(desired - have))
                         } else {
-                            let free = subnet_free(&subnet, &reserved);
-                            let need = desired - base.len();
-                            if free.len() < need {
-                                return Err(Error::SubnetExhausted {
-                                    subnet: spec.subnet.clone(),
-                                    pool: pool_name.clone(),
-                                    free: free.len(),
-                                    needed: need,
-                                });
-                            }
-                            base.union(&free.first_n(need))
+                            carve(&subnet, &reserved, &base, desired, spec, &pool_name)?
                         };
                         if !target.is_subset(&claimed) {
                             self.set_claim(
@@ -434,4 +414,27 @@ impl<S: Store> Engine<S> {
         }
         Ok(())
     }
+}
+
+/// `held` grown to `desired` IPs with the lowest free IPs of `subnet`, or the subnet's
+/// refusal with the numbers.
+fn carve(
+    subnet: &SpiderSubnet,
+    reserved: &crate::range::IpSet,
+    held: &crate::range::IpSet,
+    desired: u128,
+    spec: &AutoPoolSpec,
+    pool: &str,
+) -> Result<crate::range::IpSet, Error> {
+    let free = subnet_free(subnet, reserved);
+    let need = desired - held.len();
+    if free.len() < need {
+        return Err(Error::SubnetExhausted {
+            subnet: spec.subnet.clone(),
+            pool: pool.to_string(),
+            free: free.len(),
+            needed: need,
+        });
+    }
+    Ok(held.union(&free.first_n(need)))
 }

@@ -170,6 +170,23 @@ impl FaultyStore {
         }
     }
 
+    /// Runs a write through the gate: done, done but reported failed, or not done.
+    async fn gated<T, F: std::future::Future<Output = Result<T, Error>>>(
+        &self,
+        write: impl FnOnce() -> F,
+    ) -> Result<T, Error> {
+        match self.gate() {
+            (true, None) => write().await,
+            (perform, Some(e)) => {
+                if perform {
+                    let _ = write().await;
+                }
+                Err(e)
+            }
+            (false, None) => unreachable!("a write that succeeds is performed"),
+        }
+    }
+
     /// Counts a write; returns Some(error) if it must fail, and whether to perform it first.
     fn gate(&self) -> (bool, Option<Error>) {
         let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
@@ -199,52 +216,16 @@ impl Store for FaultyStore {
         self.inner.list(kind, ns, sel).await
     }
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        match self.gate() {
-            (true, None) => self.inner.create(kind, object).await,
-            (perform, Some(e)) => {
-                if perform {
-                    let _ = self.inner.create(kind, object).await;
-                }
-                Err(e)
-            }
-            (false, None) => unreachable!(),
-        }
+        self.gated(|| self.inner.create(kind, object)).await
     }
     async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        match self.gate() {
-            (true, None) => self.inner.update(kind, object).await,
-            (perform, Some(e)) => {
-                if perform {
-                    let _ = self.inner.update(kind, object).await;
-                }
-                Err(e)
-            }
-            (false, None) => unreachable!(),
-        }
+        self.gated(|| self.inner.update(kind, object)).await
     }
     async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        match self.gate() {
-            (true, None) => self.inner.update_status(kind, object).await,
-            (perform, Some(e)) => {
-                if perform {
-                    let _ = self.inner.update_status(kind, object).await;
-                }
-                Err(e)
-            }
-            (false, None) => unreachable!(),
-        }
+        self.gated(|| self.inner.update_status(kind, object)).await
     }
     async fn delete(&self, key: &ObjectKey, pre: Option<&str>) -> Result<Deleted, Error> {
-        match self.gate() {
-            (true, None) => self.inner.delete(key, pre).await,
-            (perform, Some(e)) => {
-                if perform {
-                    let _ = self.inner.delete(key, pre).await;
-                }
-                Err(e)
-            }
-            (false, None) => unreachable!(),
-        }
+        self.gated(|| self.inner.delete(key, pre)).await
     }
     fn watch(&self, kind: Kind) -> WatchStream {
         self.inner.watch(kind)
