@@ -171,6 +171,13 @@ impl Store for DataDirStore {
         }
     }
 
+    async fn sync(&self) -> Result<(), ipam_core::Error> {
+        match self {
+            DataDirStore::Agent(s) => s.sync().await,
+            DataDirStore::Sled(s) => s.sync().await,
+        }
+    }
+
     fn watches_every_write(&self) -> bool {
         match self {
             DataDirStore::Agent(s) => s.watches_every_write(),

@@ -13,8 +13,10 @@
 //! sled's log is written in order and recovered as a prefix, so a sync also makes durable every
 //! write before the one it was run for.
 //!
-//! The sync blocks on the disk: it runs through `tokio::task::spawn_blocking`, so writes must be
-//! awaited inside a tokio runtime (either flavour).
+//! The sync blocks on the disk: on a multi-threaded tokio runtime it runs through
+//! `block_in_place`, on a single-threaded one through `spawn_blocking`, so writes must be
+//! awaited inside a tokio runtime. Writes inside `ipam_core::store::deferring_durability` do not
+//! wait: the scope's one `sync` at the end covers them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +82,11 @@ impl GroupCommit {
         Ticket(self.committed.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
+    /// The ticket of the last write committed (durable once it is, with everything before it).
+    pub(crate) fn last(&self) -> Ticket {
+        Ticket(self.committed.load(Ordering::Acquire))
+    }
+
     /// Returns once the write of `ticket` is durable.
     pub(crate) async fn durable(&self, ticket: Ticket) -> Result<(), FlushError> {
         if self.policy == FlushPolicy::EachWrite {
@@ -104,6 +111,15 @@ impl GroupCommit {
         // thread. Not on sled's own pool either (`flush_async`): sled writes its log buffers
         // on that pool, and a flush waits for those writes, so a few concurrent flushes there
         // take all of its threads and deadlock (64 concurrent `flush_async` calls hung for good).
+        // On a multi-threaded runtime the sync runs in place (the worker hands its other tasks
+        // to its peers, which go on committing writes for the next sync): no hand-off to a
+        // blocking thread and back. A single-threaded runtime would stop all its tasks for the
+        // sync, so that the writes they would commit meanwhile miss it: there it runs on the
+        // blocking pool.
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if let Ok(RuntimeFlavor::MultiThread) = Handle::try_current().map(|h| h.runtime_flavor()) {
+            return tokio::task::block_in_place(|| self.disk.sync());
+        }
         let disk = self.disk.clone();
         match tokio::task::spawn_blocking(move || disk.sync()).await {
             Ok(synced) => synced,

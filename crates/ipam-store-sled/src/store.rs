@@ -213,6 +213,10 @@ impl SledStore {
     }
 
     async fn durable(&self, key: &ObjectKey, ticket: Ticket) -> Result<(), Error> {
+        // Inside `deferring_durability` the caller syncs once at the end (see `Store::sync`).
+        if ipam_core::store::durability_deferred() {
+            return Ok(());
+        }
         self.commit
             .durable(ticket)
             .await
@@ -558,6 +562,15 @@ impl Store for SledStore {
         };
         self.durable(&key, ticket).await?;
         Ok(new)
+    }
+
+    /// One sync covering every write committed so far.
+    async fn sync(&self) -> Result<(), Error> {
+        let ticket = self.commit.last();
+        self.commit
+            .durable(ticket)
+            .await
+            .map_err(|e| Error::backend("sync the store", e))
     }
 
     /// Notifications of the writes made through this store. The store is single-process by

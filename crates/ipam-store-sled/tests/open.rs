@@ -218,3 +218,30 @@ async fn a_document_larger_than_a_log_segment_survives_a_reopen() {
     let key = ObjectKey::cluster(Kind::SpiderIPPool, "big");
     assert_eq!(store.get(&key).await.unwrap().unwrap(), stored);
 }
+
+#[tokio::test]
+async fn deferred_writes_share_one_sync_at_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SledStore::open(tmp.path().join("d"), OpenOptions::new()).unwrap();
+    let before = store.stats();
+    let created = ipam_core::store::deferring_durability(&store, async {
+        let mut out = Vec::new();
+        for i in 0..5 {
+            out.push(store.create_as(&pool(&format!("d{i}"))).await?);
+        }
+        // Inside the scope no write waited for the disk.
+        assert_eq!(store.stats().flushes, before.flushes);
+        Ok::<_, ipam_core::Error>(out)
+    })
+    .await
+    .unwrap();
+    assert_eq!(created.len(), 5);
+    let after = store.stats();
+    assert_eq!(
+        (after.writes - before.writes, after.flushes - before.flushes),
+        (5, 1)
+    );
+    // A sync with nothing new to write does not touch the disk.
+    store.sync().await.unwrap();
+    assert_eq!(store.stats().flushes, after.flushes);
+}

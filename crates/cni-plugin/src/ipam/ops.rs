@@ -63,6 +63,23 @@ pub async fn add<S: Store>(
     args: &AddArgs,
     node: &str,
 ) -> Result<AddResponse, Error> {
+    durably(engine, add_now(engine, args, node)).await
+}
+
+/// Runs an operation's writes with one wait for the disk at the end instead of one per write
+/// (`ipam_core::store::deferring_durability`); its answer goes out only after that.
+async fn durably<S: Store, T>(
+    engine: &Engine<S>,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    ipam_core::store::deferring_durability(engine.store(), work).await
+}
+
+async fn add_now<S: Store>(
+    engine: &Engine<S>,
+    args: &AddArgs,
+    node: &str,
+) -> Result<AddResponse, Error> {
     validate(&args.container_id, &args.if_name, Some(&args.pod_name))?;
     let namespace = namespace_or_default(&args.pod_namespace).to_owned();
     let mut pod = PodContext {
@@ -169,6 +186,10 @@ pub fn response_of(nic: &NicAddresses) -> AddResponse {
 /// DEL of one NIC: releases what the container holds on it. Unknown containers succeed; a
 /// StatefulSet pod its StatefulSet keeps keeps its IPs for its next incarnation.
 pub async fn del<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<(), Error> {
+    durably(engine, del_now(engine, args)).await
+}
+
+async fn del_now<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<(), Error> {
     validate(&args.container_id, &args.if_name, None)?;
     let request = ReleaseRequest {
         namespace: namespace_or_default(&args.pod_namespace).to_owned(),
@@ -239,6 +260,13 @@ pub async fn network_gc<S: Store>(
     engine: &Engine<S>,
     args: &NetworkGcArgs,
 ) -> Result<GcResponse, Error> {
+    durably(engine, network_gc_now(engine, args)).await
+}
+
+async fn network_gc_now<S: Store>(
+    engine: &Engine<S>,
+    args: &NetworkGcArgs,
+) -> Result<GcResponse, Error> {
     let mut out = GcResponse::default();
     let Some(valid) = &args.valid_attachments else {
         tracing::info!(network = %args.network, "GC without cni.dev/valid-attachments: releasing nothing");
@@ -305,7 +333,7 @@ pub async fn network_gc<S: Store>(
 /// `berth gc` on the store: frees every allocation whose recorded netns is gone
 /// ([`NetnsLiveness`]), and repairs what crashes left (see `Engine::gc`).
 pub async fn gc<S: Store>(engine: &Engine<S>) -> Result<GcResponse, Error> {
-    let report = engine.gc(&NetnsLiveness).await?;
+    let report = durably(engine, async { Ok(engine.gc(&NetnsLiveness).await?) }).await?;
     Ok(GcResponse {
         released: report
             .released

@@ -37,6 +37,7 @@ use async_trait::async_trait;
 use futures::Stream;
 use serde_json::Value;
 
+use std::future::Future;
 use std::net::IpAddr;
 
 use crate::addressing::JsonString;
@@ -173,6 +174,12 @@ pub trait Store: Send + Sync {
                     "the store returned no resourceVersion",
                 )
             })
+    }
+
+    /// Makes every write this store acknowledged so far durable (see [`deferring_durability`]).
+    /// Stores whose writes are durable when they return do nothing.
+    async fn sync(&self) -> Result<(), Error> {
+        Ok(())
     }
 
     /// Notifications of every later write of `kind`.
@@ -320,6 +327,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         (**self).update_pool_records(name, version, delta).await
     }
 
+    async fn sync(&self) -> Result<(), Error> {
+        (**self).sync().await
+    }
+
     fn watch(&self, kind: Kind) -> WatchStream {
         (**self).watch(kind)
     }
@@ -327,4 +338,32 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn watches_every_write(&self) -> bool {
         (**self).watches_every_write()
     }
+}
+
+tokio::task_local! {
+    static DEFERRED_DURABILITY: ();
+}
+
+/// Whether the current task runs inside [`deferring_durability`]: a backend may then return
+/// from a write before it is durable, and make it durable in [`Store::sync`].
+pub fn durability_deferred() -> bool {
+    DEFERRED_DURABILITY.try_with(|_| ()).is_ok()
+}
+
+/// Runs `work` with the store's writes returning before they are durable, then makes them all
+/// durable with one [`Store::sync`] — also when `work` failed — before returning.
+///
+/// An operation of several writes (a pool's records, then the pod's endpoint) thus waits for
+/// the disk once instead of once per write. This is safe for a store that recovers its writes
+/// in order, as a prefix (sled's log does): a crash then leaves what a crash between two of the
+/// operation's writes would leave, which the engine's write order already makes harmless; and
+/// anything another operation reads and builds on is made durable by that operation's own sync
+/// before it answers. The caller must not answer anyone before this returns.
+pub async fn deferring_durability<S: Store + ?Sized, T, E: From<Error>>(
+    store: &S,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let result = DEFERRED_DURABILITY.scope((), work).await;
+    store.sync().await?;
+    result
 }
