@@ -253,7 +253,7 @@ pub async fn settled(
     let held: BTreeSet<String> = w
         .pools
         .iter()
-        .flat_map(|p| p.records().into_values().map(|r| r.pod))
+        .flat_map(|p| p.iter_records().map(|(_, r)| r.pod.clone()))
         .collect();
     for e in store.list_as::<SpiderEndpoint>(None).await? {
         let pod = format!(

@@ -223,6 +223,15 @@ impl SpiderIPPool {
             .unwrap_or_default()
     }
 
+    /// The holders of the pool's IPs, borrowed, in address order.
+    pub fn iter_records(&self) -> impl Iterator<Item = (&IpAddr, &IpRecord)> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.allocated_ips.as_ref())
+            .into_iter()
+            .flat_map(|a| a.0.iter())
+    }
+
     /// The IPs held by pods.
     pub fn allocated_ips(&self) -> IpSet {
         self.status

@@ -576,9 +576,9 @@ impl<S: Store> Engine<S> {
                 pools
                     .iter()
                     .filter(|p| {
-                        p.records()
-                            .values()
-                            .any(|r| r.container_id.as_deref() == Some(req.container_id.as_str()))
+                        p.iter_records().any(|(_, r)| {
+                            r.container_id.as_deref() == Some(req.container_id.as_str())
+                        })
                     })
                     .map(|p| p.metadata.name.clone())
                     .collect()

@@ -394,7 +394,7 @@ impl<S: Store> Engine<S> {
                     };
                     self.pool_op(pool, op).await?;
                     let p: Option<SpiderIPPool> = self.store.get_as(None, pool).await?;
-                    if p.is_some_and(|p| p.records().values().any(|r| r.pod == pod)) {
+                    if p.is_some_and(|p| p.iter_records().any(|(_, r)| r.pod == pod)) {
                         still_held = true;
                     }
                     if let Some(p) = self.store.get_as::<SpiderIPPool>(None, pool).await?

@@ -11,7 +11,7 @@
 //! see their channel close and resubmit. An operation that was written before the cancellation
 //! is found again by the resubmission, because allocation is idempotent per holder.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -115,6 +115,142 @@ struct Cached {
     version: String,
     reserved: IpSet,
     allocator: Allocator,
+    holders: Holders,
+}
+
+/// Who holds which IPs of one pool: the pool's records indexed by container id, by pod uid
+/// and (for records detached from any container) by pod name, so that an operation finds its
+/// holder's IPs without reading every record of the pool. Kept with the cached allocator, and
+/// rebuilt with it when the pool changed behind the engine's back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Holders {
+    by_container: HashMap<String, BTreeSet<IpAddr>>,
+    by_uid: HashMap<String, BTreeSet<IpAddr>>,
+    detached: HashMap<String, BTreeSet<IpAddr>>,
+}
+
+impl Holders {
+    fn build<'a>(records: impl IntoIterator<Item = (&'a IpAddr, &'a IpRecord)>) -> Self {
+        let mut holders = Holders::default();
+        for (ip, r) in records {
+            holders.add(*ip, r);
+        }
+        holders
+    }
+
+    /// The index entries of `r` (empty uids and pod names are never looked up: not indexed).
+    fn keys<'r>(
+        &mut self,
+        r: &'r IpRecord,
+    ) -> impl Iterator<Item = (&mut HashMap<String, BTreeSet<IpAddr>>, &'r str)> {
+        let Holders {
+            by_container,
+            by_uid,
+            detached,
+        } = self;
+        let container = r.container_id.as_deref().map(|c| (by_container, c));
+        let uid = (!r.pod_uid.is_empty()).then_some((by_uid, r.pod_uid.as_str()));
+        let pod =
+            (r.container_id.is_none() && !r.pod.is_empty()).then_some((detached, r.pod.as_str()));
+        container.into_iter().chain(uid).chain(pod)
+    }
+
+    fn add(&mut self, ip: IpAddr, r: &IpRecord) {
+        for (index, key) in self.keys(r) {
+            index.entry(key.to_string()).or_default().insert(ip);
+        }
+    }
+
+    fn remove(&mut self, ip: IpAddr, r: &IpRecord) {
+        for (index, key) in self.keys(r) {
+            if let Some(ips) = index.get_mut(key) {
+                ips.remove(&ip);
+                if ips.is_empty() {
+                    index.remove(key);
+                }
+            }
+        }
+    }
+
+    /// The IPs whose records may match `matcher`, in address order (a superset: the caller
+    /// checks each with [`Matcher::matches`]).
+    fn candidates(&self, matcher: &Matcher) -> Vec<IpAddr> {
+        match matcher {
+            Matcher::Exact { ip, .. } | Matcher::Ip { ip, .. } => vec![*ip],
+            Matcher::Container {
+                container_id,
+                pod_uid,
+                ..
+            } => {
+                let mut ips = self.of_container(container_id);
+                ips.extend(self.of_uid(pod_uid));
+                ips.sort_unstable();
+                ips.dedup();
+                ips
+            }
+            Matcher::Detached { pod } => lookup(&self.detached, pod),
+        }
+    }
+
+    /// The IPs held by a container, in address order.
+    fn of_container(&self, container_id: &str) -> Vec<IpAddr> {
+        lookup(&self.by_container, container_id)
+    }
+
+    /// The IPs held by a pod uid, in address order.
+    fn of_uid(&self, pod_uid: &str) -> Vec<IpAddr> {
+        lookup(&self.by_uid, pod_uid)
+    }
+}
+
+fn lookup(index: &HashMap<String, BTreeSet<IpAddr>>, key: &str) -> Vec<IpAddr> {
+    index.get(key).into_iter().flatten().copied().collect()
+}
+
+/// A pool's records being changed by a batch, with their index and the IPs touched.
+struct Records<'a> {
+    map: &'a mut BTreeMap<IpAddr, IpRecord>,
+    holders: &'a mut Holders,
+    touched: &'a mut Vec<IpAddr>,
+}
+
+impl Records<'_> {
+    fn get(&self, ip: &IpAddr) -> Option<&IpRecord> {
+        self.map.get(ip)
+    }
+
+    /// The first IP (in address order) among `candidates` whose record passes `keep`.
+    fn find(&self, candidates: Vec<IpAddr>, keep: impl Fn(&IpRecord) -> bool) -> Option<IpAddr> {
+        candidates
+            .into_iter()
+            .find(|ip| self.map.get(ip).is_some_and(&keep))
+    }
+
+    /// Records `ip` as held by `record` (no write when it already is).
+    fn set(&mut self, ip: IpAddr, record: &IpRecord) {
+        if self.map.get(&ip) == Some(record) {
+            return;
+        }
+        if let Some(old) = self.map.insert(ip, record.clone()) {
+            self.holders.remove(ip, &old);
+        }
+        self.holders.add(ip, record);
+        self.touched.push(ip);
+    }
+
+    fn remove(&mut self, ip: IpAddr) {
+        if let Some(old) = self.map.remove(&ip) {
+            self.holders.remove(ip, &old);
+            self.touched.push(ip);
+        }
+    }
+
+    /// The IPs whose records match `matcher`, in address order.
+    fn matching(&self, matcher: &Matcher) -> Vec<IpAddr> {
+        let mut ips = self.holders.candidates(matcher);
+        ips.retain(|ip| self.map.get(ip).is_some_and(|r| matcher.matches(ip, r)));
+        ips
+    }
 }
 
 /// Drops the pool's queue if the leader is cancelled.
@@ -256,7 +392,7 @@ impl<S: Store> Engine<S> {
                 return Err(e);
             }
         };
-        let mut allocator = self.cached_allocator(name, &version, &reserved, &pool);
+        let (mut allocator, mut holders) = self.cached_allocator(name, &version, &reserved, &pool);
         let mut records = pool
             .status
             .as_mut()
@@ -264,22 +400,26 @@ impl<S: Store> Engine<S> {
             .map(|r| r.0)
             .unwrap_or_default();
         let mut touched = Vec::new();
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            results.push(Ok(apply(
-                op,
-                &pool,
-                &mut records,
-                &mut allocator,
-                &mut touched,
-            )));
-        }
+        let mut changing = Records {
+            map: &mut records,
+            holders: &mut holders,
+            touched: &mut touched,
+        };
+        let results: Vec<_> = ops
+            .iter()
+            .map(|op| Ok(apply(op, &pool, &mut changing, &mut allocator)))
+            .collect();
+        debug_assert_eq!(
+            holders,
+            Holders::build(&records),
+            "the holder index follows the records"
+        );
         if touched.is_empty() {
             if let Some(st) = pool.status.as_mut() {
                 st.allocated_ips = (!records.is_empty()).then_some(JsonString(records));
             }
             self.return_pool(pool);
-            self.store_allocator(name, version, reserved, allocator);
+            self.store_allocator(name, version, reserved, allocator, holders);
             return Ok(results);
         }
         touched.sort_unstable();
@@ -304,25 +444,40 @@ impl<S: Store> Engine<S> {
                 return Err(e);
             }
         };
-        self.store_allocator(name, version, reserved, allocator);
+        self.store_allocator(name, version, reserved, allocator, holders);
         Ok(results)
     }
 
+    /// The allocator and holder index of `pool`: the cached ones when the pool has not changed
+    /// since, else built afresh.
     fn cached_allocator(
         &self,
         name: &str,
         version: &str,
         reserved: &IpSet,
         pool: &SpiderIPPool,
-    ) -> Allocator {
+    ) -> (Allocator, Holders) {
         let mut cache = self.batcher.cache.lock().unwrap_or_else(|p| p.into_inner());
         match cache.remove(name) {
-            Some(c) if c.version == version && &c.reserved == reserved => c.allocator,
-            _ => pool.allocator(reserved),
+            Some(c) if c.version == version && &c.reserved == reserved => (c.allocator, c.holders),
+            _ => {
+                let records = pool.status.as_ref().and_then(|s| s.allocated_ips.as_ref());
+                (
+                    pool.allocator(reserved),
+                    Holders::build(records.into_iter().flat_map(|r| r.0.iter())),
+                )
+            }
         }
     }
 
-    fn store_allocator(&self, name: &str, version: String, reserved: IpSet, allocator: Allocator) {
+    fn store_allocator(
+        &self,
+        name: &str,
+        version: String,
+        reserved: IpSet,
+        allocator: Allocator,
+        holders: Holders,
+    ) {
         let mut cache = self.batcher.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(
             name.to_string(),
@@ -330,6 +485,7 @@ impl<S: Store> Engine<S> {
                 version,
                 reserved,
                 allocator,
+                holders,
             },
         );
     }
@@ -344,36 +500,27 @@ impl<S: Store> Engine<S> {
 fn apply(
     op: &PoolOp,
     pool: &SpiderIPPool,
-    records: &mut BTreeMap<IpAddr, IpRecord>,
+    records: &mut Records<'_>,
     allocator: &mut Allocator,
-    touched: &mut Vec<IpAddr>,
 ) -> OpResult {
     match op {
         PoolOp::Allocate { record } => {
-            let same_container = records.iter().find(|(_, r)| {
-                r.container_id.is_some()
-                    && r.container_id == record.container_id
-                    && r.interface == record.interface
+            let same_container = record.container_id.as_deref().and_then(|container_id| {
+                records.find(records.holders.of_container(container_id), |r| {
+                    r.container_id == record.container_id && r.interface == record.interface
+                })
             });
-            if let Some((ip, r)) = same_container {
-                let ip = *ip;
-                if r != record {
-                    records.insert(ip, record.clone());
-                    touched.push(ip);
-                }
-                return OpResult::Allocated { ip, fresh: false };
-            }
-            let same_pod = records.iter().find(|(_, r)| {
-                !record.pod_uid.is_empty()
-                    && r.pod_uid == record.pod_uid
-                    && r.pod == record.pod
-                    && r.interface == record.interface
-            });
-            if let Some((ip, _)) = same_pod {
-                // The same pod with a new sandbox: it keeps its IP.
-                let ip = *ip;
-                records.insert(ip, record.clone());
-                touched.push(ip);
+            let same_pod = || {
+                records.find(records.holders.of_uid(&record.pod_uid), |r| {
+                    r.pod_uid == record.pod_uid
+                        && r.pod == record.pod
+                        && r.interface == record.interface
+                })
+            };
+            // The same container asking again, or the same pod with a new sandbox: it keeps
+            // its IP (re-stamped with the new holder).
+            if let Some(ip) = same_container.or_else(same_pod) {
+                records.set(ip, record);
                 return OpResult::Allocated { ip, fresh: false };
             }
             if pool.spec.disable == Some(true) {
@@ -384,8 +531,7 @@ fn apply(
             }
             match allocator.allocate() {
                 Ok(ip) => {
-                    records.insert(ip, record.clone());
-                    touched.push(ip);
+                    records.set(ip, record);
                     OpResult::Allocated { ip, fresh: true }
                 }
                 Err(_) => OpResult::Exhausted,
@@ -393,10 +539,7 @@ fn apply(
         }
         PoolOp::Restamp { ip, record } => match records.get(ip) {
             Some(r) if r.pod == record.pod && r.interface == record.interface => {
-                if r != record {
-                    records.insert(*ip, record.clone());
-                    touched.push(*ip);
-                }
+                records.set(*ip, record);
                 OpResult::Restamped(true)
             }
             Some(_) => OpResult::Restamped(false),
@@ -404,8 +547,7 @@ fn apply(
                 // The record went (GC after a crash): take the IP back if it is free.
                 let free = allocator.is_allocatable(ip) && !allocator.is_allocated(ip);
                 if free && !pool.is_closed() && allocator.take(*ip) {
-                    records.insert(*ip, record.clone());
-                    touched.push(*ip);
+                    records.set(*ip, record);
                     OpResult::Restamped(true)
                 } else {
                     OpResult::Restamped(false)
@@ -413,28 +555,24 @@ fn apply(
             }
         },
         PoolOp::Release { matcher } => {
-            let gone: Vec<IpAddr> = records
-                .iter()
-                .filter(|(ip, r)| matcher.matches(ip, r))
-                .map(|(ip, _)| *ip)
-                .collect();
+            let gone = records.matching(matcher);
             for ip in &gone {
-                records.remove(ip);
+                records.remove(*ip);
                 allocator.release(ip);
-                touched.push(*ip);
             }
             OpResult::Released(gone)
         }
         PoolOp::Detach { matcher } => {
-            let mut kept = Vec::new();
-            for (ip, r) in records.iter_mut() {
-                if matcher.matches(ip, r) {
-                    kept.push(*ip);
-                    if r.container_id.is_some() || r.netns.is_some() {
-                        r.container_id = None;
-                        r.netns = None;
-                        touched.push(*ip);
-                    }
+            let kept = records.matching(matcher);
+            for ip in &kept {
+                let held = records.get(ip).expect("a matching IP has a record");
+                if held.container_id.is_some() || held.netns.is_some() {
+                    let detached = IpRecord {
+                        container_id: None,
+                        netns: None,
+                        ..held.clone()
+                    };
+                    records.set(*ip, &detached);
                 }
             }
             OpResult::Released(kept)

@@ -132,7 +132,7 @@ impl<S: Store> Engine<S> {
             let pod = format!("{ns}/{}", ep.metadata.name);
             let held = pools
                 .iter()
-                .any(|p| p.records().values().any(|r| r.pod == pod));
+                .any(|p| p.iter_records().any(|(_, r)| r.pod == pod));
             if !held {
                 match self.store.delete_as(&ep).await {
                     Ok(_) => report.endpoints_deleted.push(pod),
