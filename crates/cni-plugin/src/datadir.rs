@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ipam_core::store::{Deleted, Store, WatchStream};
+use ipam_core::store::{Deleted, RecordsDelta, Store, WatchStream};
 use ipam_core::{Kind, LabelSelector, ObjectKey};
 use ipam_store_sled::{FlushPolicy, OpenError, OpenOptions, SledStore};
 use serde_json::Value;
@@ -161,6 +161,18 @@ impl Store for DataDirStore {
         match self {
             DataDirStore::Agent(s) => s.delete(key, precondition).await,
             DataDirStore::Sled(s) => s.delete(key, precondition).await,
+        }
+    }
+
+    async fn update_pool_records(
+        &self,
+        name: &str,
+        version: &str,
+        delta: &RecordsDelta,
+    ) -> Result<String, ipam_core::Error> {
+        match self {
+            DataDirStore::Agent(s) => s.update_pool_records(name, version, delta).await,
+            DataDirStore::Sled(s) => s.update_pool_records(name, version, delta).await,
         }
     }
 

@@ -15,9 +15,11 @@
 //! keys under `name 0x00`, and a scan of the tree tells documents from records by the NUL.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use ipam_core::{Error, Kind, ObjectKey};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 /// The key prefix of a pool's records.
@@ -84,19 +86,32 @@ pub(crate) fn split(key: &ObjectKey, doc: &mut Value) -> Result<BTreeMap<IpAddr,
 }
 
 /// Puts records back into a pool document as Spiderpool's string (absent when there are none).
+/// Each record's stored JSON is copied into the string as it is, not decoded and re-encoded;
+/// it is only checked to be one JSON value, so a damaged record is reported by its IP.
 pub(crate) fn join(
     key: &ObjectKey,
     doc: &mut Value,
-    records: BTreeMap<IpAddr, Value>,
+    records: &BTreeMap<IpAddr, impl AsRef<[u8]>>,
 ) -> Result<(), Error> {
     if records.is_empty() {
         return Ok(());
     }
-    let map: serde_json::Map<String, Value> = records
-        .into_iter()
-        .map(|(ip, r)| (ip.to_string(), r))
-        .collect();
-    let text = serde_json::to_string(&map).map_err(|e| malformed(key, e.to_string()))?;
+    let size = records.values().map(|r| r.as_ref().len() + 48).sum();
+    let mut text = String::with_capacity(size);
+    text.push('{');
+    for (ip, rec) in records {
+        let rec = rec.as_ref();
+        serde_json::from_slice::<IgnoredAny>(rec)
+            .map_err(|e| malformed(key, format!("the stored record of {ip} is not JSON: {e}")))?;
+        let rec = std::str::from_utf8(rec)
+            .map_err(|e| malformed(key, format!("the stored record of {ip} is not UTF-8: {e}")))?;
+        if text.len() > 1 {
+            text.push(',');
+        }
+        // An IP's text needs no escaping.
+        let _ = write!(text, "\"{ip}\":{rec}");
+    }
+    text.push('}');
     if !doc.get("status").is_some_and(Value::is_object) {
         doc["status"] = Value::Object(Default::default());
     }
@@ -104,25 +119,24 @@ pub(crate) fn join(
     Ok(())
 }
 
-/// The records stored under a pool, by IP.
+/// Puts the records stored under a pool back into its document (see [`join`]).
 pub(crate) fn load(
     tree: &sled::Tree,
     key: &ObjectKey,
     sled_key: &[u8],
-) -> Result<BTreeMap<IpAddr, Value>, Error> {
+    doc: &mut Value,
+) -> Result<(), Error> {
     let p = prefix(sled_key);
-    let mut out = BTreeMap::new();
+    let mut records = BTreeMap::new();
     for entry in tree.scan_prefix(&p) {
         let (k, v) = entry.map_err(|e| Error::backend(format!("read the records of {key}"), e))?;
-        let ip_text = String::from_utf8_lossy(&k[p.len()..]).to_string();
+        let ip_text = String::from_utf8_lossy(&k[p.len()..]);
         let ip: IpAddr = ip_text
             .parse()
             .map_err(|_| malformed(key, format!("a stored record has the key {ip_text:?}")))?;
-        let rec: Value = serde_json::from_slice(&v)
-            .map_err(|e| malformed(key, format!("a stored record of {ip} is not JSON: {e}")))?;
-        out.insert(ip, rec);
+        records.insert(ip, v);
     }
-    Ok(out)
+    join(key, doc, &records)
 }
 
 #[cfg(test)]
@@ -139,7 +153,11 @@ mod tests {
         let records = split(&key, &mut doc).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(doc["status"], json!({"allocatedIPCount": 2}));
-        join(&key, &mut doc, records).unwrap();
+        let stored: BTreeMap<IpAddr, Vec<u8>> = records
+            .iter()
+            .map(|(ip, r)| (*ip, serde_json::to_vec(r).unwrap()))
+            .collect();
+        join(&key, &mut doc, &stored).unwrap();
         let again: Value =
             serde_json::from_str(doc["status"]["allocatedIPs"].as_str().unwrap()).unwrap();
         assert_eq!(again, serde_json::from_str::<Value>(blob).unwrap());
@@ -152,5 +170,27 @@ mod tests {
         );
         assert!(is_record(&super::key(b"p", &"10.0.0.1".parse().unwrap())));
         assert!(!is_record(b"p"));
+    }
+
+    #[test]
+    fn a_damaged_record_is_reported_by_its_ip() {
+        let key = ObjectKey::cluster(Kind::SpiderIPPool, "p");
+        let mut doc = json!({"metadata": {"name": "p"}});
+        let stored: BTreeMap<IpAddr, &[u8]> = [
+            ("10.0.0.1".parse().unwrap(), &br#"{"pod":"ns/a"}"#[..]),
+            ("10.0.0.2".parse().unwrap(), &br#"{"pod":"ns/b""#[..]),
+        ]
+        .into();
+        let err = join(&key, &mut doc, &stored).unwrap_err().to_string();
+        assert!(
+            err.contains("10.0.0.2") && err.contains("not JSON"),
+            "{err}"
+        );
+        let stored: BTreeMap<IpAddr, &[u8]> =
+            [("10.0.0.1".parse().unwrap(), &br#"{"pod":"ns/a"} {}"#[..])].into();
+        assert!(
+            join(&key, &mut doc, &stored).is_err(),
+            "one value per record"
+        );
     }
 }

@@ -273,9 +273,37 @@ impl SledStore {
             return Ok(None);
         };
         let mut doc = parse(key, &bytes)?;
-        let recs = records::load(self.tree(Kind::SpiderIPPool), key, sled_key)?;
-        records::join(key, &mut doc, recs)?;
+        records::load(self.tree(Kind::SpiderIPPool), key, sled_key, &mut doc)?;
         Ok(Some(doc))
+    }
+
+    /// Every pool matching `selector`, with its records, read under the write lock (see
+    /// `read_pool`). A pool's records follow its document in the tree (`name`, then
+    /// `name 0x00 ip`, …), so after each document the scan resumes at `name 0x01`: each record
+    /// is read once, when it is put back into its pool, and a pool left out by the selector
+    /// costs no record read at all.
+    fn list_pools(&self, selector: Option<&LabelSelector>) -> Result<Vec<Value>, Error> {
+        let tree = self.tree(Kind::SpiderIPPool);
+        let _order = self.order();
+        let mut out = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(entry) = tree.range(from.as_slice()..).next() {
+            let (k, bytes) = entry.map_err(|e| Error::backend("list spiderippools", e))?;
+            from = k.to_vec();
+            if records::is_record(&k) {
+                // A record without its document (never written so): step over it.
+                from.push(0);
+                continue;
+            }
+            from.push(1);
+            let key = layout::decode_key(Kind::SpiderIPPool, &k);
+            let mut value = parse(&key, &bytes)?;
+            if semantics::matches(&value, selector) {
+                records::load(tree, &key, &k, &mut value)?;
+                out.push(value);
+            }
+        }
+        Ok(out)
     }
 
     /// Applies a batch to the pool tree and notifies, under the write lock the caller holds.
@@ -425,6 +453,9 @@ impl Store for SledStore {
         namespace: Option<&str>,
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error> {
+        if kind == Kind::SpiderIPPool {
+            return self.list_pools(selector);
+        }
         let tree = self.tree(kind);
         let entries = match namespace {
             Some(ns) if kind.is_namespaced() => match layout::namespace_prefix(ns) {
@@ -434,23 +465,13 @@ impl Store for SledStore {
             // A namespace means nothing to a cluster-scoped kind (Kubernetes ignores it).
             _ => tree.iter(),
         };
-        let pools = kind == Kind::SpiderIPPool;
-        // Pools are read with their records, each under the write lock (see `read_pool`).
-        let _order = pools.then(|| self.order());
         let mut out = Vec::new();
         for entry in entries {
             let (k, bytes) =
                 entry.map_err(|e| Error::backend(format!("list {}", kind.plural()), e))?;
-            if pools && records::is_record(&k) {
-                continue;
-            }
             let key = layout::decode_key(kind, &k);
-            let mut value = parse(&key, &bytes)?;
+            let value = parse(&key, &bytes)?;
             if semantics::matches(&value, selector) {
-                if pools {
-                    let recs = records::load(tree, &key, &k)?;
-                    records::join(&key, &mut value, recs)?;
-                }
                 out.push(value);
             }
         }

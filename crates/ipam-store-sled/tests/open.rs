@@ -245,3 +245,74 @@ async fn deferred_writes_share_one_sync_at_the_end() {
     store.sync().await.unwrap();
     assert_eq!(store.stats().flushes, after.flushes);
 }
+
+#[tokio::test]
+async fn a_listing_gives_each_pool_exactly_its_own_records() {
+    use ipam_core::store::RecordsDelta;
+    use ipam_core::{IpRecord, LabelSelector};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    // Names that sort next to each other and to their records' keys (`name 0x00 ip`).
+    let names = ["a", "a-b", "a.b", "ab", "b"];
+    for (i, name) in names.iter().enumerate() {
+        let mut p = pool(name);
+        if i % 2 == 0 {
+            p.metadata.labels.insert("even".into(), "yes".into());
+        }
+        let created = store.create_as(&p).await.unwrap();
+        let set = (0..=i)
+            .map(|k| {
+                let ip = format!("10.6.168.{}", 171 + k).parse().unwrap();
+                let record = IpRecord {
+                    pod: format!("ns/{name}-{k}"),
+                    pod_uid: format!("uid-{name}-{k}"),
+                    container_id: None,
+                    interface: None,
+                    network: None,
+                    netns: None,
+                };
+                (ip, record)
+            })
+            .collect::<Vec<_>>();
+        let delta = RecordsDelta {
+            allocated_ip_count: set.len() as i64,
+            total_ip_count: 10,
+            set,
+            ..Default::default()
+        };
+        store
+            .update_pool_records(
+                name,
+                created.metadata.resource_version.as_deref().unwrap(),
+                &delta,
+            )
+            .await
+            .unwrap();
+    }
+    let listed: Vec<SpiderIPPool> = store.list_as(None).await.unwrap();
+    let got: Vec<(String, Vec<String>)> = listed
+        .iter()
+        .map(|p| {
+            let pods = p.iter_records().map(|(_, r)| r.pod.clone()).collect();
+            (p.metadata.name.clone(), pods)
+        })
+        .collect();
+    let want: Vec<(String, Vec<String>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.to_string(),
+                (0..=i).map(|k| format!("ns/{n}-{k}")).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    let even = LabelSelector::eq([("even", "yes")]);
+    let listed: Vec<SpiderIPPool> = store.list_as(Some(&even)).await.unwrap();
+    let got: Vec<(&str, usize)> = listed
+        .iter()
+        .map(|p| (p.metadata.name.as_str(), p.allocated_count()))
+        .collect();
+    assert_eq!(got, [("a", 1), ("a.b", 3), ("b", 5)]);
+}
