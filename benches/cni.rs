@@ -3,14 +3,19 @@
 //! ADD or DEL, config on stdin, `CNI_*` in the environment.
 //!
 //! For each scenario (an empty store, then a store already holding 5,000 allocations) it runs N
-//! ADDs of distinct containers, then their N DELs, rotating through the three contenders
+//! ADDs of distinct containers, then their N DELs, rotating through the contenders
 //! invocation by invocation so that they share the machine's state, and prints the median time
 //! of one invocation per contender and the ratios to host-local. Nothing is asserted.
 //!
 //! ```text
 //! cargo build --release -p cni-plugin -p berth
+//! scripts/build-plugins                               # optional: the static plugin too
 //! cargo bench -p berth-benches --bench cni            # N = 200; BERTH_BENCH_N=500 for more
 //! ```
+//!
+//! When `scripts/build-plugins` has built the static `berth-ipam`, it runs beside the ordinary
+//! one in agent mode. A last row, `/bin/true` fed the same way, is the floor: what starting any
+//! process costs here, which no plugin can go below.
 //!
 //! host-local keeps one file per IP and, on every ADD and DEL, reads every file of its data dir
 //! to look for the container (`GetByID`); Berth looks up one pool. Embedded mode also opens the
@@ -65,12 +70,16 @@ impl Contender {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot run {}: {e}", self.name, self.binary.display()));
-        child
+        match child
             .stdin
             .take()
             .expect("stdin")
             .write_all(self.config.as_bytes())
-            .expect("write stdin");
+        {
+            // The floor's /bin/true reads nothing; a plugin that exits early fails below.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.expect("write stdin"),
+        }
         let out = child.wait_with_output().expect("wait");
         let took = started.elapsed();
         assert!(
@@ -166,6 +175,14 @@ fn main() {
         );
         return;
     }
+    // The static plugin of scripts/build-plugins, measured beside the ordinary one when built.
+    let static_ipam = release
+        .parent()
+        .map(|t| {
+            t.join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+                .join("release/berth-ipam")
+        })
+        .filter(|p| p.exists());
     let n: usize = if testing {
         3
     } else {
@@ -188,7 +205,7 @@ fn main() {
 
     println!("whole-process CNI ADD/DEL, {n} containers per scenario, medians per invocation");
     println!(
-        "{:<28} {:>10} {:>10} {:>12} {:>12}",
+        "{:<46} {:>10} {:>10} {:>10} {:>10}",
         "scenario / contender", "ADD", "DEL", "ADD ratio", "DEL ratio"
     );
     let full = if testing { PRELOAD_SMOKE } else { PRELOAD };
@@ -220,7 +237,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(10));
         }
         let log = dir.join("berth-ipam.log");
-        let contenders = [
+        let mut contenders = vec![
             Contender {
                 name: "host-local",
                 binary: HOST_LOCAL.into(),
@@ -251,6 +268,24 @@ fn main() {
                 env: vec![],
             },
         ];
+        if let Some(static_ipam) = &static_ipam {
+            let config = contenders[1].config.clone();
+            contenders.insert(
+                2,
+                Contender {
+                    name: "berth-ipam static (agent)",
+                    binary: static_ipam.clone(),
+                    config,
+                    env: vec![],
+                },
+            );
+        }
+        contenders.push(Contender {
+            name: "floor: /bin/true",
+            binary: "/bin/true".into(),
+            config: String::new(),
+            env: vec![],
+        });
         let mut add: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
         let mut del: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
         for i in 0..n {
@@ -272,7 +307,7 @@ fn main() {
         for (k, c) in contenders.iter().enumerate() {
             let (a, d) = (median(&mut add[k]), median(&mut del[k]));
             println!(
-                "{:<28} {:>8.2}ms {:>8.2}ms {:>12.3} {:>12.3}",
+                "{:<46} {:>8.2}ms {:>8.2}ms {:>10.3} {:>10.3}",
                 format!("{scenario}: {}", c.name),
                 a.as_secs_f64() * 1e3,
                 d.as_secs_f64() * 1e3,

@@ -1,6 +1,7 @@
 //! Measures the sled store on this machine's disk: the latency of one durable write, the
-//! throughput of 64 concurrent writers with group commit and with one flush per write, and the
-//! time to open an empty store and one holding 10,000 objects.
+//! throughput of 64 concurrent writers with group commit and with one flush per write, the
+//! time to open an empty store and one holding 10,000 objects, and the engine's allocate and
+//! release on it as the pool fills (0, 1,000, 5,000 records).
 //!
 //! ```text
 //! cargo run --release -p ipam-store-sled --example perf [-- DIR]
@@ -12,6 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ipam_core::engine::{AllocateRequest, AnyObject, Engine, ReleaseRequest};
+use ipam_core::select::{NicConfig, PodContext};
 use ipam_core::store::{Store, TypedStore};
 use ipam_core::{Kind, SpiderIPPool, ips};
 use ipam_store_sled::{FlushPolicy, OpenOptions, SledStore};
@@ -22,6 +25,8 @@ const WRITERS: usize = 64;
 const WRITES_EACH: usize = 20;
 const OBJECTS: usize = 10_000;
 const OPENS: usize = 5;
+const ENGINE_OPS: usize = 200;
+const ENGINE_FILLS: [usize; 3] = [0, 1_000, 5_000];
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -180,6 +185,84 @@ async fn open_times(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A container of its own pod asking for one IPv4 address of the pool `bench`.
+fn allocate_request(id: &str) -> AllocateRequest {
+    AllocateRequest {
+        pod: PodContext {
+            namespace: "default".into(),
+            name: id.into(),
+            ..Default::default()
+        },
+        pod_uid: format!("uid-{id}"),
+        container_id: id.into(),
+        netns: None,
+        nics: vec![NicConfig {
+            interface: "eth0".into(),
+            default_ipv4_pools: vec!["bench".into()],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The engine on the store, as the agent runs it: `ENGINE_OPS` allocations then their
+/// releases, one after the other (each ends with an fsync), with the pool already holding
+/// 0, 1,000 and 5,000 records.
+async fn engine_ops(dir: &Path) -> Result<()> {
+    let engine = Engine::new(SledStore::open(dir, OpenOptions::new())?);
+    engine
+        .apply(AnyObject::Pool(SpiderIPPool::new(
+            "bench",
+            "10.201.0.0/16".parse()?,
+            ips!["10.201.0.0/16"],
+        )))
+        .await?;
+    let mut filled = 0;
+    for fill in ENGINE_FILLS {
+        // Many at once: the engine merges them into few pool writes.
+        for chunk in (filled..fill).collect::<Vec<_>>().chunks(250) {
+            let requests: Vec<_> = chunk
+                .iter()
+                .map(|i| allocate_request(&format!("fill{i}")))
+                .collect();
+            for r in futures::future::join_all(requests.iter().map(|r| engine.allocate(r))).await {
+                r?;
+            }
+        }
+        filled = fill;
+        let (mut adds, mut dels) = (Vec::new(), Vec::new());
+        for i in 0..ENGINE_OPS {
+            let request = allocate_request(&format!("op{fill}-{i}"));
+            let start = Instant::now();
+            engine.allocate(&request).await?;
+            adds.push(start.elapsed());
+        }
+        for i in 0..ENGINE_OPS {
+            let id = format!("op{fill}-{i}");
+            let request = ReleaseRequest {
+                namespace: "default".into(),
+                name: id.clone(),
+                pod_uid: format!("uid-{id}"),
+                container_id: id,
+                interfaces: None,
+                app: None,
+            };
+            let start = Instant::now();
+            engine.release(&request).await?;
+            dels.push(start.elapsed());
+        }
+        adds.sort();
+        dels.sort();
+        println!(
+            "engine, pool holding {fill} records: allocate p50 {}  p99 {};  release p50 {}  p99 {}",
+            ms(percentile(&adds, 50)),
+            ms(percentile(&adds, 99)),
+            ms(percentile(&dels, 50)),
+            ms(percentile(&dels, 99)),
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let tmp;
@@ -195,5 +278,6 @@ async fn main() -> Result<()> {
     concurrent_writers(&root.join("group"), FlushPolicy::Group).await?;
     concurrent_writers(&root.join("each"), FlushPolicy::EachWrite).await?;
     open_times(&root).await?;
+    engine_ops(&root.join("engine")).await?;
     Ok(())
 }
