@@ -90,6 +90,7 @@ pub(crate) fn open_db(path: &Path) -> Result<sled::Db, OpenError> {
         let config = sled::Config::new().path(path).flush_every_ms(None);
         match config.open() {
             Ok(db) => return Ok(db),
+            Err(sled::Error::Corruption { .. }) if discard_partial_snapshots(path)? => continue,
             Err(e) if is_lock_contention(&e) && Instant::now() < deadline => {
                 tracing::debug!(db = %path.display(), "sled lock still held; retrying");
                 thread::sleep(pause);
@@ -103,6 +104,35 @@ pub(crate) fn open_db(path: &Path) -> Result<sled::Db, OpenError> {
             }
         }
     }
+}
+
+/// Removes the snapshot files sled left half-written; whether there were any.
+///
+/// sled 0.34.7 writes a snapshot while it opens (when the log advanced past the last one) into
+/// `snap.<lsn>.generating`, syncs it and renames it to `snap.<lsn>`. But when it looks for the
+/// latest snapshot it takes every `snap.*` file, the `.generating` ones included, and the name
+/// of one sorts last: a process killed while opening the store (a CNI plugin that timed out,
+/// say) leaves a file that makes every later open fail with `Corruption` (spacejam/sled#1527,
+/// #1533). The file is by construction not a snapshot yet — the previous one and the log are
+/// intact — so it is removed, with a warning, and the open tried again.
+fn discard_partial_snapshots(path: &Path) -> Result<bool, OpenError> {
+    let io_error = |e| OpenError::Sled {
+        path: path.to_path_buf(),
+        source: sled::Error::Io(e),
+    };
+    let mut discarded = false;
+    for entry in std::fs::read_dir(path).map_err(io_error)? {
+        let entry = entry.map_err(io_error)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %entry.path().display(),
+                "removing a snapshot sled left half-written (a process died while opening the store)");
+            std::fs::remove_file(entry.path()).map_err(io_error)?;
+            discarded = true;
+        }
+    }
+    Ok(discarded)
 }
 
 /// Whether sled failed because its file lock is held. sled 0.34.7 (`Config::open_file`) reports

@@ -316,3 +316,26 @@ async fn a_listing_gives_each_pool_exactly_its_own_records() {
         .collect();
     assert_eq!(got, [("a", 1), ("a.b", 3), ("b", 5)]);
 }
+
+#[tokio::test]
+async fn a_snapshot_half_written_by_a_killed_process_does_not_stop_the_store_opening() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = open(tmp.path());
+        store.create_as(&pool("kept")).await.unwrap();
+    }
+    // What sled leaves when the process dies while it writes a snapshot during open: a
+    // `.generating` file whose name sorts after every finished snapshot.
+    let partial = tmp.path().join("db/snap.FFFFFFFFFFFFFFF0.generating");
+    std::fs::write(&partial, b"\x01\x02\x03").unwrap();
+    let store = SledStore::open(tmp.path(), OpenOptions::new()).unwrap_or_else(|e| {
+        panic!(
+            "the store does not open: {e} ({:?})",
+            std::error::Error::source(&e)
+        )
+    });
+    let kept: Option<SpiderIPPool> = store.get_as(None, "kept").await.unwrap();
+    assert!(kept.is_some(), "what was written before is still there");
+    assert!(!partial.exists(), "the partial snapshot is gone");
+    store.create_as(&pool("after")).await.unwrap();
+}
