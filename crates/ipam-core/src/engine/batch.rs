@@ -138,7 +138,8 @@ impl Holders {
         holders
     }
 
-    /// The index entries of `r` (empty uids and pod names are never looked up: not indexed).
+    /// The index entries of `r`: its container, its pod uid (an empty one is never looked up,
+    /// so not indexed), and its pod name when no container holds it.
     fn keys<'r>(
         &mut self,
         r: &'r IpRecord,
@@ -150,8 +151,10 @@ impl Holders {
         } = self;
         let container = r.container_id.as_deref().map(|c| (by_container, c));
         let uid = (!r.pod_uid.is_empty()).then_some((by_uid, r.pod_uid.as_str()));
-        let pod =
-            (r.container_id.is_none() && !r.pod.is_empty()).then_some((detached, r.pod.as_str()));
+        let pod = r
+            .container_id
+            .is_none()
+            .then_some((detached, r.pod.as_str()));
         container.into_iter().chain(uid).chain(pod)
     }
 
