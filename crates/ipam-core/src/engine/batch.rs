@@ -345,9 +345,6 @@ impl<S: Store> Engine<S> {
         let mut attempt = 0;
         loop {
             let result = self.try_commit(name, ops).await;
-            if let Err(Error::Conflict(_)) = &result {
-                self.forget_pool(name);
-            }
             match result {
                 Err(Error::Conflict(_)) if attempt + 1 < self.config.max_retries => {
                     attempt += 1;

@@ -160,14 +160,15 @@ impl<S: Store> Engine<S> {
 
     /// One pool.
     pub(crate) async fn pool(&self, name: &str) -> Result<Option<Arc<SpiderIPPool>>, Error> {
-        {
+        let epoch = {
             let mut st = self.cache.lock();
             if st.drain()
                 && let Some(p) = st.pools.get(name)
             {
                 return Ok(Some(p.clone()));
             }
-        }
+            st.epoch
+        };
         let got = self
             .store
             .get_as::<SpiderIPPool>(None, name)
@@ -175,9 +176,8 @@ impl<S: Store> Engine<S> {
             .map(Arc::new);
         if let Some(p) = &got {
             let mut st = self.cache.lock();
-            if st.drain() {
+            if st.drain() && st.epoch == epoch {
                 st.pools.insert(name.to_string(), p.clone());
-                st.drain();
             }
         }
         Ok(got)

@@ -229,11 +229,6 @@ impl<S: Store> Engine<S> {
         loop {
             match f().await {
                 Err(e @ (Error::Conflict(_) | Error::AlreadyExists(_))) => {
-                    if let Error::Conflict(k) | Error::AlreadyExists(k) = &e
-                        && k.kind == Kind::SpiderIPPool
-                    {
-                        self.forget_pool(&k.name);
-                    }
                     attempt += 1;
                     if attempt >= self.config.max_retries {
                         tracing::warn!(%key, error = %e, "giving up after conflicts");
