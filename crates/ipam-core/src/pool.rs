@@ -261,10 +261,9 @@ impl SpiderIPPool {
     /// The allocator state of this pool, with `reserved` IPs never handed out.
     pub fn allocator(&self, reserved: &IpSet) -> Allocator {
         let allocatable = self.usable_ips().difference(reserved);
-        let records = self.status.as_ref().and_then(|s| s.allocated_ips.as_ref());
         Allocator::restore(
             allocatable,
-            records.into_iter().flat_map(|r| r.0.keys()),
+            self.iter_records().map(|(ip, _)| ip),
             self.status.as_ref().and_then(|s| s.last_allocated_ip),
         )
     }

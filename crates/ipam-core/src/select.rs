@@ -80,8 +80,6 @@ pub enum Source {
     CniConfig,
     /// Pools with `spec.default: true`.
     ClusterDefault,
-    /// The IPs already recorded for this container and interface (a retried ADD).
-    Recorded,
 }
 
 impl Source {
@@ -93,7 +91,6 @@ impl Source {
             Source::Namespace => "the namespace's default-ipv4/ipv6-ippool annotations",
             Source::CniConfig => "the CNI config's default_ipv4/ipv6_ippool",
             Source::ClusterDefault => "the pools with spec.default: true",
-            Source::Recorded => "the IPs recorded for this container",
         }
     }
 }

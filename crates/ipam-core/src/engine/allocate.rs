@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::meta::{Kind, ObjectKey};
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::range::IpFamily;
-use crate::select::{NicConfig, PodContext, Selection, find_auto_pool, select};
+use crate::select::{NicConfig, PodContext, find_auto_pool, select};
 use crate::store::{Store, TypedStore};
 use crate::workload::{AppRef, StatefulSet, WorkloadKind};
 
@@ -153,45 +153,46 @@ impl<S: Store> Engine<S> {
         let mut taken: Vec<Taken> = Vec::new();
         let mut moved: Vec<(String, IpAddr)> = Vec::new();
         let mut out = Vec::new();
-        let mut selections = Vec::new();
+        let mut clean_gateways = Vec::new();
         let result: Result<(), Error> = async {
             for nic in &req.nics {
                 let prior = endpoint
                     .as_ref()
                     .filter(|e| retained || e.current().uid == req.pod_uid)
                     .and_then(|e| e.nic(&nic.interface).cloned());
-                if let Some(selection) = self
-                    .recorded(req, &ctx, nic, endpoint.as_ref(), &mut taken)
+                // What each IP of this NIC will record as its holder.
+                let record = IpRecord {
+                    pod: pod_key(&ctx.namespace, &ctx.name),
+                    pod_uid: req.pod_uid.clone(),
+                    container_id: Some(req.container_id.clone()),
+                    interface: Some(nic.interface.clone()),
+                    network: nic.network.clone(),
+                    netns: req.netns.clone(),
+                };
+                if let Some(clean_gateway) = self
+                    .recorded(req, nic, &record, endpoint.as_ref(), &mut taken)
                     .await?
                 {
-                    selections.push((nic, selection));
+                    clean_gateways.push((nic, clean_gateway));
                     continue;
                 }
                 // The listing is dropped before the pool writes, which can then take the cached
                 // pools over instead of copying them.
                 let selection = select(&ctx, &parsed, nic, &self.pools().await?)?;
                 for (family, candidates) in &selection.families {
-                    let record = IpRecord {
-                        pod: pod_key(&ctx.namespace, &ctx.name),
-                        pod_uid: req.pod_uid.clone(),
-                        container_id: Some(req.container_id.clone()),
-                        interface: Some(nic.interface.clone()),
-                        network: nic.network.clone(),
-                        netns: req.netns.clone(),
-                    };
                     let t = self
                         .allocate_family(
                             &nic.interface,
                             *family,
                             candidates,
                             prior.as_ref(),
-                            record,
+                            record.clone(),
                             &mut moved,
                         )
                         .await?;
                     taken.push(t);
                 }
-                selections.push((nic, selection));
+                clean_gateways.push((nic, selection.clean_gateway));
             }
             Ok(())
         }
@@ -201,8 +202,11 @@ impl<S: Store> Engine<S> {
             return Err(e);
         }
 
-        for (nic, selection) in &selections {
-            out.push(self.nic_addresses(nic, selection, &taken, &parsed).await?);
+        for (nic, clean_gateway) in clean_gateways {
+            out.push(
+                self.nic_addresses(nic, clean_gateway, &taken, &parsed)
+                    .await?,
+            );
         }
         if let Err(e) = self.record_endpoint(&ctx, req, retained, &out).await {
             self.rollback(&taken).await;
@@ -239,17 +243,8 @@ impl<S: Store> Engine<S> {
             prior.and_then(|p| p.pool(family)),
         ) {
             if candidates.iter().any(|c| c == pool) {
-                let op = PoolOp::Restamp {
-                    ip: addr.addr(),
-                    record: record.clone(),
-                };
-                if self.pool_op(pool, op).await? == OpResult::Restamped(true) {
-                    return Ok(Taken {
-                        pool: pool.to_string(),
-                        ip: addr.addr(),
-                        fresh: false,
-                        record,
-                    });
+                if let Some(t) = self.restamp(pool, addr.addr(), &record).await? {
+                    return Ok(t);
                 }
             } else {
                 moved.push((pool.to_string(), addr.addr()));
@@ -300,15 +295,15 @@ impl<S: Store> Engine<S> {
 
     /// A retried ADD of the same container and interface gets what it has, whatever selection
     /// would say now (the application may have changed since): the recorded IPs, confirmed in
-    /// their pools.
+    /// their pools. Returns the NIC's recorded `clean_gateway` when it does.
     async fn recorded(
         &self,
         req: &AllocateRequest,
-        ctx: &PodContext,
         nic: &NicConfig,
+        record: &IpRecord,
         endpoint: Option<&SpiderEndpoint>,
         taken: &mut Vec<Taken>,
-    ) -> Result<Option<Selection>, Error> {
+    ) -> Result<Option<bool>, Error> {
         let Some(ep) = endpoint else { return Ok(None) };
         let current = ep.current();
         if current.container_id.as_deref() != Some(req.container_id.as_str()) {
@@ -318,42 +313,40 @@ impl<S: Store> Engine<S> {
             return Ok(None);
         };
         let mut mine = Vec::new();
-        let mut families = Vec::new();
         for family in IpFamily::BOTH {
             let (Some(addr), Some(pool)) = (entry.address(family), entry.pool(family)) else {
                 continue;
             };
-            let record = IpRecord {
-                pod: pod_key(&ctx.namespace, &ctx.name),
-                pod_uid: req.pod_uid.clone(),
-                container_id: Some(req.container_id.clone()),
-                interface: Some(nic.interface.clone()),
-                network: nic.network.clone(),
-                netns: req.netns.clone(),
-            };
-            let op = PoolOp::Restamp {
-                ip: addr.addr(),
-                record: record.clone(),
-            };
-            if self.pool_op(pool, op).await? != OpResult::Restamped(true) {
-                return Ok(None);
+            match self.restamp(pool, addr.addr(), record).await? {
+                Some(t) => mine.push(t),
+                None => return Ok(None),
             }
-            mine.push(Taken {
-                pool: pool.to_string(),
-                ip: addr.addr(),
-                fresh: false,
-                record,
-            });
-            families.push((family, vec![pool.to_string()]));
         }
         if mine.is_empty() {
             return Ok(None);
         }
         taken.extend(mine);
-        Ok(Some(Selection {
-            source: crate::select::Source::Recorded,
-            families,
-            clean_gateway: entry.clean_gateway.unwrap_or(false),
+        Ok(Some(entry.clean_gateway.unwrap_or(false)))
+    }
+
+    /// Gives `ip` of `pool` back to the pod `record` names, now held by `record`; `None` when
+    /// the pool holds it for another pod (see [`PoolOp::Restamp`]).
+    async fn restamp(
+        &self,
+        pool: &str,
+        ip: IpAddr,
+        record: &IpRecord,
+    ) -> Result<Option<Taken>, Error> {
+        let op = PoolOp::Restamp {
+            ip,
+            record: record.clone(),
+        };
+        let restamped = self.pool_op(pool, op).await? == OpResult::Restamped(true);
+        Ok(restamped.then(|| Taken {
+            pool: pool.to_string(),
+            ip,
+            fresh: false,
+            record: record.clone(),
         }))
     }
 
@@ -385,7 +378,7 @@ impl<S: Store> Engine<S> {
     async fn nic_addresses(
         &self,
         nic: &NicConfig,
-        selection: &Selection,
+        clean_gateway: bool,
         taken: &[Taken],
         parsed: &PodAnnotations,
     ) -> Result<NicAddresses, Error> {
@@ -421,7 +414,7 @@ impl<S: Store> Engine<S> {
             interface: nic.interface.clone(),
             ips,
             routes,
-            clean_gateway: selection.clean_gateway,
+            clean_gateway,
         })
     }
 

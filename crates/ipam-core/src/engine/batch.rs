@@ -460,13 +460,10 @@ impl<S: Store> Engine<S> {
         let mut cache = self.batcher.cache.lock().unwrap_or_else(|p| p.into_inner());
         match cache.remove(name) {
             Some(c) if c.version == version && &c.reserved == reserved => (c.allocator, c.holders),
-            _ => {
-                let records = pool.status.as_ref().and_then(|s| s.allocated_ips.as_ref());
-                (
-                    pool.allocator(reserved),
-                    Holders::build(records.into_iter().flat_map(|r| r.0.iter())),
-                )
-            }
+            _ => (
+                pool.allocator(reserved),
+                Holders::build(pool.iter_records()),
+            ),
         }
     }
 
