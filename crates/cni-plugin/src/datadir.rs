@@ -58,6 +58,14 @@ impl DataDirStore {
             DataDirStore::Sled(_) => None,
         }
     }
+
+    /// The store behind either variant.
+    fn inner(&self) -> &dyn Store {
+        match self {
+            DataDirStore::Agent(s) => s,
+            DataDirStore::Sled(s) => s,
+        }
+    }
 }
 
 /// Opens the store of `dir` (see the [module docs](self)). Blocking work (the lock wait,
@@ -111,13 +119,12 @@ pub(crate) fn open_error(e: OpenError) -> Error {
     }
 }
 
+/// Every method forwards to the store behind (one left out would silently take the trait's
+/// default instead of the backend's own).
 #[async_trait]
 impl Store for DataDirStore {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.get(key).await,
-            DataDirStore::Sled(s) => s.get(key).await,
-        }
+        self.inner().get(key).await
     }
 
     async fn list(
@@ -126,31 +133,19 @@ impl Store for DataDirStore {
         namespace: Option<&str>,
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.list(kind, namespace, selector).await,
-            DataDirStore::Sled(s) => s.list(kind, namespace, selector).await,
-        }
+        self.inner().list(kind, namespace, selector).await
     }
 
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.create(kind, object).await,
-            DataDirStore::Sled(s) => s.create(kind, object).await,
-        }
+        self.inner().create(kind, object).await
     }
 
     async fn update(&self, kind: Kind, object: Value) -> Result<Value, ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.update(kind, object).await,
-            DataDirStore::Sled(s) => s.update(kind, object).await,
-        }
+        self.inner().update(kind, object).await
     }
 
     async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.update_status(kind, object).await,
-            DataDirStore::Sled(s) => s.update_status(kind, object).await,
-        }
+        self.inner().update_status(kind, object).await
     }
 
     async fn delete(
@@ -158,10 +153,7 @@ impl Store for DataDirStore {
         key: &ObjectKey,
         precondition: Option<&str>,
     ) -> Result<Deleted, ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.delete(key, precondition).await,
-            DataDirStore::Sled(s) => s.delete(key, precondition).await,
-        }
+        self.inner().delete(key, precondition).await
     }
 
     async fn update_pool_records(
@@ -170,30 +162,18 @@ impl Store for DataDirStore {
         version: &str,
         delta: &RecordsDelta,
     ) -> Result<String, ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.update_pool_records(name, version, delta).await,
-            DataDirStore::Sled(s) => s.update_pool_records(name, version, delta).await,
-        }
-    }
-
-    fn watch(&self, kind: Kind) -> WatchStream {
-        match self {
-            DataDirStore::Agent(s) => s.watch(kind),
-            DataDirStore::Sled(s) => s.watch(kind),
-        }
+        self.inner().update_pool_records(name, version, delta).await
     }
 
     async fn sync(&self) -> Result<(), ipam_core::Error> {
-        match self {
-            DataDirStore::Agent(s) => s.sync().await,
-            DataDirStore::Sled(s) => s.sync().await,
-        }
+        self.inner().sync().await
+    }
+
+    fn watch(&self, kind: Kind) -> WatchStream {
+        self.inner().watch(kind)
     }
 
     fn watches_every_write(&self) -> bool {
-        match self {
-            DataDirStore::Agent(s) => s.watches_every_write(),
-            DataDirStore::Sled(s) => s.watches_every_write(),
-        }
+        self.inner().watches_every_write()
     }
 }
