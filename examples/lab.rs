@@ -25,7 +25,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use berth::core::engine::{AnyObject, Engine};
+use berth::core::engine::Engine;
 use berth::core::store::TypedStore;
 use berth::core::{SpiderIPPool, SpiderSubnet, WorkloadKind};
 use berth::{manifest, table};
@@ -180,22 +180,10 @@ impl Lab {
     fn apply(&self, name: &str, yaml: &str) -> Res<()> {
         let objects = manifest::parse(name, yaml)?;
         self.store(async |engine| {
-            for mut object in objects {
-                if let AnyObject::Deployment(d) = &mut object {
-                    d.metadata.namespace.get_or_insert_with(|| "default".into());
-                }
+            for object in objects {
                 let key = object.key();
-                let group = match object {
-                    AnyObject::Deployment(_) | AnyObject::StatefulSet(_) => "apps",
-                    _ => "spiderpool.spidernet.io",
-                };
-                let applied = engine.apply(object).await?;
-                println!(
-                    "{}.{group}/{} {}",
-                    key.kind.name().to_lowercase(),
-                    key.name,
-                    format!("{applied:?}").to_lowercase()
-                );
+                let outcome = engine.apply(object).await?;
+                println!("{}", table::applied(&key, outcome));
             }
             Ok(())
         })

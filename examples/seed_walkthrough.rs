@@ -52,13 +52,8 @@ impl<S: Store> Walk<S> {
     async fn apply(&self, name: &str, yaml: &str) -> Res<()> {
         for obj in manifest::parse(name, yaml)? {
             let key = obj.key();
-            let applied = self.engine.apply(obj).await?;
-            println!(
-                "{}/{} {}",
-                key.kind.name().to_lowercase(),
-                key.name,
-                format!("{applied:?}").to_lowercase()
-            );
+            let outcome = self.engine.apply(obj).await?;
+            println!("{}", table::applied(&key, outcome));
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth::core::engine::{Applied, Engine, GcReport};
+use berth::core::engine::{Engine, GcReport};
 use berth::core::store::{Store, TypedStore};
 use berth::core::{
     Deployment, Error, Kind, Object, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP,
@@ -134,12 +134,6 @@ fn kind_of(s: &str) -> Result<Kind, CliError> {
     })
 }
 
-/// kubectl's resource name: `spiderippool.spiderpool.spidernet.io`, `deployment.apps`.
-fn resource(kind: Kind) -> String {
-    let group = kind.api_version().rsplit_once('/').map_or("", |(g, _)| g);
-    format!("{}.{group}", kind.name().to_lowercase())
-}
-
 fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
     if kind.is_namespaced() {
         ObjectKey::namespaced(kind, namespace, name)
@@ -176,26 +170,17 @@ async fn apply<S: Store>(
     let mut failed = 0;
     for mut obj in objects {
         use berth::core::engine::AnyObject;
-        if let AnyObject::Deployment(d) = &mut obj {
-            d.metadata
-                .namespace
-                .get_or_insert_with(|| namespace.to_string());
-        }
-        if let AnyObject::StatefulSet(s) = &mut obj {
-            s.metadata
+        use berth::core::{Deployment, StatefulSet};
+        if let AnyObject::Deployment(Deployment(w)) | AnyObject::StatefulSet(StatefulSet(w)) =
+            &mut obj
+        {
+            w.metadata
                 .namespace
                 .get_or_insert_with(|| namespace.to_string());
         }
         let key = obj.key();
         match engine.apply(obj).await {
-            Ok(outcome) => {
-                let verb = match outcome {
-                    Applied::Created => "created",
-                    Applied::Configured => "configured",
-                    Applied::Unchanged => "unchanged",
-                };
-                println!("{}/{} {verb}", resource(key.kind), key.name);
-            }
+            Ok(outcome) => println!("{}", table::applied(&key, outcome)),
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {e}");
@@ -350,7 +335,7 @@ async fn delete<S: Store>(
                     }
                     _ => String::new(),
                 };
-                println!("{} \"{name}\" deleted{note}", resource(kind));
+                println!("{} \"{name}\" deleted{note}", table::resource(kind));
             }
             Err(e) => {
                 failed += 1;
@@ -404,7 +389,7 @@ async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
                 }
             };
             engine.scale(wk, ns, name, *replicas).await?;
-            println!("{}/{name} scaled", resource(k));
+            println!("{}/{name} scaled", table::resource(k));
             Ok(())
         }
         Command::Delete { kind, names } => delete(&engine, ns, kind_of(kind)?, names).await,

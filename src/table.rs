@@ -1,8 +1,27 @@
-//! `kubectl get`-style tables of Berth's objects, with the columns Spiderpool's CRDs print.
+//! What kubectl prints: `kubectl get`-style tables of Berth's objects, with the columns
+//! Spiderpool's CRDs print, and the resource names `kubectl apply` and friends report.
 
+use ipam_core::engine::Applied;
 use ipam_core::{
-    Deployment, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet, StatefulSet, Workload,
+    Deployment, Kind, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet,
+    StatefulSet, Workload,
 };
+
+/// kubectl's resource name of a kind: `spiderippool.spiderpool.spidernet.io`, `deployment.apps`.
+pub fn resource(kind: Kind) -> String {
+    let group = kind.api_version().rsplit_once('/').map_or("", |(g, _)| g);
+    format!("{}.{group}", kind.name().to_lowercase())
+}
+
+/// What `kubectl apply` prints for one object: `deployment.apps/test-app created`.
+pub fn applied(key: &ObjectKey, outcome: Applied) -> String {
+    let verb = match outcome {
+        Applied::Created => "created",
+        Applied::Configured => "configured",
+        Applied::Unchanged => "unchanged",
+    };
+    format!("{}/{} {verb}", resource(key.kind), key.name)
+}
 
 /// Lays out rows like kubectl's tabwriter: each column as wide as its widest cell plus 3.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
