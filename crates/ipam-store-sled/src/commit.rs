@@ -118,11 +118,11 @@ impl GroupCommit {
         // blocking pool.
         use tokio::runtime::{Handle, RuntimeFlavor};
         if let Ok(RuntimeFlavor::MultiThread) = Handle::try_current().map(|h| h.runtime_flavor()) {
-            return tokio::task::block_in_place(|| self.disk.sync());
+            return tokio::task::block_in_place(|| self.disk.sync()).map_err(Into::into);
         }
         let disk = self.disk.clone();
         match tokio::task::spawn_blocking(move || disk.sync()).await {
-            Ok(synced) => synced,
+            Ok(synced) => synced.map_err(Into::into),
             // The sync panicked (or the runtime is shutting down).
             Err(join) => Err(join.into()),
         }

@@ -53,10 +53,8 @@ impl Disk {
             blob_dir: db_dir.join(BLOB_DIR),
             synced_blobs: Mutex::new(HashSet::new()),
         };
-        disk.db.flush().map_err(io::Error::other)?;
-        disk.log.sync_data()?;
+        disk.sync()?;
         File::open(db_dir.join(CONF_FILE))?.sync_data()?;
-        disk.sync_blobs()?;
         for dir in [db_dir, data_dir] {
             File::open(dir)?.sync_all()?;
         }
@@ -64,11 +62,10 @@ impl Disk {
     }
 
     /// Makes every write that sled accepted before this call durable. Blocks on the disk.
-    pub(crate) fn sync(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.db.flush()?;
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.db.flush().map_err(io::Error::other)?;
         self.log.sync_data()?;
-        self.sync_blobs()?;
-        Ok(())
+        self.sync_blobs()
     }
 
     /// Syncs blob files not synced yet, then their directory if there were any.

@@ -161,9 +161,9 @@ pub(crate) fn check_schema(db: &sled::Db, dir: &Path) -> Result<(), OpenError> {
                     dir: dir.to_path_buf(),
                 });
             }
+            // Made durable with the rest of the layout when the store finishes opening.
             db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
                 .map_err(sled_error)?;
-            db.flush().map_err(sled_error)?;
             Ok(())
         }
     }
