@@ -296,7 +296,9 @@ impl Error {
     }
 }
 
-fn source_chain(err: &dyn std::error::Error) -> String {
+/// The texts of an error's `#[source]` chain (not its own), joined by `": "`: what CNI error
+/// `details` carry.
+pub fn source_chain(err: &dyn std::error::Error) -> String {
     let mut parts = Vec::new();
     let mut next = err.source();
     while let Some(e) = next {
@@ -304,6 +306,14 @@ fn source_chain(err: &dyn std::error::Error) -> String {
         next = e.source();
     }
     parts.join(": ")
+}
+
+/// An error's text followed by its `#[source]` chain, joined by `": "`.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    match source_chain(err) {
+        sources if sources.is_empty() => err.to_string(),
+        sources => format!("{err}: {sources}"),
+    }
 }
 
 impl From<ipam_core::Error> for Error {

@@ -130,17 +130,7 @@ impl Error {
     }
 }
 
-/// The message of an error followed by its `#[source]` chain, `": "`-joined.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
-}
+pub use cni_plugin::error::chain;
 
 fn join_chains(errors: &[Error]) -> String {
     errors
@@ -160,18 +150,10 @@ impl From<Error> for cni_plugin::Error {
             other => cni_plugin::Error::Cni(cni_plugin::CniError::new(
                 other.cni_code(),
                 other.to_string(),
-                other_details(&other),
+                cni_plugin::error::source_chain(&other),
             )),
         }
     }
-}
-
-fn other_details(err: &Error) -> String {
-    let full = chain(err);
-    let head = err.to_string();
-    full.strip_prefix(&head)
-        .map(|rest| rest.trim_start_matches(": ").to_owned())
-        .unwrap_or(full)
 }
 
 #[cfg(test)]

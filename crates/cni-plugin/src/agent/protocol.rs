@@ -397,18 +397,6 @@ pub enum StoreError {
     },
 }
 
-/// An error's text followed by its `#[source]` chain, joined by `": "`.
-pub(crate) fn with_sources(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
-}
-
 /// A Backend error read back from the wire: its text only.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -444,7 +432,7 @@ impl StoreError {
                 message,
             },
             _ => StoreError::Backend {
-                message: with_sources(err),
+                message: crate::error::chain(err),
             },
         }
     }
