@@ -96,14 +96,55 @@ pub enum Error {
     Many(Vec<Error>),
 }
 
+/// The kernel's errno (positive, e.g. 17 for EEXIST) when `e` is a netlink refusal.
+pub(crate) fn kernel_errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()),
+        _ => None,
+    }
+}
+
+/// The outcome of one netlink request: a kernel refusal with an errno in `benign` (the state
+/// already is as asked: EEXIST on an add, ENOENT on a delete) is success, any other failure an
+/// [`Error::Netlink`] naming `op`.
+pub(crate) fn outcome(
+    result: Result<(), rtnetlink::Error>,
+    benign: &[i32],
+    side: Side,
+    op: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    match result {
+        Err(e) if !kernel_errno(&e).is_some_and(|n| benign.contains(&n)) => Err(Error::Netlink {
+            side,
+            op: op(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a netlink dump to its end; a failure is an [`Error::Netlink`] naming `op`.
+pub(crate) async fn dump<T>(
+    request: impl futures::TryStream<Ok = T, Error = rtnetlink::Error>,
+    side: Side,
+    op: impl FnOnce() -> String,
+) -> Result<Vec<T>, Error> {
+    use futures::TryStreamExt;
+    request
+        .try_collect()
+        .await
+        .map_err(|source| Error::Netlink {
+            side,
+            op: op(),
+            source,
+        })
+}
+
 impl Error {
     /// The netlink errno (positive, e.g. 17 for EEXIST) when this is a kernel refusal.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Netlink {
-                source: rtnetlink::Error::NetlinkError(msg),
-                ..
-            } => Some(msg.raw_code().abs()),
+            Error::Netlink { source, .. } => kernel_errno(source),
             _ => None,
         }
     }

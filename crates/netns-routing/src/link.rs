@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec};
 
-use crate::error::{Error, Side};
+use crate::error::{self, Error, Side};
 
 /// An Ethernet address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,17 +89,10 @@ pub struct Links {
 impl Links {
     /// Dumps the links of the handle's namespace.
     pub async fn dump(handle: &Handle, side: Side) -> Result<Links, Error> {
-        let messages: Vec<LinkMessage> = handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| Error::Netlink {
-                side,
-                op: "ip link show".into(),
-                source,
-            })?;
+        let messages: Vec<LinkMessage> = error::dump(handle.link().get().execute(), side, || {
+            "ip link show".into()
+        })
+        .await?;
         Ok(Links {
             by_name: messages
                 .iter()
@@ -183,15 +175,12 @@ pub async fn set_alias(handle: &Handle, side: Side, link: &Link, alias: &str) ->
 
 /// `ip link del <name>`; a link already gone is success.
 pub async fn delete(handle: &Handle, side: Side, link: &Link) -> Result<(), Error> {
-    match handle.link().del(link.index).execute().await {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == nix::libc::ENODEV => Ok(()),
-        Err(source) => Err(Error::Netlink {
-            side,
-            op: format!("ip link del {}", link.name),
-            source,
-        }),
-    }
+    error::outcome(
+        handle.link().del(link.index).execute().await,
+        &[nix::libc::ENODEV],
+        side,
+        || format!("ip link del {}", link.name),
+    )
 }
 
 #[cfg(test)]

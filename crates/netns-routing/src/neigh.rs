@@ -9,13 +9,12 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use rtnetlink::Handle;
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 
-use crate::error::{Error, Side};
+use crate::error::{self, Error, Side};
 use crate::link::{Links, Mac};
 
 /// `<ip> lladdr <mac> dev <dev> nud permanent`.
@@ -79,17 +78,11 @@ pub async fn dump_permanent(
     links: &Links,
     side: Side,
 ) -> Result<Vec<Neighbour>, Error> {
-    let messages: Vec<NeighbourMessage> = handle
-        .neighbours()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| Error::Netlink {
-        side,
-        op: "ip neigh show".into(),
-        source,
-    })?;
+    let messages: Vec<NeighbourMessage> =
+        error::dump(handle.neighbours().get().execute(), side, || {
+            "ip neigh show".into()
+        })
+        .await?;
     Ok(messages
         .iter()
         .filter(|m| m.header.state == NeighbourState::Permanent)

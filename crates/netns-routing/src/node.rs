@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use crate::error::{Error, Side};
+use crate::error::{self, Error, Side};
 use crate::plan::{Nic, NodeIps};
 
 /// What `ip route get <ip>` answers: the source address and the output link.
@@ -34,10 +34,10 @@ pub async fn route_get(handle: &Handle, ip: IpAddr) -> Result<Option<RouteGet>, 
         handle.route().get(request).execute().try_collect().await;
     let messages = match answer {
         Ok(m) => m,
-        Err(rtnetlink::Error::NetlinkError(e))
+        Err(e)
             if matches!(
-                e.raw_code().abs(),
-                nix::libc::ENETUNREACH | nix::libc::EHOSTUNREACH | nix::libc::ESRCH
+                error::kernel_errno(&e),
+                Some(nix::libc::ENETUNREACH | nix::libc::EHOSTUNREACH | nix::libc::ESRCH)
             ) =>
         {
             return Ok(None);

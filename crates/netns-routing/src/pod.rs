@@ -12,12 +12,11 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::Handle;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 
-use crate::error::{Error, Side};
+use crate::error::{self, Error, Side};
 use crate::link::{self, Links};
 use crate::neigh::{self, Neighbour};
 use crate::netns::Netns;
@@ -483,18 +482,12 @@ async fn read_nic(pod: &Handle, links: &Links, routes: &[Route], name: &str) -> 
         name: name.to_owned(),
         hint: " (the first NIC, needed to move the default route)".into(),
     })?;
-    let messages: Vec<AddressMessage> = pod
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| Error::Netlink {
-            side: Side::Pod,
-            op: format!("ip address show dev {name}"),
-            source,
-        })?;
+    let messages: Vec<AddressMessage> = error::dump(
+        pod.address().get().set_link_index_filter(index).execute(),
+        Side::Pod,
+        || format!("ip address show dev {name}"),
+    )
+    .await?;
     let addresses = messages
         .iter()
         .filter(|m| m.header.index == index && m.header.scope == AddressScope::Universe)

@@ -11,12 +11,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion};
 
-use crate::error::{Error, Side};
+use crate::error::{self, Error, Side};
 
 /// The priority of `from <NIC IP> lookup 100` — the seed's 32764.
 pub const FROM_PREF_TABLE_100: u32 = 32764;
@@ -138,15 +137,9 @@ pub async fn add(handle: &Handle, side: Side, rule: &Rule) -> Result<(), Error> 
             r.execute().await
         }
     };
-    match result {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == nix::libc::EEXIST => Ok(()),
-        Err(source) => Err(Error::Netlink {
-            side,
-            op: format!("ip {}rule add {rule}", rule.family()),
-            source,
-        }),
-    }
+    error::outcome(result, &[nix::libc::EEXIST], side, || {
+        format!("ip {}rule add {rule}", rule.family())
+    })
 }
 
 /// A rule as dumped, with the message to delete it by.
@@ -163,17 +156,11 @@ pub async fn dump(handle: &Handle, side: Side) -> Result<Vec<InstalledRule>, Err
     let mut rules = Vec::new();
     for version in [IpVersion::V4, IpVersion::V6] {
         let ipv6 = version == IpVersion::V6;
-        let messages: Vec<RuleMessage> = handle
-            .rule()
-            .get(version)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| Error::Netlink {
-            side,
-            op: format!("ip {}rule show", if ipv6 { "-6 " } else { "" }),
-            source,
-        })?;
+        let messages: Vec<RuleMessage> =
+            error::dump(handle.rule().get(version).execute(), side, || {
+                format!("ip {}rule show", if ipv6 { "-6 " } else { "" })
+            })
+            .await?;
         rules.extend(messages.into_iter().map(|message| InstalledRule {
             rule: read(&message, ipv6),
             message,
@@ -221,22 +208,15 @@ fn prefix(ip: IpAddr, len: u8) -> Option<IpNet> {
 
 /// `ip rule del` of a dumped rule; one already gone is success.
 pub async fn del(handle: &Handle, side: Side, installed: &InstalledRule) -> Result<(), Error> {
-    match handle.rule().del(installed.message.clone()).execute().await {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e))
-            if matches!(e.raw_code().abs(), nix::libc::ENOENT | nix::libc::ESRCH) =>
-        {
-            Ok(())
-        }
-        Err(source) => Err(Error::Netlink {
-            side,
-            op: match &installed.rule {
-                Some(rule) => format!("ip {}rule del {rule}", rule.family()),
-                None => "ip rule del".into(),
-            },
-            source,
-        }),
-    }
+    error::outcome(
+        handle.rule().del(installed.message.clone()).execute().await,
+        &[nix::libc::ENOENT, nix::libc::ESRCH],
+        side,
+        || match &installed.rule {
+            Some(rule) => format!("ip {}rule del {rule}", rule.family()),
+            None => "ip rule del".into(),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -8,14 +8,13 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use crate::error::{Error, Side};
+use crate::error::{self, Error, Side};
 use crate::link::Links;
 
 /// The main routing table.
@@ -192,22 +191,12 @@ pub async fn del(handle: &Handle, links: &Links, side: Side, route: &Route) -> R
     if let Some(gw) = route.via {
         builder = builder.gateway(gw).map_err(invalid)?;
     }
-    match handle.route().del(builder.build()).execute().await {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e))
-            if matches!(
-                e.raw_code().abs(),
-                nix::libc::ESRCH | nix::libc::ENOENT | nix::libc::ENODEV
-            ) =>
-        {
-            Ok(())
-        }
-        Err(source) => Err(Error::Netlink {
-            side,
-            op: format!("ip route del {route}"),
-            source,
-        }),
-    }
+    error::outcome(
+        handle.route().del(builder.build()).execute().await,
+        &[nix::libc::ESRCH, nix::libc::ENOENT, nix::libc::ENODEV],
+        side,
+        || format!("ip route del {route}"),
+    )
 }
 
 /// `ip route show table all` for both families: every unicast route, multipath routes
@@ -218,17 +207,11 @@ pub async fn dump(handle: &Handle, links: &Links, side: Side) -> Result<Vec<Rout
         RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
         RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
     ] {
-        let messages: Vec<RouteMessage> = handle
-            .route()
-            .get(request)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| Error::Netlink {
-                side,
-                op: "ip route show table all".into(),
-                source,
-            })?;
+        let messages: Vec<RouteMessage> =
+            error::dump(handle.route().get(request).execute(), side, || {
+                "ip route show table all".into()
+            })
+            .await?;
         for message in &messages {
             routes.extend(read(message, links));
         }
