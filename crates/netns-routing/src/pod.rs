@@ -106,8 +106,9 @@ impl PodRouting {
     pub async fn add(&self, at: &Attachment<'_>, nic: &Nic) -> Result<Plan, Error> {
         let sides = self.open(at)?;
         sysctl::tune_pod(&sides.pod_ns, self.settings.pod_rp_filter, nic.has_ipv6())?;
-        if nic.name == self.settings.first_nic {
-            veth::ensure(
+        // The first NIC's veth pair; its link dumps serve the plan too.
+        let links = if nic.name == self.settings.first_nic {
+            let ensured = veth::ensure(
                 &sides.pod,
                 &sides.node,
                 &sides.node_ns,
@@ -118,8 +119,11 @@ impl PodRouting {
                 },
             )
             .await?;
-        }
-        let seen = self.read(&sides, at.container_id).await?;
+            Some((ensured.pod_links, ensured.node_links))
+        } else {
+            None
+        };
+        let seen = self.read(&sides, at.container_id, links).await?;
         let plan = self.plan(&sides, &seen, at.container_id, nic).await?;
         tracing::debug!(nic = %nic.name, "plan:\n{plan}");
         self.apply(&sides, &seen, &plan).await?;
@@ -130,7 +134,7 @@ impl PodRouting {
     /// [`Error::Missing`] naming every missing piece.
     pub async fn check(&self, at: &Attachment<'_>, nic: &Nic) -> Result<(), Error> {
         let sides = self.open(at)?;
-        let seen = self.read(&sides, at.container_id).await?;
+        let seen = self.read(&sides, at.container_id, None).await?;
         let mut missing = Vec::new();
         let Some(pair) = &seen.pair else {
             missing.push(format!(
@@ -312,9 +316,21 @@ impl PodRouting {
         Error::collect(errors).map(|()| deleted)
     }
 
-    async fn read(&self, sides: &Sides, container_id: &str) -> Result<Seen, Error> {
-        let pod_links = Links::dump(&sides.pod, Side::Pod).await?;
-        let node_links = Links::dump(&sides.node, Side::Node).await?;
+    /// What is installed: the links (`links` when the caller dumped them already, else
+    /// dumped here), the veth pair among them, and the pod's routes.
+    async fn read(
+        &self,
+        sides: &Sides,
+        container_id: &str,
+        links: Option<(Links, Links)>,
+    ) -> Result<Seen, Error> {
+        let (pod_links, node_links) = match links {
+            Some(links) => links,
+            None => (
+                Links::dump(&sides.pod, Side::Pod).await?,
+                Links::dump(&sides.node, Side::Node).await?,
+            ),
+        };
         let pod_routes = tables::dump(&sides.pod, &pod_links, Side::Pod).await?;
         Ok(Seen {
             pair: VethPair::find(&pod_links, &node_links, container_id),

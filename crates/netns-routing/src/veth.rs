@@ -71,6 +71,19 @@ pub struct VethSpec<'a> {
     pub mtu: u32,
 }
 
+/// What [`ensure`] leaves: the pair, and the link dumps it found the pair in. The dumps were
+/// taken before the ends were set up and aliased: right for names, indexes and MACs, not for
+/// those flags.
+#[derive(Debug, Clone)]
+pub struct Ensured {
+    /// The pair.
+    pub pair: VethPair,
+    /// The pod's links.
+    pub pod_links: Links,
+    /// The node's links.
+    pub node_links: Links,
+}
+
 /// Makes sure the pair exists, both ends up, the node end aliased: reuses a correct pair,
 /// replaces a broken one (a `veth0` whose peer is not this container's node end, a stale
 /// node end of this container), creates a missing one.
@@ -79,10 +92,10 @@ pub async fn ensure(
     node: &Handle,
     node_ns: &Netns,
     spec: VethSpec<'_>,
-) -> Result<VethPair, Error> {
+) -> Result<Ensured, Error> {
     let host_name = host_veth_name(spec.container_id);
-    let pod_links = Links::dump(pod, Side::Pod).await?;
-    let node_links = Links::dump(node, Side::Node).await?;
+    let mut pod_links = Links::dump(pod, Side::Pod).await?;
+    let mut node_links = Links::dump(node, Side::Node).await?;
     let pair = match VethPair::find(&pod_links, &node_links, spec.container_id) {
         Some(pair) => pair,
         None => {
@@ -102,8 +115,8 @@ pub async fn ensure(
                 link::delete(node, Side::Node, stale).await?;
             }
             create(pod, node_ns, &host_name, spec.mtu).await?;
-            let pod_links = Links::dump(pod, Side::Pod).await?;
-            let node_links = Links::dump(node, Side::Node).await?;
+            pod_links = Links::dump(pod, Side::Pod).await?;
+            node_links = Links::dump(node, Side::Node).await?;
             VethPair::find(&pod_links, &node_links, spec.container_id).ok_or_else(|| {
                 Error::LinkNotFound {
                     side: Side::Node,
@@ -122,7 +135,11 @@ pub async fn ensure(
         &alias(spec.network, spec.container_id),
     )
     .await?;
-    Ok(pair)
+    Ok(Ensured {
+        pair,
+        pod_links,
+        node_links,
+    })
 }
 
 /// `ip link add veth0 address <mac> mtu <mtu> up type veth peer name <host> address <mac>
