@@ -51,7 +51,6 @@ struct Contender {
     name: &'static str,
     binary: PathBuf,
     config: String,
-    env: Vec<(String, String)>,
 }
 
 impl Contender {
@@ -64,7 +63,6 @@ impl Contender {
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/usr/lib/cni")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -245,7 +243,6 @@ fn main() {
                     r#"{{"cniVersion":"0.3.1","name":"bench","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.200.0.0/16","gateway":"10.200.0.1"}}]]}}}}"#,
                     host_local_dir.display()
                 ),
-                env: vec![],
             },
             Contender {
                 name: "berth-ipam (agent)",
@@ -255,7 +252,6 @@ fn main() {
                     socket.display(),
                     log.display()
                 ),
-                env: vec![],
             },
             Contender {
                 name: "berth-ipam (embedded)",
@@ -265,7 +261,6 @@ fn main() {
                     embedded_dir.display(),
                     log.display()
                 ),
-                env: vec![],
             },
         ];
         if let Some(static_ipam) = &static_ipam {
@@ -276,7 +271,6 @@ fn main() {
                     name: "berth-ipam static (agent)",
                     binary: static_ipam.clone(),
                     config,
-                    env: vec![],
                 },
             );
         }
@@ -284,7 +278,6 @@ fn main() {
             name: "floor: /bin/true",
             binary: "/bin/true".into(),
             config: String::new(),
-            env: vec![],
         });
         let mut add: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
         let mut del: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
