@@ -1,6 +1,8 @@
 //! [`SledStore`]: the `Store` trait on sled.
 
+use std::collections::BTreeMap;
 use std::fs::DirBuilder;
+use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -340,28 +342,15 @@ impl SledStore {
         let outcome = step(&stored, &version)?;
         let mut stored_doc = stored.clone();
         let old = records::split(key, &mut stored_doc)?;
-        let mut batch = sled::Batch::default();
-        let event_version = match &outcome {
-            Outcome::Put(v) => {
-                let mut doc = v.clone();
-                let new = records::split(key, &mut doc)?;
-                batch.insert(sled_key, serialize(key, &doc)?);
-                for ip in old.keys().filter(|ip| !new.contains_key(ip)) {
-                    batch.remove(records::key(sled_key, ip));
-                }
-                for (ip, rec) in &new {
-                    if old.get(ip) != Some(rec) {
-                        batch.insert(records::key(sled_key, ip), serialize(key, rec)?);
-                    }
-                }
-                Some(version)
-            }
+        let (batch, event_version) = match &outcome {
+            Outcome::Put(v) => (put_pool(key, sled_key, &old, v)?, Some(version)),
             Outcome::Remove => {
+                let mut batch = sled::Batch::default();
                 batch.remove(sled_key);
                 for ip in old.keys() {
                     batch.remove(records::key(sled_key, ip));
                 }
-                None
+                (batch, None)
             }
         };
         let ticket = self.commit_pool(key, batch, event_version)?;
@@ -415,6 +404,29 @@ fn create_data_dir(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The batch writing the pool document `pool` over one whose records were `old`: the document
+/// without its records, the records that changed, the removal of those that went.
+fn put_pool(
+    key: &ObjectKey,
+    sled_key: &[u8],
+    old: &BTreeMap<IpAddr, Value>,
+    pool: &Value,
+) -> Result<sled::Batch, Error> {
+    let mut doc = pool.clone();
+    let new = records::split(key, &mut doc)?;
+    let mut batch = sled::Batch::default();
+    batch.insert(sled_key, serialize(key, &doc)?);
+    for ip in old.keys().filter(|ip| !new.contains_key(ip)) {
+        batch.remove(records::key(sled_key, ip));
+    }
+    for (ip, rec) in &new {
+        if old.get(ip) != Some(rec) {
+            batch.insert(records::key(sled_key, ip), serialize(key, rec)?);
+        }
+    }
+    Ok(batch)
 }
 
 fn parse(key: &ObjectKey, bytes: &[u8]) -> Result<Value, Error> {
@@ -493,13 +505,7 @@ impl Store for SledStore {
                 if self.read(&key, &sled_key)?.is_some() {
                     return Err(Error::AlreadyExists(key));
                 }
-                let mut doc = stored.clone();
-                let recs = records::split(&key, &mut doc)?;
-                let mut batch = sled::Batch::default();
-                batch.insert(sled_key.as_slice(), serialize(&key, &doc)?);
-                for (ip, rec) in &recs {
-                    batch.insert(records::key(&sled_key, ip), serialize(&key, rec)?);
-                }
+                let batch = put_pool(&key, &sled_key, &BTreeMap::new(), &stored)?;
                 self.commit_pool(&key, batch, Some(version))?
             };
             self.durable(&key, ticket).await?;
