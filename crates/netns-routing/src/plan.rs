@@ -341,12 +341,9 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Error> {
         plan.main_default_leaves = Some(demoted.name.clone());
     }
 
-    let host_table = settings.host_rule_table.unwrap_or(MAIN);
     for address in &nic.addresses {
         let ip = address.addr();
-        let mut route = Route::new(host(ip), host_veth)
-            .table(host_table)
-            .scope_link();
+        let mut route = node_route(settings, ip, host_veth);
         // The node answers from the address the pod routes back over veth0. Left to
         // itself it would pick by longest prefix — for net1's address its own address in
         // net1's subnet, which the pod reaches through net1 (the macvlan parent, which
@@ -375,6 +372,15 @@ fn any(like: IpAddr) -> IpNet {
         IpAddr::V6(_) => IpAddr::from([0u16; 8]),
     };
     IpNet::new(unspecified, 0).expect("a zero prefix is valid")
+}
+
+/// The node's route to a pod address through the veth's node end (`<ip>/32 dev veth<id>
+/// scope link`, in the host rule table when one is set), without its source address: what
+/// ADD adds and DEL matches.
+pub(crate) fn node_route(settings: &Settings, ip: IpAddr, host_veth: &str) -> Route {
+    Route::new(host(ip), host_veth)
+        .table(settings.host_rule_table.unwrap_or(MAIN))
+        .scope_link()
 }
 
 /// `<ip>/32` or `<ip>/128`.

@@ -245,9 +245,7 @@ impl PodRouting {
         }
         let mut errors = Vec::new();
         for address in nic.map(|n| n.addresses.as_slice()).unwrap_or_default() {
-            let route = Route::new(plan::host(address.addr()), &name)
-                .table(self.settings.host_rule_table.unwrap_or(MAIN))
-                .scope_link();
+            let route = plan::node_route(&self.settings, address.addr(), &name);
             if let Err(e) = tables::del(&node, &links, Side::Node, &route).await {
                 errors.push(e);
             }
