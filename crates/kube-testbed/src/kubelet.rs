@@ -7,7 +7,7 @@
 //! 1. It watches the pods bound to its node (`spec.nodeName`, a field selector, as the kubelet's
 //!    own watch).
 //! 2. For a new pod it runs CNI ADD for each of the pod's NICs ([`PodNetwork`]), one process per
-//!    call with `K8S_POD_*` in `CNI_ARGS`, at most [`Options::pods_in_flight`] pods at once.
+//!    call with `K8S_POD_*` in `CNI_ARGS`, at most [`crate::Options::pods_in_flight`] pods at once.
 //!    A failed ADD is undone with DEL and retried with a new sandbox id, with backoff, as a
 //!    runtime retries a failed sandbox.
 //! 3. It writes the pod status: `Running`, Ready, the primary NIC's IPs in `status.podIPs` (one
