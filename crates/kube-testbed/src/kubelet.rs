@@ -303,26 +303,8 @@ impl Node {
             .await
             .expect("the semaphore is never closed");
         for attachment in attachments {
-            let started = Instant::now();
-            let result = cni::call(
-                "ADD",
-                &attachment,
-                &sandbox.container_id,
-                &sandbox.netns,
-                &args,
-                None,
-                self.kubelets.options.process_group,
-            )
-            .await;
-            match result {
-                Ok(nic) => {
-                    let took = started.elapsed();
-                    self.kubelets.record(|s| {
-                        s.adds += 1;
-                        s.add_latencies.push(took);
-                    });
-                    sandbox.nics.push((attachment, nic));
-                }
+            match self.call("ADD", &attachment, &sandbox, &args, None).await {
+                Ok(nic) => sandbox.nics.push((attachment, nic)),
                 Err(failure) => {
                     let message = format!("ADD {}: {failure}", attachment.interface);
                     drop(slot);
@@ -346,32 +328,48 @@ impl Node {
             .await
             .expect("the semaphore is never closed");
         for (attachment, nic) in sandbox.nics.iter().rev() {
-            let started = Instant::now();
-            let result = cni::call(
-                "DEL",
-                attachment,
-                &sandbox.container_id,
-                &sandbox.netns,
-                &args,
-                nic.raw.as_ref(),
-                self.kubelets.options.process_group,
-            )
-            .await;
-            match result {
-                Ok(_) => {
-                    let took = started.elapsed();
-                    self.kubelets.record(|s| {
-                        s.dels += 1;
-                        s.del_latencies.push(took);
-                    });
-                }
-                Err(failure) => {
-                    self.kubelets
-                        .error(key, format!("DEL {}: {failure}", attachment.interface));
-                }
+            let prev = nic.raw.as_ref();
+            if let Err(failure) = self.call("DEL", attachment, &sandbox, &args, prev).await {
+                let message = format!("DEL {}: {failure}", attachment.interface);
+                self.kubelets.error(key, message);
             }
         }
         let _ = std::fs::remove_file(&sandbox.netns);
+    }
+
+    /// One plugin call for the sandbox, counted and timed in the stats when it succeeds.
+    async fn call(
+        &self,
+        command: &str,
+        attachment: &Attachment,
+        sandbox: &Sandbox,
+        args: &PodArgs<'_>,
+        prev_result: Option<&Value>,
+    ) -> Result<NicResult, cni::CniFailure> {
+        let started = Instant::now();
+        let result = cni::call(
+            command,
+            attachment,
+            &sandbox.container_id,
+            &sandbox.netns,
+            args,
+            prev_result,
+            self.kubelets.options.process_group,
+        )
+        .await;
+        if result.is_ok() {
+            let took = started.elapsed();
+            self.kubelets.record(|s| {
+                if command == "ADD" {
+                    s.adds += 1;
+                    s.add_latencies.push(took);
+                } else {
+                    s.dels += 1;
+                    s.del_latencies.push(took);
+                }
+            });
+        }
+        result
     }
 
     /// Marks the pod Running and Ready with its IPs, in one status write.

@@ -40,7 +40,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::Error;
-use crate::pki::{Identity, Pki};
+use crate::pki::{CertPair, Identity, Pki};
 
 /// The faults in force. Cloned into every connection through a watch channel.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,7 +95,6 @@ impl Proxy {
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = |e: rustls::Error| Error::Tls(e.to_string());
-        let pem = |what: &str, e: rustls::pki_types::pem::Error| Error::Tls(format!("{what}: {e}"));
 
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(pki.ca_der())).map_err(tls)?;
@@ -113,14 +112,7 @@ impl Proxy {
             .with_safe_default_protocol_versions()
             .map_err(tls)?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![
-                    CertificateDer::from_pem_slice(serving.cert_pem.as_bytes())
-                        .map_err(|e| pem("proxy certificate", e))?,
-                ],
-                PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes())
-                    .map_err(|e| pem("proxy key", e))?,
-            )
+            .with_single_cert(certificate(&serving)?, key(&serving)?)
             .map_err(tls)?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
 
@@ -129,14 +121,7 @@ impl Proxy {
             .with_safe_default_protocol_versions()
             .map_err(tls)?
             .with_root_certificates(roots)
-            .with_client_auth_cert(
-                vec![
-                    CertificateDer::from_pem_slice(front.cert_pem.as_bytes())
-                        .map_err(|e| pem("front-proxy certificate", e))?,
-                ],
-                PrivateKeyDer::from_pem_slice(front.key_pem.as_bytes())
-                    .map_err(|e| pem("front-proxy key", e))?,
-            )
+            .with_client_auth_cert(certificate(&front)?, key(&front)?)
             .map_err(tls)?;
         client.alpn_protocols = vec![b"http/1.1".to_vec()];
 
@@ -219,6 +204,17 @@ impl Proxy {
             self.shared.counters.requests.load(Ordering::Relaxed),
         )
     }
+}
+
+fn certificate(pair: &CertPair) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let cert = CertificateDer::from_pem_slice(pair.cert_pem.as_bytes())
+        .map_err(|e| Error::Tls(format!("certificate: {e}")))?;
+    Ok(vec![cert])
+}
+
+fn key(pair: &CertPair) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())
+        .map_err(|e| Error::Tls(format!("private key: {e}")))
 }
 
 impl Drop for Proxy {
