@@ -49,6 +49,23 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// kubectl shows an object that is being deleted as `Terminating` in a `STATUS` column. Here
+/// the column comes last and only when some listed object is terminating, so that a table of
+/// live objects keeps Spiderpool's columns exactly.
+fn status_column(header: &mut Vec<&str>, rows: &mut [Vec<String>], terminating: &[bool]) {
+    if !terminating.contains(&true) {
+        return;
+    }
+    header.push("STATUS");
+    for (row, t) in rows.iter_mut().zip(terminating) {
+        row.push(if *t {
+            "Terminating".into()
+        } else {
+            String::new()
+        });
+    }
+}
+
 fn count(c: Option<i64>) -> String {
     c.unwrap_or(0).to_string()
 }
@@ -57,9 +74,10 @@ fn version(v: Option<i64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-/// `kubectl get spidersubnet`: `NAME VERSION SUBNET ALLOCATED-IP-COUNT TOTAL-IP-COUNT`.
+/// `kubectl get spidersubnet`: `NAME VERSION SUBNET ALLOCATED-IP-COUNT TOTAL-IP-COUNT`, and
+/// `STATUS` when one is terminating.
 pub fn subnets(items: &[SpiderSubnet]) -> String {
-    let rows: Vec<Vec<String>> = items
+    let mut rows: Vec<Vec<String>> = items
         .iter()
         .map(|s| {
             let st = s.status.clone().unwrap_or_default();
@@ -72,22 +90,23 @@ pub fn subnets(items: &[SpiderSubnet]) -> String {
             ]
         })
         .collect();
-    render(
-        &[
-            "NAME",
-            "VERSION",
-            "SUBNET",
-            "ALLOCATED-IP-COUNT",
-            "TOTAL-IP-COUNT",
-        ],
-        &rows,
-    )
+    let mut header = vec![
+        "NAME",
+        "VERSION",
+        "SUBNET",
+        "ALLOCATED-IP-COUNT",
+        "TOTAL-IP-COUNT",
+    ];
+    let terminating: Vec<bool> = items.iter().map(|s| s.metadata.is_terminating()).collect();
+    status_column(&mut header, &mut rows, &terminating);
+    render(&header, &rows)
 }
 
 /// `kubectl get spiderippool`: `NAME VERSION SUBNET ALLOCATED-IP-COUNT TOTAL-IP-COUNT DEFAULT
-/// DISABLE`; `wide` adds `NODENAME MULTUSNAME APP-NAMESPACE`.
+/// DISABLE`; `wide` adds `NODENAME MULTUSNAME APP-NAMESPACE`; `STATUS` comes last when one is
+/// terminating.
 pub fn pools(items: &[SpiderIPPool], wide: bool) -> String {
-    let rows: Vec<Vec<String>> = items
+    let mut rows: Vec<Vec<String>> = items
         .iter()
         .map(|p| {
             let st = p.status.clone().unwrap_or_default();
@@ -133,6 +152,8 @@ pub fn pools(items: &[SpiderIPPool], wide: bool) -> String {
     if wide {
         header.extend(["NODENAME", "MULTUSNAME", "APP-NAMESPACE"]);
     }
+    let terminating: Vec<bool> = items.iter().map(|p| p.metadata.is_terminating()).collect();
+    status_column(&mut header, &mut rows, &terminating);
     render(&header, &rows)
 }
 
@@ -237,5 +258,25 @@ mod tests {
             "NAME                 VERSION   SUBNET        ALLOCATED-IP-COUNT   TOTAL-IP-COUNT\n\
              subnet-test-ens192   4         10.6.0.1/16   0                    10\n"
         );
+    }
+
+    #[test]
+    fn terminating_objects_get_a_status_column() {
+        let subnet = |name: &str, cidr: &str, range: &str| {
+            let mut s =
+                SpiderSubnet::new(name, cidr.parse().unwrap(), ipam_core::ips![range], None);
+            s.mutate();
+            s
+        };
+        let live = subnet("a", "10.6.0.0/16", "10.6.0.10");
+        let mut going = subnet("b", "10.7.0.0/16", "10.7.0.10");
+        going.metadata.deletion_timestamp = Some("2026-12-06T00:00:00Z".into());
+        assert_eq!(
+            subnets(&[live.clone(), going]),
+            "NAME   VERSION   SUBNET        ALLOCATED-IP-COUNT   TOTAL-IP-COUNT   STATUS\n\
+             a      4         10.6.0.0/16   0                    1\n\
+             b      4         10.7.0.0/16   0                    1                Terminating\n"
+        );
+        assert!(!subnets(&[live]).contains("STATUS"));
     }
 }

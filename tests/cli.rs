@@ -197,6 +197,54 @@ fn the_seed_yaml_gives_the_seed_tables_and_scaling_resizes_the_pools() {
 }
 
 #[test]
+fn a_subnet_deleted_while_pools_hold_its_ips_is_terminating_and_lends_no_more() {
+    let d = data_dir();
+    ok(berth(
+        &d.data,
+        &[
+            "apply",
+            "-f",
+            &seed("subnets.yaml"),
+            "-f",
+            &seed("deployment.yaml"),
+        ],
+    ));
+    let out = ok(berth(&d.data, &["delete", "ss", "subnet-test-ens192"]));
+    assert!(out.contains("terminating"), "{out}");
+    assert_eq!(
+        subnets(&d.data),
+        "NAME                 VERSION   SUBNET        ALLOCATED-IP-COUNT   TOTAL-IP-COUNT   STATUS\n\
+         subnet-test-ens192   4         10.6.0.1/16   3                    10               Terminating\n\
+         subnet-test-ens224   4         10.7.0.1/16   3                    10\n"
+    );
+
+    // Growing the eth0 pool out of it is refused, and nothing changes.
+    let before = (pools(&d.data), subnets(&d.data));
+    let err = fails(berth(
+        &d.data,
+        &["scale", "deployment", "test-app", "--replicas", "5"],
+    ));
+    assert!(
+        err.contains("SpiderSubnet \"subnet-test-ens192\" is terminating and takes no new claims"),
+        "{err}"
+    );
+    assert_eq!((pools(&d.data), subnets(&d.data)), before);
+
+    // Releases still work: shrinking returns IPs to it, and deleting the application lets it go.
+    ok(berth(
+        &d.data,
+        &["scale", "deploy", "test-app", "--replicas", "1"],
+    ));
+    assert!(subnets(&d.data).contains("subnet-test-ens192   4         10.6.0.1/16   2"));
+    ok(berth(&d.data, &["delete", "deployment", "test-app"]));
+    assert_eq!(
+        subnets(&d.data),
+        "NAME                 VERSION   SUBNET        ALLOCATED-IP-COUNT   TOTAL-IP-COUNT\n\
+         subnet-test-ens224   4         10.7.0.1/16   0                    10\n"
+    );
+}
+
+#[test]
 fn invalid_objects_are_refused_by_name_and_nothing_is_stored() {
     let d = data_dir();
     ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));

@@ -322,7 +322,7 @@ impl From<ipam_core::Error> for Error {
     /// | `ipam_core::Error` | code |
     /// |---|---|
     /// | `PoolsExhausted`, `SubnetExhausted` | 100 [`PoolExhausted`](Error::PoolExhausted) |
-    /// | `NoPool`, `UnknownReference` (a named pool or subnet that does not exist) | 101 [`NoPool`](Error::NoPool) |
+    /// | `NoPool`, `UnknownReference` (a named pool or subnet that does not exist), `Terminating` (its subnet is being deleted) | 101 [`NoPool`](Error::NoPool) |
     /// | `Annotation`, `Invalid`, `InvalidRange`, `Workload` | 106 [`InvalidPodConfig`](Error::InvalidPodConfig) |
     /// | `Conflict`, `AlreadyExists`, `RetriesExhausted` | 11 [`TryAgainLater`](Error::TryAgainLater) |
     /// | `NotFound`, `Malformed`, `Backend` | 102 [`Store`](Error::Store), the error as `#[source]` |
@@ -332,7 +332,9 @@ impl From<ipam_core::Error> for Error {
             E::PoolsExhausted { .. } | E::SubnetExhausted { .. } => {
                 Error::PoolExhausted(err.to_string())
             }
-            E::NoPool { .. } | E::UnknownReference { .. } => Error::NoPool(err.to_string()),
+            E::NoPool { .. } | E::UnknownReference { .. } | E::Terminating { .. } => {
+                Error::NoPool(err.to_string())
+            }
             E::Annotation { .. }
             | E::Invalid { .. }
             | E::InvalidRange { .. }

@@ -107,6 +107,19 @@ pub enum Error {
         needed: u128,
     },
 
+    /// A terminating subnet or pool was asked for more: it takes no new claims or allocations
+    /// (Spiderpool's "terminating IPPool" rule), while releases go on until nothing is left.
+    #[error(
+        "{key} is terminating and takes no {refused}; it goes once nothing holds its IPs, and \
+         can be re-created then"
+    )]
+    Terminating {
+        /// The terminating subnet or pool.
+        key: ObjectKey,
+        /// What it was asked for (`new claims: SpiderIPPool "p" needs 3 more IPs`).
+        refused: String,
+    },
+
     /// An application's auto pools cannot be reconciled as asked.
     #[error("{workload}: {reason}")]
     Workload {

@@ -1,18 +1,22 @@
 //! Model-based test of the engine: random sequences of applications being applied, scaled and
-//! deleted, pods added, deleted, restarted and killed, GC, and bursts of pods racing on one
-//! store from several threads. After every step the store must satisfy the invariants (no IP
-//! with two holders, counts equal to the records, pools and claims inside their subnets, auto
-//! pools at their desired size), and the outcome of every step must agree with a simple model.
+//! deleted, subnets deleted while pools hold their IPs, pods added, deleted, restarted and
+//! killed, GC, and bursts of pods racing on one store from several threads. After every step the
+//! store must satisfy the invariants (no IP with two holders, counts equal to the records, pools
+//! and claims inside their subnets, auto pools at their desired size, a terminating subnet or
+//! pool never lending or handing out more than it did when its deletion began), and the outcome
+//! of every step must agree with a simple model.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipam_core::engine::{Engine, EngineConfig};
 use ipam_core::store::{MemStore, TypedStore};
-use ipam_core::{Error, Kind, ObjectKey, SpiderIPPool, SpiderSubnet, Workload, WorkloadKind, ips};
+use ipam_core::{
+    Error, IpSet, Kind, ObjectKey, SpiderIPPool, SpiderSubnet, Workload, WorkloadKind, ips,
+};
 use proptest::prelude::*;
 use support::*;
 
@@ -21,10 +25,14 @@ const APPS: [(&str, WorkloadKind); 2] = [
     ("db", WorkloadKind::StatefulSet),
 ];
 
+/// The subnets of the world; deleting one while pools hold its IPs leaves it terminating.
+const SUBNETS: [&str; 3] = ["subnet-test-ens192", "subnet-test-ens224", "v6"];
+
 #[derive(Debug, Clone)]
 enum Op {
     Apply { app: usize, replicas: i32 },
     DeleteApp { app: usize },
+    DeleteSubnet { subnet: usize },
     Add { app: usize, slot: u8 },
     Del { app: usize, slot: u8 },
     Restart { app: usize, slot: u8 },
@@ -39,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (app.clone(), 0i32..5).prop_map(|(app, replicas)| Op::Apply { app, replicas }),
         1 => app.clone().prop_map(|app| Op::DeleteApp { app }),
+        1 => (0usize..3).prop_map(|subnet| Op::DeleteSubnet { subnet }),
         6 => (app.clone(), slot.clone()).prop_map(|(app, slot)| Op::Add { app, slot }),
         3 => (app.clone(), slot.clone()).prop_map(|(app, slot)| Op::Del { app, slot }),
         2 => (app.clone(), slot.clone()).prop_map(|(app, slot)| Op::Restart { app, slot }),
@@ -70,6 +79,10 @@ struct World {
     /// IPs a StatefulSet pod had when its DEL kept them.
     kept: BTreeMap<String, Vec<IpAddr>>,
     serial: u64,
+    /// What each deleted subnet lent its pools when its deletion began.
+    lent: BTreeMap<&'static str, IpSet>,
+    /// Who held each IP of a terminating pool when the pool was first seen terminating.
+    holders: BTreeMap<String, BTreeSet<(IpAddr, String)>>,
 }
 
 fn workload(app: usize, replicas: i32) -> Workload {
@@ -123,12 +136,25 @@ impl World {
             pods: BTreeMap::new(),
             kept: BTreeMap::new(),
             serial: 0,
+            lent: BTreeMap::new(),
+            holders: BTreeMap::new(),
         }
     }
 
     fn next(&mut self) -> u64 {
         self.serial += 1;
         self.serial
+    }
+
+    /// Whether a refusal is expected because a subnet was deleted: it is terminating, or gone.
+    fn refusable(&self, e: &Error) -> bool {
+        match e {
+            Error::Terminating { key, .. } => self.lent.contains_key(key.name.as_str()),
+            Error::UnknownReference { kind, name, .. } => {
+                *kind == Kind::SpiderSubnet && self.lent.contains_key(name.as_str())
+            }
+            _ => false,
+        }
     }
 
     fn keeps(&self, app: usize, slot: u8) -> bool {
@@ -199,7 +225,8 @@ impl World {
             }
             Err(e) => {
                 prop_assert!(
-                    matches!(e, Error::PoolsExhausted { .. } | Error::NoPool { .. }),
+                    matches!(e, Error::PoolsExhausted { .. } | Error::NoPool { .. })
+                        || self.refusable(&e),
                     "unexpected failure of {}: {}",
                     name,
                     e
@@ -279,6 +306,7 @@ impl World {
                         }
                     }
                     Err(Error::SubnetExhausted { .. }) => {}
+                    Err(e) if self.refusable(&e) => {}
                     Err(e) => prop_assert!(false, "apply: {}", e),
                 }
             }
@@ -291,6 +319,28 @@ impl World {
                         .await
                         .unwrap();
                     self.kept.retain(|k, _| !k.starts_with(name));
+                }
+            }
+            Op::DeleteSubnet { subnet } => {
+                let name = SUBNETS[*subnet];
+                if !self.lent.contains_key(name) {
+                    self.engine
+                        .delete(&ObjectKey::cluster(Kind::SpiderSubnet, name))
+                        .await
+                        .unwrap();
+                    let lent = self
+                        .engine
+                        .store()
+                        .get_as::<SpiderSubnet>(None, name)
+                        .await
+                        .unwrap()
+                        .map(|s| {
+                            s.claims()
+                                .values()
+                                .fold(IpSet::new(), |a, c| a.union(&c.ips))
+                        })
+                        .unwrap_or_default();
+                    self.lent.insert(name, lent);
                 }
             }
             Op::Add { app, slot } => self.add(*app, *slot).await?,
@@ -373,7 +423,8 @@ impl World {
                             );
                         }
                         Some(Err(e)) => prop_assert!(
-                            matches!(e, Error::PoolsExhausted { .. } | Error::NoPool { .. }),
+                            matches!(e, Error::PoolsExhausted { .. } | Error::NoPool { .. })
+                                || self.refusable(&e),
                             "racing ADD of {}: {}",
                             name,
                             e
@@ -394,7 +445,7 @@ impl World {
         Ok(())
     }
 
-    async fn check(&self) -> Result<(), TestCaseError> {
+    async fn check(&mut self) -> Result<(), TestCaseError> {
         let store = self.engine.store();
         check_quiescent(store, 1)
             .await
@@ -432,7 +483,44 @@ impl World {
                 }
             }
         }
-        let _ = Kind::SpiderIPPool;
+        // A terminating subnet lends no IP it did not lend when its deletion began, and a
+        // terminating pool gives no IP to a new holder.
+        let subnets: Vec<SpiderSubnet> = store.list_as(None).await.unwrap();
+        for s in subnets.iter().filter(|s| s.metadata.is_terminating()) {
+            let now = s
+                .claims()
+                .values()
+                .fold(IpSet::new(), |a, c| a.union(&c.ips));
+            let then = self
+                .lent
+                .get(s.metadata.name.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let more = now.difference(&then);
+            prop_assert!(
+                more.is_empty(),
+                "terminating SpiderSubnet {} lent {} more",
+                s.metadata.name,
+                more
+            );
+        }
+        for p in pools.iter().filter(|p| p.metadata.is_terminating()) {
+            // By pod: the same pod in a new sandbox, or a StatefulSet pod's name, is no new
+            // holder.
+            let now: BTreeSet<(IpAddr, String)> =
+                p.records().into_iter().map(|(ip, r)| (ip, r.pod)).collect();
+            let then = self
+                .holders
+                .entry(p.metadata.name.clone())
+                .or_insert_with(|| now.clone());
+            let new: Vec<_> = now.difference(then).collect();
+            prop_assert!(
+                new.is_empty(),
+                "terminating pool {} handed out {:?}",
+                p.metadata.name,
+                new
+            );
+        }
         Ok(())
     }
 }

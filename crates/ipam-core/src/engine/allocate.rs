@@ -578,6 +578,7 @@ impl<S: Store> Engine<S> {
             }
         };
         let mut out = Released::default();
+        let mut freed_from = Vec::new();
         let keep = self.keeps(app.as_ref(), &req.name).await?;
         for pool in &pool_names {
             let matcher = Matcher::Container {
@@ -591,16 +592,21 @@ impl<S: Store> Engine<S> {
                 PoolOp::Release { matcher }
             };
             match self.pool_op(pool, op).await? {
-                OpResult::Released(ips) if keep => out
+                OpResult::Detached(ips) => out
                     .kept_for_statefulset
                     .extend(ips.into_iter().map(|ip| (pool.clone(), ip))),
                 OpResult::Released(ips) => {
+                    if !ips.is_empty() {
+                        freed_from.push(pool);
+                    }
                     out.ips.extend(ips.into_iter().map(|ip| (pool.clone(), ip)))
                 }
                 _ => {}
             }
         }
-        if !keep && ours {
+        // The endpoint stays only for IPs kept for the pod name (none are kept in a terminating
+        // pool).
+        if ours && out.kept_for_statefulset.is_empty() {
             self.forget_endpoint_nics(
                 namespace,
                 &req.name,
@@ -609,10 +615,14 @@ impl<S: Store> Engine<S> {
             )
             .await?;
         }
-        if !keep {
-            for pool in &pool_names {
-                self.after_release(pool).await?;
-            }
+        // Pools that gave IPs back may now shrink or go.
+        let gave_back: Vec<&String> = if keep {
+            freed_from
+        } else {
+            pool_names.iter().collect()
+        };
+        for pool in gave_back {
+            self.after_release(pool).await?;
         }
         Ok(out)
     }

@@ -9,7 +9,7 @@ use crate::annotations::{PodAnnotations, SUBNETS};
 use crate::autopool::{AutoPoolSpec, shrink_pick, subnet_free};
 use crate::endpoint::SpiderEndpoint;
 use crate::error::Error;
-use crate::meta::{Kind, ObjectKey};
+use crate::meta::{Kind, Object, ObjectKey};
 use crate::pool::SpiderIPPool;
 use crate::range::IpFamily;
 use crate::store::{Store, TypedStore};
@@ -159,6 +159,12 @@ impl<S: Store> Engine<S> {
                 .get_as(None, &subnet_name)
                 .await?
                 .expect("checked above");
+            if subnet.metadata.is_terminating() {
+                return Err(Error::Terminating {
+                    key: subnet.key(),
+                    refused: format!("new claims: {pool} needs {need} more IPs"),
+                });
+            }
             let free = subnet_free(&subnet, &reserved).len();
             if free < need {
                 return Err(Error::SubnetExhausted {

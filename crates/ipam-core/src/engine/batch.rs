@@ -38,7 +38,8 @@ pub(crate) enum PoolOp {
     /// Free the IPs whose record matches.
     Release { matcher: Matcher },
     /// Keep the IPs whose record matches for the pod name, detached from the container (a
-    /// StatefulSet pod its StatefulSet keeps went away).
+    /// StatefulSet pod its StatefulSet keeps went away). A terminating pool keeps nothing for a
+    /// pod name: it frees them, so that it can go.
     Detach { matcher: Matcher },
 }
 
@@ -100,6 +101,8 @@ pub(crate) enum OpResult {
     Restamped(bool),
     /// The IPs freed.
     Released(Vec<IpAddr>),
+    /// The IPs kept for the pod name, detached from the container.
+    Detached(Vec<IpAddr>),
 }
 
 type Waiter = (PoolOp, oneshot::Sender<Result<OpResult, Error>>);
@@ -494,6 +497,16 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// Frees the IPs whose record matches.
+fn release(records: &mut Records<'_>, allocator: &mut Allocator, matcher: &Matcher) -> OpResult {
+    let gone = records.matching(matcher);
+    for ip in &gone {
+        records.remove(*ip);
+        allocator.release(ip);
+    }
+    OpResult::Released(gone)
+}
+
 fn apply(
     op: &PoolOp,
     pool: &SpiderIPPool,
@@ -551,13 +564,9 @@ fn apply(
                 }
             }
         },
-        PoolOp::Release { matcher } => {
-            let gone = records.matching(matcher);
-            for ip in &gone {
-                records.remove(*ip);
-                allocator.release(ip);
-            }
-            OpResult::Released(gone)
+        PoolOp::Release { matcher } => release(records, allocator, matcher),
+        PoolOp::Detach { matcher } if pool.metadata.is_terminating() => {
+            release(records, allocator, matcher)
         }
         PoolOp::Detach { matcher } => {
             let kept = records.matching(matcher);
@@ -572,7 +581,7 @@ fn apply(
                     records.set(*ip, &detached);
                 }
             }
-            OpResult::Released(kept)
+            OpResult::Detached(kept)
         }
     }
 }

@@ -641,6 +641,13 @@ impl<S: Store> Engine<S> {
                 });
             };
             let mut claims = s.claims();
+            let more = ips.difference(&claims.get(pool).map(|c| c.ips.clone()).unwrap_or_default());
+            if s.metadata.is_terminating() && !more.is_empty() {
+                return Err(Error::Terminating {
+                    key: s.key(),
+                    refused: format!("new claims: SpiderIPPool {pool:?} asked for {more}"),
+                });
+            }
             let missing = ips.difference(&s.usable_ips());
             if !missing.is_empty() {
                 return Err(Error::invalid(
