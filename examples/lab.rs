@@ -29,8 +29,8 @@ use berth::core::engine::Engine;
 use berth::core::store::TypedStore;
 use berth::core::{SpiderIPPool, SpiderSubnet, WorkloadKind};
 use berth::{manifest, table};
+use berth_cni::logging::{init_file_logging, level_filter};
 use cni_plugin::ipam::ModeDefaults;
-use cni_plugin::logging::{init_file_logging, level_filter};
 use netns_routing::testbed::addr::*;
 use netns_routing::testbed::{Chain, ChainArgs, Ns, SeedTopology, is_root};
 use serde_json::Value;
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
 fn plugin_ipam() -> ExitCode {
     let dir = PathBuf::from(std::env::var_os(LAB_DIR_VAR).unwrap_or_default());
     init_file_logging(&dir.join("log/berth-ipam.log"), level_filter(Some("debug")));
-    cni_plugin::run_process(&cni_plugin::BerthIpam::with_defaults(ModeDefaults {
+    berth_cni::run_process(&cni_plugin::BerthIpam::with_defaults(ModeDefaults {
         agent_socket: dir.join("run/agent.sock"),
         data_dir: dir.join("data"),
     }))
@@ -102,7 +102,7 @@ fn plugin_route() -> ExitCode {
         &dir.join("log/berth-route.log"),
         level_filter(Some("debug")),
     );
-    cni_plugin::run_process(&netns_routing::BerthRoute::new())
+    berth_cni::run_process(&netns_routing::BerthRoute::new())
 }
 
 fn say(cmd: &str) {

@@ -26,7 +26,7 @@ pub const AGENT_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct DataDirOptions {
     /// How long to wait for another process's lock before failing with
-    /// [`Error::TryAgainLater`] (code 11).
+    /// [`berth_cni::Error::TryAgainLater`] (code 11).
     pub lock_timeout: Duration,
     /// How the sled store flushes (group commit by default).
     pub flush_policy: FlushPolicy,
@@ -71,7 +71,7 @@ impl DataDirStore {
 /// Opens the store of `dir` (see the [module docs](self)). Blocking work (the lock wait,
 /// sled's recovery) runs on tokio's blocking pool.
 ///
-/// Errors: [`Error::TryAgainLater`] (11) when the lock stays taken for
+/// Errors: [`berth_cni::Error::TryAgainLater`] (11) when the lock stays taken for
 /// `options.lock_timeout`; [`Error::Store`] (102) when the dir or the database cannot be
 /// opened (the message says what to do).
 pub async fn open_data_dir(dir: &Path, options: &DataDirOptions) -> Result<DataDirStore, Error> {
@@ -88,10 +88,7 @@ pub async fn open_data_dir(dir: &Path, options: &DataDirOptions) -> Result<DataD
         let path = dir.to_path_buf();
         let opened = tokio::task::spawn_blocking(move || SledStore::open(&path, open))
             .await
-            .map_err(|e| Error::Internal {
-                msg: "opening the store".into(),
-                source: Some(Box::new(e)),
-            })?;
+            .map_err(|e| Error::internal("opening the store", Some(Box::new(e))))?;
         match opened {
             Ok(store) => return Ok(DataDirStore::Sled(store)),
             Err(OpenError::Locked { .. }) if Instant::now() < deadline => continue,
@@ -111,7 +108,9 @@ pub async fn open_data_dir(dir: &Path, options: &DataDirOptions) -> Result<DataD
 /// rest is the store's (102).
 pub(crate) fn open_error(e: OpenError) -> Error {
     match e {
-        OpenError::Locked { .. } => Error::TryAgainLater(e.to_string()),
+        OpenError::Locked { .. } => {
+            Error::Cni(berth_cni::Error::try_again_later("the data dir is busy", e))
+        }
         other => Error::Store {
             msg: "cannot open the data dir".into(),
             source: Some(Box::new(other)),

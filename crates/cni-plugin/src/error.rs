@@ -1,33 +1,19 @@
-//! The crate's error type and the CNI error result it turns into.
+//! The one error type of `cni-plugin`, and the CNI error each failure becomes.
 //!
-//! Every failure is an [`Error`]; [`CniError`] is its wire form, `{"cniVersion", "code",
-//! "msg", "details"}` printed on stdout with exit status 1. [`code`] lists the numbers.
+//! Inside the crate a failure keeps its type: the engine's [`ipam_core::Error`] as it was
+//! returned, the agent's transport error as its source. At the CNI boundary
+//! ([`berth_cni::Error::from`]) it becomes the protocol's error with Berth's code ([`code`]);
+//! Berth's own failures travel as [`berth_cni::Error::Plugin`] with this error as their typed
+//! source.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-use crate::command::Command;
-use crate::version::Version;
-
-/// A boxed error from a lower layer (store, agent client), kept as a `#[source]`.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use berth_cni::error::BoxError;
 
 pub mod code {
-    //! CNI error codes. 0–99 are the spec's (`SPEC.md` "Error"), 100 and up are Berth's.
+    //! Berth's CNI error codes (the plugin's own range, 100 and up); the spec's are
+    //! [`berth_cni::error::code`].
     //!
     //! | code | name | meaning |
     //! |---:|---|---|
-    //! | 1 | [`INCOMPATIBLE_VERSION`] | config `cniVersion` unsupported, or too old for the command |
-    //! | 2 | [`UNSUPPORTED_FIELD`] | a field we do not accept (unknown `CNI_ARGS` key without `IgnoreUnknown`) |
-    //! | 3 | [`UNKNOWN_CONTAINER`] | the container does not exist (the runtime need not DEL) |
-    //! | 4 | [`INVALID_ENV`] | a `CNI_*` variable missing, malformed or unknown |
-    //! | 5 | [`IO`] | reading stdin / writing stdout / other I/O |
-    //! | 6 | [`DECODE`] | stdin or a part of it does not decode (bad JSON, wrong types) |
-    //! | 7 | [`INVALID_CONFIG`] | the network config decodes but is invalid (no `name`, bad `BERTH_OWNER`) |
-    //! | 11 | [`TRY_AGAIN_LATER`] | transient: the store is locked, a write conflicted too often |
-    //! | 50 | [`NOT_AVAILABLE`] | STATUS: cannot serve ADD now |
-    //! | 51 | [`LIMITED_CONNECTIVITY`] | STATUS: cannot serve ADD and existing pods may be affected |
     //! | 100 | [`POOL_EXHAUSTED`] | a pool chosen for a NIC has no free IP |
     //! | 101 | [`NO_POOL`] | no pool could be selected for a NIC / IP family |
     //! | 102 | [`STORE`] | the store (sled, Kubernetes API) failed |
@@ -35,155 +21,37 @@ pub mod code {
     //! | 104 | [`UNKNOWN_OWNER`] | `BERTH_OWNER` names a workload that is not registered |
     //! | 105 | [`NOT_HELD`] | CHECK: the attachment does not hold the IPs `prevResult` lists |
     //! | 106 | [`INVALID_POD_CONFIG`] | the pod's IPAM annotations (its workload's pod template) are invalid |
-    //! | 999 | [`INTERNAL`] | a bug; the Go library uses the same number |
 
-    /// Incompatible CNI version.
-    pub const INCOMPATIBLE_VERSION: u32 = 1;
-    /// Unsupported field; the message names key and value.
-    pub const UNSUPPORTED_FIELD: u32 = 2;
-    /// Container unknown or does not exist.
-    pub const UNKNOWN_CONTAINER: u32 = 3;
-    /// Invalid necessary environment variables; the message names them.
-    pub const INVALID_ENV: u32 = 4;
-    /// I/O failure.
-    pub const IO: u32 = 5;
-    /// Failed to decode content.
-    pub const DECODE: u32 = 6;
-    /// Invalid network config.
-    pub const INVALID_CONFIG: u32 = 7;
-    /// Try again later.
-    pub const TRY_AGAIN_LATER: u32 = 11;
-    /// STATUS: the plugin cannot service ADD requests.
-    pub const NOT_AVAILABLE: u32 = 50;
-    /// STATUS: not available, and existing containers may have limited connectivity.
-    pub const LIMITED_CONNECTIVITY: u32 = 51;
-    /// Berth: a pool has no free IP for this NIC.
+    /// A pool has no free IP for this NIC.
     pub const POOL_EXHAUSTED: u32 = 100;
-    /// Berth: no pool could be selected for this NIC / family.
+    /// No pool could be selected for this NIC / family.
     pub const NO_POOL: u32 = 101;
-    /// Berth: the store failed.
+    /// The store failed.
     pub const STORE: u32 = 102;
-    /// Berth: the node agent failed or could not be reached.
+    /// The node agent failed or could not be reached.
     pub const AGENT: u32 = 103;
-    /// Berth: `BERTH_OWNER` names an unregistered workload.
+    /// `BERTH_OWNER` names an unregistered workload.
     pub const UNKNOWN_OWNER: u32 = 104;
-    /// Berth: CHECK found that the attachment does not hold what `prevResult` says.
+    /// CHECK found that the attachment does not hold what `prevResult` says.
     pub const NOT_HELD: u32 = 105;
-    /// Berth: the pod's `ipam.spidernet.io/*` annotations or its workload are invalid.
+    /// The pod's `ipam.spidernet.io/*` annotations or its workload are invalid.
     pub const INVALID_POD_CONFIG: u32 = 106;
-    /// Internal error (same number as the Go CNI library's `ErrInternal`).
-    pub const INTERNAL: u32 = 999;
 }
 
-/// Everything that can fail in a CNI invocation, from parsing to the plugin's own work.
-///
-/// `Display` is the one-line `msg` of the CNI error; the extra context (offending value,
-/// supported versions, the `#[source]` chain) becomes `details` — see [`Error::details`].
+/// Everything that can fail in `berth-ipam`, the agent and the data-dir code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The config's `cniVersion` is absent or not one we speak (code 1).
-    #[error("incompatible CNI versions")]
-    IncompatibleVersion {
-        /// What the config asked for; `None` when it had no `cniVersion`.
-        requested: Option<String>,
-    },
-    /// The config's version is too old for the command, e.g. CHECK at 0.3.1 (code 1).
-    #[error("config version does not allow {command}")]
-    VersionForbidsCommand {
-        /// The command asked for.
-        command: Command,
-        /// The config's version.
-        version: Version,
-        /// The oldest version that allows the command.
-        minimum: Version,
-    },
-    /// A field or value we do not support (code 2).
-    #[error("unsupported field {field:?} with value {value:?}")]
-    UnsupportedField {
-        /// Key of the field.
-        field: String,
-        /// Its value.
-        value: String,
-    },
-    /// `CNI_ARGS` keys we do not know while `IgnoreUnknown` is not set (code 2).
-    #[error("unknown CNI_ARGS [{}] (set IgnoreUnknown=1 to allow them)", .pairs.join(";"))]
-    UnknownArgs {
-        /// The offending `K=V` pairs, in input order.
-        pairs: Vec<String>,
-    },
-    /// The container does not exist (code 3).
-    #[error("unknown container {container_id:?}")]
-    UnknownContainer {
-        /// `CNI_CONTAINERID`.
-        container_id: String,
-    },
-    /// Required variables are missing or empty; all of them are named (code 4).
-    #[error("required env variables [{}] missing", .0.join(","))]
-    MissingEnv(Vec<&'static str>),
-    /// `CNI_COMMAND` names no command we know (code 4).
-    #[error("unknown CNI_COMMAND: {0}")]
-    UnknownCommand(String),
-    /// A variable is present but malformed (code 4); `details` carries the value.
-    #[error("invalid {var}: {reason}")]
-    InvalidEnv {
-        /// The variable, e.g. `CNI_IFNAME`.
-        var: &'static str,
-        /// Its value as given.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// An I/O operation failed (code 5).
-    #[error("{context}")]
-    Io {
-        /// What was being done, e.g. `reading stdin`.
-        context: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// JSON did not decode (code 6).
-    #[error("error decoding {what}")]
-    Decode {
-        /// What was being decoded, e.g. `network config` or `prevResult`.
-        what: String,
-        /// The serde error (line / column, expected type).
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The config has no `name` (code 7; the Go skeleton's exact message).
-    #[error("missing network name")]
-    MissingNetworkName,
-    /// The config's `name` breaks the spec's character rule (code 7).
-    #[error("invalid characters found in network name {0:?}")]
-    InvalidNetworkName(String),
-    /// `BERTH_OWNER` is not `<Deployment|StatefulSet>/<name>` (code 7).
-    #[error("invalid BERTH_OWNER {value:?}: {reason}")]
-    InvalidOwner {
-        /// The value as given.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The config decodes but a plugin found it invalid (code 7).
-    #[error("invalid network config: {0}")]
-    InvalidConfig(String),
-    /// A transient failure; the runtime should retry (code 11).
-    #[error("try again later: {0}")]
-    TryAgainLater(String),
-    /// STATUS: cannot service ADD (code 50).
-    #[error("plugin not available: {0}")]
-    NotAvailable(String),
-    /// STATUS: cannot service ADD, existing containers may be affected (code 51).
-    #[error("plugin not available, limited connectivity: {0}")]
-    LimitedConnectivity(String),
-    /// A pool has no free IP (code 100); the message names pool and NIC.
-    #[error("{0}")]
-    PoolExhausted(String),
-    /// No pool could be chosen (code 101); the message names NIC and family.
-    #[error("{0}")]
-    NoPool(String),
-    /// The store failed (code 102).
+    /// A failure of the CNI protocol layer (input, I/O, a spec code), or a CNI error another
+    /// process returned (the agent's), passed on with its code.
+    #[error(transparent)]
+    Cni(#[from] berth_cni::Error),
+
+    /// The engine or the store refused or failed; the code follows from why (see
+    /// [`Error::code`]).
+    #[error(transparent)]
+    Ipam(#[from] ipam_core::Error),
+
+    /// The store could not be opened or used outside the engine (code 102).
     #[error("{msg}")]
     Store {
         /// What was being done.
@@ -192,6 +60,7 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+
     /// The node agent failed or could not be reached (code 103).
     #[error("{msg}")]
     Agent {
@@ -201,337 +70,176 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+
     /// `BERTH_OWNER` names a workload the store does not know (code 104).
     #[error("{0}")]
     UnknownOwner(String),
+
     /// CHECK: the attachment does not hold what `prevResult` says (code 105).
     #[error("{0}")]
     NotHeld(String),
-    /// The pod's IPAM annotations (in embedded mode: its workload's pod template) or the
-    /// workload itself are refused (code 106); the message names the annotation or object.
-    #[error("{0}")]
-    InvalidPodConfig(String),
-    /// A bug (code 999).
-    #[error("{msg}")]
-    Internal {
-        /// What went wrong.
-        msg: String,
-        /// The underlying error, if any.
-        #[source]
-        source: Option<BoxError>,
+
+    /// `BERTH_OWNER` is not `<Deployment|StatefulSet>/<name>` (code 7).
+    #[error("invalid BERTH_OWNER {value:?}: {reason}")]
+    InvalidOwner {
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
     },
-    /// A CNI error passed through unchanged, e.g. one the agent or a delegate returned.
-    #[error("{0}")]
-    Cni(CniError),
 }
 
 impl Error {
-    /// The CNI error code (see [`code`]).
+    /// The CNI code this error is answered with. The engine's errors map as:
+    ///
+    /// | `ipam_core::Error` | code |
+    /// |---|---|
+    /// | `PoolsExhausted`, `SubnetExhausted` | 100 |
+    /// | `NoPool`, `UnknownReference` (a named pool or subnet that does not exist), `Terminating` (its subnet is being deleted) | 101 |
+    /// | `Annotation`, `Invalid`, `InvalidRange`, `Workload` | 106 |
+    /// | `Conflict`, `AlreadyExists`, `RetriesExhausted` | 11 (try again later) |
+    /// | `NotFound`, `Malformed`, `Backend` | 102 |
     pub fn code(&self) -> u32 {
+        use berth_cni::error::code as spec;
+        use ipam_core::Error as E;
         match self {
-            Error::IncompatibleVersion { .. } | Error::VersionForbidsCommand { .. } => {
-                code::INCOMPATIBLE_VERSION
-            }
-            Error::UnsupportedField { .. } | Error::UnknownArgs { .. } => code::UNSUPPORTED_FIELD,
-            Error::UnknownContainer { .. } => code::UNKNOWN_CONTAINER,
-            Error::MissingEnv(_) | Error::UnknownCommand(_) | Error::InvalidEnv { .. } => {
-                code::INVALID_ENV
-            }
-            Error::Io { .. } => code::IO,
-            Error::Decode { .. } => code::DECODE,
-            Error::MissingNetworkName
-            | Error::InvalidNetworkName(_)
-            | Error::InvalidOwner { .. }
-            | Error::InvalidConfig(_) => code::INVALID_CONFIG,
-            Error::TryAgainLater(_) => code::TRY_AGAIN_LATER,
-            Error::NotAvailable(_) => code::NOT_AVAILABLE,
-            Error::LimitedConnectivity(_) => code::LIMITED_CONNECTIVITY,
-            Error::PoolExhausted(_) => code::POOL_EXHAUSTED,
-            Error::NoPool(_) => code::NO_POOL,
+            Error::Cni(e) => e.code(),
+            Error::Ipam(e) => match e {
+                E::PoolsExhausted { .. } | E::SubnetExhausted { .. } => code::POOL_EXHAUSTED,
+                E::NoPool { .. } | E::UnknownReference { .. } | E::Terminating { .. } => {
+                    code::NO_POOL
+                }
+                E::Annotation { .. }
+                | E::Invalid { .. }
+                | E::InvalidRange { .. }
+                | E::Workload { .. } => code::INVALID_POD_CONFIG,
+                E::Conflict(_) | E::AlreadyExists(_) | E::RetriesExhausted { .. } => {
+                    spec::TRY_AGAIN_LATER
+                }
+                E::NotFound(_) | E::Malformed { .. } | E::Backend { .. } => code::STORE,
+            },
             Error::Store { .. } => code::STORE,
             Error::Agent { .. } => code::AGENT,
             Error::UnknownOwner(_) => code::UNKNOWN_OWNER,
             Error::NotHeld(_) => code::NOT_HELD,
-            Error::InvalidPodConfig(_) => code::INVALID_POD_CONFIG,
-            Error::Internal { .. } => code::INTERNAL,
-            Error::Cni(e) => e.code,
-        }
-    }
-
-    /// The `details` of the CNI error: the offending value or the list of supported
-    /// versions where that helps, otherwise the `#[source]` chain joined by `": "`.
-    pub fn details(&self) -> String {
-        match self {
-            Error::IncompatibleVersion { requested } => match requested {
-                Some(v) => format!(
-                    "config is {v:?}, plugin supports {}",
-                    Version::supported_list()
-                ),
-                None => format!(
-                    "config has no cniVersion, plugin supports {}",
-                    Version::supported_list()
-                ),
-            },
-            Error::VersionForbidsCommand {
-                command,
-                version,
-                minimum,
-            } => format!(
-                "config is {:?}, {command} needs {:?} or later",
-                version.as_str(),
-                minimum.as_str()
-            ),
-            Error::InvalidEnv { value, .. } => format!("{value:?}"),
-            Error::Cni(e) => e.details.clone(),
-            _ => source_chain(self),
+            Error::InvalidOwner { .. } => spec::INVALID_CONFIG,
         }
     }
 
     /// The CNI wire form of this error.
-    pub fn to_cni_error(&self) -> CniError {
-        match self {
-            Error::Cni(e) => e.clone(),
-            other => CniError::new(other.code(), other.to_string(), other.details()),
-        }
+    pub fn to_cni_error(self) -> berth_cni::CniError {
+        berth_cni::Error::from(self).to_cni_error()
+    }
+
+    /// A network config the plugin refuses (code 7).
+    pub fn invalid_config(msg: impl Into<String>) -> Self {
+        Error::Cni(berth_cni::Error::InvalidConfig(msg.into()))
+    }
+
+    /// A bug (code 999).
+    pub fn internal(msg: impl Into<String>, source: Option<BoxError>) -> Self {
+        Error::Cni(berth_cni::Error::Internal {
+            msg: msg.into(),
+            source,
+        })
+    }
+
+    /// An I/O failure (code 5).
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Cni(berth_cni::Error::Io {
+            context: context.into(),
+            source,
+        })
+    }
+
+    /// STATUS: ADD cannot be served now (code 50).
+    pub fn not_available(msg: impl Into<String>) -> Self {
+        Error::Cni(berth_cni::Error::NotAvailable(msg.into()))
     }
 }
 
-/// The texts of an error's `#[source]` chain (not its own), joined by `": "`: what CNI error
-/// `details` carry.
-pub fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut next = err.source();
-    while let Some(e) = next {
-        parts.push(e.to_string());
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-/// An error's text followed by its `#[source]` chain, joined by `": "`.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    match source_chain(err) {
-        sources if sources.is_empty() => err.to_string(),
-        sources => format!("{err}: {sources}"),
-    }
-}
-
-impl From<ipam_core::Error> for Error {
-    /// Maps the engine's and the store's refusals onto CNI codes:
-    ///
-    /// | `ipam_core::Error` | code |
-    /// |---|---|
-    /// | `PoolsExhausted`, `SubnetExhausted` | 100 [`PoolExhausted`](Error::PoolExhausted) |
-    /// | `NoPool`, `UnknownReference` (a named pool or subnet that does not exist), `Terminating` (its subnet is being deleted) | 101 [`NoPool`](Error::NoPool) |
-    /// | `Annotation`, `Invalid`, `InvalidRange`, `Workload` | 106 [`InvalidPodConfig`](Error::InvalidPodConfig) |
-    /// | `Conflict`, `AlreadyExists`, `RetriesExhausted` | 11 [`TryAgainLater`](Error::TryAgainLater) |
-    /// | `NotFound`, `Malformed`, `Backend` | 102 [`Store`](Error::Store), the error as `#[source]` |
-    fn from(err: ipam_core::Error) -> Self {
-        use ipam_core::Error as E;
-        match err {
-            E::PoolsExhausted { .. } | E::SubnetExhausted { .. } => {
-                Error::PoolExhausted(err.to_string())
-            }
-            E::NoPool { .. } | E::UnknownReference { .. } | E::Terminating { .. } => {
-                Error::NoPool(err.to_string())
-            }
-            E::Annotation { .. }
-            | E::Invalid { .. }
-            | E::InvalidRange { .. }
-            | E::Workload { .. } => Error::InvalidPodConfig(err.to_string()),
-            E::Conflict(_) | E::AlreadyExists(_) | E::RetriesExhausted { .. } => {
-                Error::TryAgainLater(err.to_string())
-            }
-            E::NotFound(_) | E::Malformed { .. } | E::Backend { .. } => Error::Store {
-                msg: "the IPAM store failed".into(),
-                source: Some(Box::new(err)),
-            },
-        }
-    }
-}
-
-impl From<&Error> for CniError {
-    fn from(err: &Error) -> Self {
-        err.to_cni_error()
-    }
-}
-
-impl From<Error> for CniError {
+impl From<Error> for berth_cni::Error {
+    /// Protocol errors pass as they are; a transient refusal of the engine is code 11 with the
+    /// engine's error as its cause; a malformed `BERTH_OWNER` is an invalid config (7); the
+    /// rest is [`berth_cni::Error::Plugin`] with Berth's code and this error as its source.
     fn from(err: Error) -> Self {
+        let code = err.code();
         match err {
             Error::Cni(e) => e,
-            other => other.to_cni_error(),
+            Error::Ipam(e) if code == berth_cni::error::code::TRY_AGAIN_LATER => {
+                berth_cni::Error::try_again_later(e.to_string(), e)
+            }
+            Error::InvalidOwner { .. } => berth_cni::Error::InvalidConfig(err.to_string()),
+            other => berth_cni::Error::plugin(code, other),
         }
     }
 }
-
-impl From<CniError> for Error {
-    fn from(err: CniError) -> Self {
-        Error::Cni(err)
-    }
-}
-
-/// A CNI error result: what goes to stdout (with exit status 1) when an invocation fails.
-///
-/// Decoding ignores `cniVersion`, so an error printed by another plugin (or sent by the
-/// agent) can be read back with `serde_json::from_slice::<CniError>` and passed on as
-/// [`Error::Cni`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CniError {
-    /// The error code (see [`code`]).
-    pub code: u32,
-    /// A short message.
-    pub msg: String,
-    /// A longer explanation; omitted from the JSON when empty (as the Go library does).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub details: String,
-}
-
-impl CniError {
-    /// An error with the given code, message and details.
-    pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
-        CniError {
-            code,
-            msg: msg.into(),
-            details: details.into(),
-        }
-    }
-
-    /// The JSON printed on stdout: `{"cniVersion", "code", "msg", "details"?}`.
-    pub fn to_json(&self, version: Version) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            #[serde(rename = "cniVersion")]
-            cni_version: Version,
-            code: u32,
-            msg: &'a str,
-            #[serde(skip_serializing_if = "str::is_empty")]
-            details: &'a str,
-        }
-        let wire = Wire {
-            cni_version: version,
-            code: self.code,
-            msg: &self.msg,
-            details: &self.details,
-        };
-        serde_json::to_vec(&wire).expect("an error result always serializes")
-    }
-}
-
-impl fmt::Display for CniError {
-    /// `msg` or `msg; details`, like the Go library.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.details.is_empty() {
-            f.write_str(&self.msg)
-        } else {
-            write!(f, "{}; {}", self.msg, self.details)
-        }
-    }
-}
-
-impl std::error::Error for CniError {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
-
-    fn rendered(err: &Error, version: Version) -> Value {
-        serde_json::from_slice(&err.to_cni_error().to_json(version)).unwrap()
-    }
+    use ipam_core::{Kind, ObjectKey};
 
     #[test]
-    fn error_json_shape() {
-        let err = Error::InvalidEnv {
-            var: "CNI_IFNAME",
-            value: "eth0;rm".into(),
-            reason: "interface name may only contain A-Z a-z 0-9 _ . - @".into(),
+    fn the_engines_refusals_keep_their_type_behind_berths_codes() {
+        let exhausted = Error::Ipam(ipam_core::Error::PoolsExhausted {
+            nic: "eth0".into(),
+            family: ipam_core::IpFamily::V4,
+            pools: vec!["auto4-web-eth0-1a2b3".into()],
+        });
+        assert_eq!(exhausted.code(), 100);
+        let cni = berth_cni::Error::from(exhausted);
+        let berth_cni::Error::Plugin { source, .. } = &cni else {
+            panic!("{cni:?}")
         };
-        assert_eq!(
-            rendered(&err, Version::V0_3_1),
-            json!({
-                "cniVersion": "0.3.1",
-                "code": 4,
-                "msg": "invalid CNI_IFNAME: interface name may only contain A-Z a-z 0-9 _ . - @",
-                "details": "\"eth0;rm\""
-            })
-        );
+        let inner = source
+            .downcast_ref::<Error>()
+            .expect("the plugin's own error");
+        assert!(matches!(
+            inner,
+            Error::Ipam(ipam_core::Error::PoolsExhausted { .. })
+        ));
+        assert!(cni.to_string().contains("auto4-web-eth0-1a2b3"));
+
+        let conflict = Error::Ipam(ipam_core::Error::Conflict(ObjectKey::cluster(
+            Kind::SpiderIPPool,
+            "p",
+        )));
+        let cni = conflict.to_cni_error();
+        assert_eq!(cni.code, 11);
     }
 
     #[test]
-    fn empty_details_are_omitted() {
-        let v = rendered(&Error::MissingNetworkName, Version::V1_0_0);
-        assert_eq!(
-            v,
-            json!({"cniVersion": "1.0.0", "code": 7, "msg": "missing network name"})
-        );
-    }
-
-    #[test]
-    fn missing_env_names_every_variable() {
-        let err = Error::MissingEnv(vec!["CNI_CONTAINERID", "CNI_IFNAME"]);
-        assert_eq!(err.code(), 4);
-        assert_eq!(
-            err.to_string(),
-            "required env variables [CNI_CONTAINERID,CNI_IFNAME] missing"
-        );
-    }
-
-    #[test]
-    fn incompatible_version_lists_supported() {
-        let err = Error::IncompatibleVersion {
-            requested: Some("9.9.9".into()),
-        };
-        let cni = err.to_cni_error();
-        assert_eq!(cni.code, 1);
-        assert_eq!(cni.msg, "incompatible CNI versions");
-        assert_eq!(
-            cni.details,
-            r#"config is "9.9.9", plugin supports ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]"#
-        );
-    }
-
-    #[test]
-    fn source_chain_becomes_details() {
-        let io = std::io::Error::other("connection refused");
+    fn agent_errors_carry_their_cause_in_details() {
         let err = Error::Agent {
             msg: "calling agent at /run/berth/agent.sock".into(),
-            source: Some(Box::new(io)),
+            source: Some(Box::new(std::io::Error::other("connection refused"))),
         };
-        let cni = CniError::from(&err);
-        assert_eq!(cni.code, code::AGENT);
-        assert_eq!(cni.msg, "calling agent at /run/berth/agent.sock");
-        assert_eq!(cni.details, "connection refused");
+        let cni = err.to_cni_error();
+        assert_eq!(
+            (cni.code, cni.msg.as_str(), cni.details.as_str()),
+            (
+                103,
+                "calling agent at /run/berth/agent.sock",
+                "connection refused"
+            )
+        );
     }
 
     #[test]
-    fn codes_of_our_variants() {
-        assert_eq!(Error::PoolExhausted("p".into()).code(), 100);
-        assert_eq!(Error::NoPool("n".into()).code(), 101);
+    fn codes_of_berths_variants() {
+        assert_eq!(Error::UnknownOwner("o".into()).code(), 104);
+        assert_eq!(Error::NotHeld("n".into()).code(), 105);
         let store = Error::Store {
             msg: "s".into(),
             source: None,
         };
         assert_eq!(store.code(), 102);
-        assert_eq!(Error::UnknownOwner("o".into()).code(), 104);
-        assert_eq!(Error::TryAgainLater("locked".into()).code(), 11);
-        assert_eq!(Error::NotAvailable("x".into()).code(), 50);
-        assert_eq!(Error::LimitedConnectivity("x".into()).code(), 51);
-        let internal = Error::Internal {
-            msg: "bug".into(),
-            source: None,
+        let owner = Error::InvalidOwner {
+            value: "Pod/x".into(),
+            reason: "r".into(),
         };
-        assert_eq!(internal.code(), 999);
-    }
-
-    #[test]
-    fn passthrough_keeps_foreign_errors_verbatim() {
-        let foreign: CniError =
-            serde_json::from_str(r#"{"cniVersion":"0.3.1","code":123,"msg":"m","details":"d"}"#)
-                .unwrap();
-        let err = Error::from(foreign.clone());
-        assert_eq!(err.code(), 123);
-        assert_eq!(CniError::from(err), foreign);
-        assert_eq!(foreign.to_string(), "m; d");
+        assert_eq!(owner.to_cni_error().code, 7);
+        assert_eq!(Error::not_available("x").code(), 50);
     }
 }

@@ -1,36 +1,7 @@
-//! The CNI protocol layer of Berth's plugins (`berth-ipam`, `berth-route`).
+//! Berth's CNI IPAM plugin, `berth-ipam`, and the node agent that serves it, on top of the CNI
+//! protocol crate ([`berth_cni`]) and Berth's engine ([`ipam_core`]).
 //!
-//! A CNI plugin is a program the container runtime executes once per operation: the
-//! operation and the attachment come in `CNI_*` environment variables, the network
-//! configuration comes on stdin, and the answer — a result, or an error object with a
-//! code — goes to stdout. This crate is that protocol and nothing else, written to the
-//! letter of the spec for versions 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 (the `cni-plugin`
-//! crate on crates.io is unmaintained and refuses 0.3.1, which the Spiderpool setups Berth
-//! replaces use). It holds no process-global state: every step is a function from values
-//! to values, so all of it is unit-tested without a runtime.
-//!
-//! The pieces, in the order an invocation meets them:
-//!
-//! - [`mod@env`]: `CNI_COMMAND` and the variables each [`Command`] requires, validated
-//!   (container id, interface name, netns path) → [`Env`].
-//! - [`config`]: stdin → [`NetworkConfig`] — `name`, `cniVersion` ([`Version`]), the
-//!   `ipam` keys of Spiderpool and Berth ([`IpamConfig`]), a typed `prevResult`, GC's
-//!   [`valid_attachments`](NetworkConfig::valid_attachments), and the raw object, from
-//!   which a chained plugin reads its own keys with [`NetworkConfig::plugin_keys`].
-//! - [`args`]: `CNI_ARGS` → [`CniArgs`] (the Kubernetes pod identity, `IgnoreUnknown`, and
-//!   Berth's `BERTH_OWNER` → [`Owner`]).
-//! - [`result`]: [`CniResult`], one model read from and written in any version (0.x
-//!   `ips[].version`, the 1.1.0-only route and interface fields).
-//! - [`error`]: the crate's [`Error`], its CNI [`code`](error::code) and the wire
-//!   [`CniError`].
-//! - [`plugin`]: the [`Plugin`] trait (ADD, DEL, CHECK, GC, STATUS), [`Invocation`],
-//!   and [`run`] / [`run_with`] / [`run_process`], which parse, dispatch, answer VERSION
-//!   themselves, and print only the result or the error JSON.
-//!
-//! Logging goes through `tracing`; the protocol layer never installs a subscriber. A
-//! plugin does it in [`Plugin::prepare`], from the config ([`logging`]: a file, never stdout).
-//!
-//! On top of the protocol layer, Berth's IPAM:
+//! The pieces:
 //!
 //! - [`ipam`]: the `berth-ipam` plugin ([`BerthIpam`]; binary `src/bin/berth-ipam.rs`), its
 //!   mode resolution (agent or embedded), the pod identity, and the operations on the engine
@@ -38,79 +9,23 @@
 //! - [`agent`]: the node agent's HTTP server on a unix socket ([`agent::serve`]), its client,
 //!   and [`agent::AgentStore`], the store of a data dir an agent serves;
 //! - [`datadir`]: [`open_data_dir`], the store of a data dir — the agent's when one serves
-//!   it, else the sled store under its lock. The `berth` CLI and `berth-ipam` both use it.
-//!
-//! # Example
-//!
-//! A tiny IPAM plugin that always hands out one address, run on a fake ADD:
-//!
-//! ```
-//! use std::collections::HashMap;
-//! use cni_plugin::{AttachmentRequest, CniResult, Error, IpConfig, Plugin, run};
-//!
-//! struct Fixed;
-//!
-//! impl Plugin for Fixed {
-//!     fn add(&self, request: &AttachmentRequest) -> Result<CniResult, Error> {
-//!         assert_eq!(request.ifname, "net1");
-//!         let mut ip = IpConfig::new("10.7.168.173/16".parse().unwrap());
-//!         ip.gateway = Some("10.7.0.1".parse().unwrap());
-//!         Ok(CniResult { ips: vec![ip], ..CniResult::default() })
-//!     }
-//!     fn del(&self, _: &AttachmentRequest) -> Result<(), Error> { Ok(()) }
-//!     fn check(&self, _: &AttachmentRequest) -> Result<(), Error> { Ok(()) }
-//! }
-//!
-//! let env: HashMap<String, String> = [
-//!     ("CNI_COMMAND", "ADD"),
-//!     ("CNI_CONTAINERID", "4f9e1c0c2b9a"),
-//!     ("CNI_NETNS", "/var/run/netns/test-app"),
-//!     ("CNI_IFNAME", "net1"),
-//!     ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=test-app-0"),
-//! ]
-//! .into_iter()
-//! .map(|(k, v)| (k.to_owned(), v.to_owned()))
-//! .collect();
-//! let stdin = br#"{"cniVersion": "0.3.1", "name": "macvlan-conf-ens224",
-//!                  "type": "macvlan", "ipam": {"type": "spiderpool"}}"#;
-//!
-//! let out = run(&Fixed, &env, stdin);
-//! assert_eq!(out.exit_code, 0);
-//! assert_eq!(
-//!     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
-//!     serde_json::json!({
-//!         "cniVersion": "0.3.1",
-//!         "ips": [{"version": "4", "address": "10.7.168.173/16", "gateway": "10.7.0.1"}]
-//!     })
-//! );
-//! ```
+//!   it, else the sled store under its lock. The `berth` CLI and `berth-ipam` both use it;
+//! - [`owner`]: `BERTH_OWNER` in `CNI_ARGS` ([`Owner`]), which binds a pod to a workload
+//!   registered in the embedded store;
+//! - [`error`]: the crate's [`Error`], which keeps the engine's errors typed and becomes a CNI
+//!   error with Berth's [`code`](error::code) at the protocol boundary.
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod args;
-pub mod command;
-pub mod config;
 pub mod datadir;
-mod de;
-pub mod env;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ipam;
-pub mod logging;
-pub mod plugin;
-pub mod result;
-pub mod version;
+pub mod owner;
 
-pub use args::{CniArgs, Owner, OwnerKind};
-pub use command::Command;
-pub use config::{GcAttachment, IpamConfig, NetworkConfig};
 pub use datadir::{DataDirOptions, DataDirStore, open_data_dir};
-pub use env::Env;
-pub use error::{CniError, Error};
-pub use ipam::{BerthIpam, NetnsLiveness};
-pub use plugin::{
-    AttachmentRequest, Invocation, NetworkRequest, Output, Plugin, run, run_process, run_with,
-};
-pub use result::{CniResult, Dns, Interface, IpConfig, Route};
-pub use version::{SUPPORTED, Version, VersionInfo};
+pub use error::Error;
+pub use ipam::{BerthIpam, IpamConfig, NetnsLiveness};
+pub use owner::{BERTH_OWNER, Owner};

@@ -191,7 +191,7 @@ impl RouteConfig {
 /// `CNI_ARGS` (see the [module docs](self)).
 pub fn default_route_nic_annotation(
     runtime_config: Option<&Value>,
-    args: &cni_plugin::CniArgs,
+    args: &berth_cni::CniArgs,
 ) -> Option<String> {
     let from_runtime = runtime_config.and_then(|rc| {
         [CRI_POD_ANNOTATIONS, "podAnnotations"]
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn annotation_sources() {
-        let args = cni_plugin::CniArgs::parse(
+        let args = berth_cni::CniArgs::parse(
             "IgnoreUnknown=1;K8S_POD_NAME=p;ipam.spidernet.io/default-route-nic=net2",
         )
         .unwrap();
@@ -297,7 +297,7 @@ mod tests {
         );
         let rc = json!({"podAnnotations": {DEFAULT_ROUTE_NIC_ANNOTATION: " "}});
         assert_eq!(
-            default_route_nic_annotation(Some(&rc), &cni_plugin::CniArgs::default()),
+            default_route_nic_annotation(Some(&rc), &berth_cni::CniArgs::default()),
             None
         );
     }

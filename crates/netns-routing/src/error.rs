@@ -160,7 +160,7 @@ impl Error {
 
     /// The CNI code this error reaches the runtime with.
     pub fn cni_code(&self) -> u32 {
-        use cni_plugin::error::code as cni;
+        use berth_cni::error::code as cni;
         match self {
             Error::Netns { .. } | Error::Sysctl { .. } | Error::Io { .. } => cni::IO,
             Error::Netlink { .. } => code::NETLINK,
@@ -171,7 +171,7 @@ impl Error {
     }
 }
 
-pub use cni_plugin::error::chain;
+pub use berth_cni::error::chain;
 
 fn join_chains(errors: &[Error]) -> String {
     errors
@@ -181,17 +181,17 @@ fn join_chains(errors: &[Error]) -> String {
         .join("; ")
 }
 
-impl From<Error> for cni_plugin::Error {
+impl From<Error> for berth_cni::Error {
     /// `Invalid` → 7; netns, sysctl and I/O → 5; netlink → 110; CHECK findings and
     /// missing links → 111. The message is the whole chain, so the runtime's log says which
     /// `ip` operation failed and why.
     fn from(err: Error) -> Self {
         match err {
-            Error::Invalid(msg) => cni_plugin::Error::InvalidConfig(msg),
-            other => cni_plugin::Error::Cni(cni_plugin::CniError::new(
+            Error::Invalid(msg) => berth_cni::Error::InvalidConfig(msg),
+            other => berth_cni::Error::Cni(berth_cni::CniError::new(
                 other.cni_code(),
                 other.to_string(),
-                cni_plugin::error::source_chain(&other),
+                berth_cni::error::source_chain(&other),
             )),
         }
     }
@@ -220,7 +220,7 @@ mod tests {
             "2 failure(s): net1: 1 item(s) missing: pod: rule from 10.7.168.173 lookup 100 \
              pref 32764; y"
         );
-        let cni: cni_plugin::Error = many.into();
+        let cni: berth_cni::Error = many.into();
         assert_eq!(cni.code(), code::MISSING);
     }
 
@@ -230,7 +230,7 @@ mod tests {
             path: "/var/run/netns/gone".into(),
             source: std::io::Error::from_raw_os_error(2),
         };
-        let cni = cni_plugin::Error::from(e).to_cni_error();
+        let cni = berth_cni::Error::from(e).to_cni_error();
         assert_eq!(cni.code, 5);
         assert_eq!(
             cni.msg,

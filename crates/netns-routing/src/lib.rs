@@ -48,7 +48,7 @@
 //! - [`netns`]: the one place a thread enters a namespace — every pod-side netlink socket
 //!   is created inside the pod's namespace on a throw-away thread, never by `setns` on a
 //!   tokio worker; the crate has no `unsafe`;
-//! - [`config`] and [`plugin`]: the CNI plugin [`BerthRoute`] on `cni_plugin`'s protocol
+//! - [`config`] and [`plugin`]: the CNI plugin [`BerthRoute`] on `berth_cni`'s protocol
 //!   layer (binary `src/bin/berth-route.rs`); [`error`]: the one [`Error`] enum.
 //!
 //! Other plugins call [`PodRouting`] with their own NIC list; the plugin is one user.

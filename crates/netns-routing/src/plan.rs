@@ -80,8 +80,8 @@ impl Nic {
     /// names no interfaces); per family the gateway of the first default route, else of the
     /// first address; the other routes of that family (a route without `gw` goes via the
     /// family's gateway, as the main plugins install it).
-    pub fn from_result(ifname: &str, result: &cni_plugin::CniResult) -> Nic {
-        let ours = |ip: &cni_plugin::IpConfig| match ip.interface {
+    pub fn from_result(ifname: &str, result: &berth_cni::CniResult) -> Nic {
+        let ours = |ip: &berth_cni::IpConfig| match ip.interface {
             None => true,
             Some(i) => result.interfaces.get(i).is_some_and(|x| x.name == ifname),
         };
@@ -640,13 +640,13 @@ mod tests {
 
     #[test]
     fn nic_from_a_macvlan_result() {
-        let result = cni_plugin::CniResult::parse(
+        let result = berth_cni::CniResult::parse(
             br#"{"cniVersion":"0.3.1",
                 "interfaces":[{"name":"net1","mac":"d6:4b:c2:6a:62:0f","sandbox":"/var/run/netns/p"}],
                 "ips":[{"version":"4","address":"10.7.168.173/16","gateway":"10.7.0.1","interface":0},
                        {"version":"6","address":"fd00:7::173/64","gateway":"fd00:7::1","interface":0}],
                 "routes":[{"dst":"0.0.0.0/0","gw":"10.7.0.1"},{"dst":"172.30.0.0/16"}]}"#,
-            cni_plugin::Version::V0_3_1,
+            berth_cni::Version::V0_3_1,
         )
         .unwrap();
         let nic = Nic::from_result("net1", &result);

@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 
-use cni_plugin::logging::{init_file_logging, init_stderr_logging, level_filter};
-use cni_plugin::{AttachmentRequest, CniResult, NetworkRequest, Plugin};
+use berth_cni::logging::{init_file_logging, init_stderr_logging, level_filter};
+use berth_cni::{AttachmentRequest, CniResult, NetworkRequest, Plugin};
 
 use crate::config::{DEFAULT_LOG_FILE, Mode, RouteConfig, default_route_nic_annotation};
 use crate::error::Error;
@@ -56,11 +56,11 @@ impl BerthRoute {
 }
 
 /// Runs `work` on a fresh current-thread runtime (IO driver on: netlink sockets need it).
-fn block_on<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, cni_plugin::Error> {
+fn block_on<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, berth_cni::Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|source| cni_plugin::Error::Io {
+        .map_err(|source| berth_cni::Error::Io {
             context: "starting the async runtime".into(),
             source,
         })?;
@@ -75,22 +75,22 @@ fn attachment(r: &AttachmentRequest) -> Attachment<'_> {
     }
 }
 
-fn keys(r: &cni_plugin::NetworkConfig) -> Result<RouteConfig, cni_plugin::Error> {
+fn keys(r: &berth_cni::NetworkConfig) -> Result<RouteConfig, berth_cni::Error> {
     let config: RouteConfig = r.plugin_keys()?;
     config.mode()?;
     Ok(config)
 }
 
-fn prev_result(r: &AttachmentRequest) -> Result<&CniResult, cni_plugin::Error> {
+fn prev_result(r: &AttachmentRequest) -> Result<&CniResult, berth_cni::Error> {
     r.config.prev_result.as_ref().ok_or_else(|| {
-        cni_plugin::Error::InvalidConfig(
+        berth_cni::Error::InvalidConfig(
             "berth-route must be chained after a main plugin: the config has no prevResult".into(),
         )
     })
 }
 
 impl Plugin for BerthRoute {
-    fn add(&self, r: &AttachmentRequest) -> Result<CniResult, cni_plugin::Error> {
+    fn add(&self, r: &AttachmentRequest) -> Result<CniResult, berth_cni::Error> {
         let config = keys(&r.config)?;
         let prev = prev_result(r)?;
         if config.mode()? == Mode::Disabled {
@@ -103,7 +103,7 @@ impl Plugin for BerthRoute {
         Ok(prev.clone())
     }
 
-    fn del(&self, r: &AttachmentRequest) -> Result<(), cni_plugin::Error> {
+    fn del(&self, r: &AttachmentRequest) -> Result<(), berth_cni::Error> {
         let config = keys(&r.config)?;
         if config.mode()? == Mode::Disabled {
             return Ok(());
@@ -117,7 +117,7 @@ impl Plugin for BerthRoute {
         block_on(routing.del(&attachment(r), &r.ifname, nic.as_ref()))
     }
 
-    fn check(&self, r: &AttachmentRequest) -> Result<(), cni_plugin::Error> {
+    fn check(&self, r: &AttachmentRequest) -> Result<(), berth_cni::Error> {
         let config = keys(&r.config)?;
         let prev = prev_result(r)?;
         if config.mode()? == Mode::Disabled {
@@ -127,7 +127,7 @@ impl Plugin for BerthRoute {
         block_on(self.routing(r, &config).check(&attachment(r), &nic))
     }
 
-    fn gc(&self, r: &NetworkRequest) -> Result<(), cni_plugin::Error> {
+    fn gc(&self, r: &NetworkRequest) -> Result<(), berth_cni::Error> {
         let config = keys(&r.config)?;
         let Some(valid) = &r.config.valid_attachments else {
             return Ok(());

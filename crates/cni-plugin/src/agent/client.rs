@@ -14,7 +14,10 @@ use serde::de::DeserializeOwned;
 use crate::agent::protocol::{
     self, AddArgs, AddResponse, CheckArgs, DelArgs, GcResponse, Healthy, NetworkGcArgs,
 };
-use crate::error::{BoxError, CniError, Error};
+use berth_cni::CniError;
+use berth_cni::error::BoxError;
+
+use crate::error::Error;
 
 /// How long one request may take, connection included, unless set otherwise. Generous: a
 /// busy agent queues requests behind its disk's flushes.
@@ -122,10 +125,7 @@ impl AgentClient {
         let body = args
             .map(serde_json::to_vec)
             .transpose()
-            .map_err(|e| Error::Internal {
-                msg: "encoding an agent request".into(),
-                source: Some(Box::new(e)),
-            })?;
+            .map_err(|e| Error::internal("encoding an agent request", Some(Box::new(e))))?;
         let answer = self
             .request(method.clone(), path, body)
             .await
@@ -145,7 +145,7 @@ impl AgentClient {
             });
         }
         match serde_json::from_slice::<CniError>(&answer.body) {
-            Ok(cni) => Err(Error::Cni(cni)),
+            Ok(cni) => Err(Error::Cni(berth_cni::Error::Cni(cni))),
             Err(_) => Err(Error::Agent {
                 msg: format!(
                     "the berth agent answered {method} {path} with {}: {}",

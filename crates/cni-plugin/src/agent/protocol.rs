@@ -11,8 +11,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::GcAttachment;
-use crate::result::{CniResult, IpConfig, Route};
+use berth_cni::config::GcAttachment;
+
+use crate::owner::Owner;
+use berth_cni::result::{CniResult, IpConfig, Route};
 
 /// `GET`: 200 when the agent and its store answer.
 pub const PATH_HEALTHY: &str = "/v1/ipam/healthy";
@@ -79,7 +81,7 @@ pub struct AddArgs {
     pub network: Option<String>,
     /// Berth: `BERTH_OWNER`, `<Kind>/<name>` of a workload registered in the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub owner: Option<Owner>,
     /// Berth: the node name; the agent's host name when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -432,7 +434,7 @@ impl StoreError {
                 message,
             },
             _ => StoreError::Backend {
-                message: crate::error::chain(err),
+                message: berth_cni::error::chain(err),
             },
         }
     }
@@ -502,7 +504,7 @@ mod tests {
             default_ipv4_ippool: vec!["pool-a".into()],
             clean_gateway: true,
             network: Some("macvlan-conf-ens192".into()),
-            owner: Some("Deployment/test-app".into()),
+            owner: Some("Deployment/test-app".parse().unwrap()),
             ..AddArgs::default()
         };
         let v = serde_json::to_value(&a).unwrap();
@@ -528,7 +530,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            r.to_cni_result("eth0").to_value(crate::Version::V0_3_1),
+            r.to_cni_result("eth0").to_value(berth_cni::Version::V0_3_1),
             json!({
                 "cniVersion": "0.3.1",
                 "ips": [{"version": "4", "address": "10.6.168.171/16", "gateway": "10.6.0.1"}],

@@ -31,9 +31,12 @@ use crate::agent::protocol::{
 };
 use crate::agent::record;
 use crate::datadir::open_error;
-use crate::error::{CniError, Error, code};
+use berth_cni::CniError;
+use berth_cni::error::code;
+
+use crate::error::Error;
 use crate::ipam::ops;
-use crate::version::Version;
+use berth_cni::version::Version;
 
 /// Largest request body the agent reads (a `/v1/store/*` write of a big pool).
 pub const MAX_BODY: usize = 64 << 20;
@@ -79,10 +82,10 @@ where
     {
         drop(listener);
         let _ = std::fs::remove_file(&options.socket);
-        return Err(Error::Io {
-            context: format!("recording the agent socket in {}", dir.display()),
+        return Err(Error::io(
+            format!("recording the agent socket in {}", dir.display()),
             source,
-        });
+        ));
     }
     tracing::info!(socket = %options.socket.display(), data_dir = ?options.data_dir, "berth agent listening");
     let state = Arc::new(State {
@@ -153,10 +156,7 @@ where
     let dir = data_dir.to_path_buf();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir, OpenOptions::new()))
         .await
-        .map_err(|e| Error::Internal {
-            msg: "opening the store".into(),
-            source: Some(Box::new(e)),
-        })?
+        .map_err(|e| Error::internal("opening the store", Some(Box::new(e))))?
         .map_err(open_error)?;
     let engine = Arc::new(Engine::new(store));
     let options = AgentOptions {
@@ -186,7 +186,7 @@ pub fn termination_signal() -> std::io::Result<impl Future<Output = ()> + Send +
 /// Binds `socket` with mode 0600: bound inside a private (0700) directory next to it, made
 /// 0600, then renamed into place, so it is never reachable with wider permissions.
 async fn bind(socket: &Path) -> Result<UnixListener, Error> {
-    let io = |context: String| move |source| Error::Io { context, source };
+    let io = |context: String| move |source| Error::io(context, source);
     let parent = socket
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -268,7 +268,7 @@ async fn handle<S: Store + 'static>(
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Ok(cni_answer(&Error::Agent {
+            return Ok(cni_answer(Error::Agent {
                 msg: format!("cannot read the request body: {e}"),
                 source: None,
             }));
@@ -283,10 +283,10 @@ async fn handle<S: Store + 'static>(
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            cni_answer(&Error::Internal {
-                msg: format!("the agent panicked serving {method} {path}: {msg}"),
-                source: None,
-            })
+            cni_answer(Error::internal(
+                format!("the agent panicked serving {method} {path}: {msg}"),
+                None,
+            ))
         });
     tracing::debug!(%method, %path, status = answer.status().as_u16(), elapsed = ?started.elapsed(), "request");
     Ok(answer)
@@ -421,9 +421,11 @@ const KNOWN_PATHS: [&str; 11] = [
 
 /// A request body that does not decode: code 6, like bad CNI input.
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|source| Error::Decode {
-        what: format!("agent request ({})", short_type_name::<T>()),
-        source,
+    serde_json::from_slice(body).map_err(|source| {
+        Error::Cni(berth_cni::Error::Decode {
+            what: format!("agent request ({})", short_type_name::<T>()),
+            source,
+        })
     })
 }
 
@@ -467,7 +469,7 @@ fn unknown_kind(kind: &str) -> BadRequest {
 async fn ipam<T: Serialize>(work: impl Future<Output = Result<T, Error>>) -> Reply {
     match work.await {
         Ok(value) => json(StatusCode::OK, &value),
-        Err(e) => cni_answer(&e),
+        Err(e) => cni_answer(e),
     }
 }
 
@@ -486,7 +488,7 @@ async fn stored<T: Serialize>(work: impl Future<Output = Result<T, StoreFailure>
 
 /// A CNI error answer: the error's CNI JSON; 400 for bad input (codes 1–7 but I/O), 500
 /// otherwise.
-fn cni_answer(err: &Error) -> Reply {
+fn cni_answer(err: Error) -> Reply {
     let cni: CniError = err.to_cni_error();
     tracing::warn!(code = cni.code, msg = %cni.msg, details = %cni.details, "agent request failed");
     let bad_input = (code::INCOMPATIBLE_VERSION..=code::INVALID_CONFIG).contains(&cni.code)

@@ -7,5 +7,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cni_plugin::run_process(&cni_plugin::BerthIpam::new())
+    berth_cni::run_process(&cni_plugin::BerthIpam::new())
 }

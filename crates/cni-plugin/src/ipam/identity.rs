@@ -1,8 +1,8 @@
 //! Who a container is, for the store: the pod identity from `CNI_ARGS`, or one derived from
 //! the container id when the runtime is not Kubernetes.
 
-use crate::args::CniArgs;
 use crate::ipam::ops::DEFAULT_NAMESPACE;
+use berth_cni::CniArgs;
 
 /// Prefix of the pod name derived for containers without `K8S_POD_NAME`.
 pub const DERIVED_NAME_PREFIX: &str = "ctr-";

@@ -47,6 +47,7 @@
 //!   nothing.
 //! - STATUS (1.1.0) succeeds when the store (or the agent) answers, else code 50.
 
+pub mod config;
 pub mod identity;
 pub mod liveness;
 pub mod mode;
@@ -59,18 +60,21 @@ use std::time::Instant;
 use ipam_core::engine::Engine;
 use ipam_store_sled::SledStore;
 
+pub use config::{DEFAULT_LOG_FILE, IpamConfig};
 pub use identity::{PodIdentity, derived_pod_name};
 pub use liveness::NetnsLiveness;
 pub use mode::{DEFAULT_DATA_DIR, Mode, ModeDefaults, resolve_mode};
 
 use crate::agent::AgentClient;
 use crate::agent::protocol::{AddArgs, CheckArgs, DelArgs, NetworkGcArgs};
-use crate::config::{NetworkConfig, peek_ipam};
+use berth_cni::config::{NetworkConfig, peek_ipam};
+use berth_cni::error::code as spec;
+use berth_cni::logging::{init_file_logging, init_stderr_logging, level_filter};
+use berth_cni::{AttachmentRequest, CniResult, NetworkRequest, Plugin};
+
 use crate::datadir::{DataDirOptions, DataDirStore, open_data_dir};
-use crate::error::{Error, code};
-use crate::logging::{DEFAULT_LOG_FILE, init_file_logging, init_stderr_logging, level_filter};
-use crate::plugin::{AttachmentRequest, NetworkRequest, Plugin};
-use crate::result::CniResult;
+use crate::error::Error;
+use crate::owner::{BERTH_OWNER, owner_of};
 
 /// The `berth-ipam` plugin (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
@@ -111,15 +115,12 @@ impl BerthIpam {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| Error::Io {
-                context: "starting the async runtime".into(),
-                source,
-            })?
+            .map_err(|source| Error::io("starting the async runtime", source))?
             .block_on(work)
     }
 
     async fn backend(&self, config: &NetworkConfig) -> Result<Backend, Error> {
-        let mode = resolve_mode(config.ipam.as_ref(), &self.defaults);
+        let mode = resolve_mode(&IpamConfig::of(config)?, &self.defaults);
         tracing::info!(%mode, network = %config.name, "IPAM mode");
         match mode {
             Mode::Agent { socket, .. } => Ok(Backend::Agent(AgentClient::new(socket))),
@@ -138,9 +139,56 @@ impl BerthIpam {
 }
 
 impl Plugin for BerthIpam {
-    fn add(&self, r: &AttachmentRequest) -> Result<CniResult, Error> {
+    fn add(&self, r: &AttachmentRequest) -> Result<CniResult, berth_cni::Error> {
+        Ok(self.add_nic(r)?)
+    }
+
+    fn del(&self, r: &AttachmentRequest) -> Result<(), berth_cni::Error> {
+        Ok(self.del_nic(r)?)
+    }
+
+    fn check(&self, r: &AttachmentRequest) -> Result<(), berth_cni::Error> {
+        Ok(self.check_nic(r)?)
+    }
+
+    fn gc(&self, r: &NetworkRequest) -> Result<(), berth_cni::Error> {
+        Ok(self.network_gc(r)?)
+    }
+
+    fn status(&self, r: &NetworkRequest) -> Result<(), berth_cni::Error> {
+        self.status_of(r).map_err(|e| match e.code() {
+            spec::NOT_AVAILABLE | spec::LIMITED_CONNECTIVITY => e.into(),
+            _ => berth_cni::Error::NotAvailable(e.to_cni_error().to_string()),
+        })
+    }
+
+    fn args_keys(&self) -> &[&str] {
+        &[BERTH_OWNER]
+    }
+
+    /// Logs to the config's `log_file_path` ([`DEFAULT_LOG_FILE`] when the `ipam` object
+    /// names none) at its `log_level`; to stderr when stdin has no readable `ipam` object
+    /// (VERSION, garbage), since then nothing says where the admin wants the logs.
+    fn prepare(&self, stdin: &[u8]) {
+        match peek_ipam::<IpamConfig>(stdin) {
+            Some(ipam) => {
+                let path = ipam
+                    .log_file_path
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_FILE));
+                init_file_logging(&path, level_filter(ipam.log_level.as_deref()));
+            }
+            None => {
+                init_stderr_logging(level_filter(None));
+            }
+        }
+    }
+}
+
+impl BerthIpam {
+    fn add_nic(&self, r: &AttachmentRequest) -> Result<CniResult, Error> {
         let pod = PodIdentity::of(&r.args, &r.container_id);
-        let ipam = r.config.ipam.clone().unwrap_or_default();
+        let ipam = IpamConfig::of(&r.config)?;
+        let owner = owner_of(&r.args)?;
         let args = AddArgs {
             container_id: r.container_id.clone(),
             if_name: r.ifname.clone(),
@@ -156,7 +204,7 @@ impl Plugin for BerthIpam {
             default_ipv6_ippool: ipam.default_ipv6_ippool,
             clean_gateway: ipam.clean_gateway,
             network: Some(r.config.name.clone()),
-            owner: r.args.owner.as_ref().map(ToString::to_string),
+            owner,
             node: None,
         };
         let answer = self.block_on(async {
@@ -168,7 +216,7 @@ impl Plugin for BerthIpam {
         Ok(answer.to_cni_result(&r.ifname))
     }
 
-    fn del(&self, r: &AttachmentRequest) -> Result<(), Error> {
+    fn del_nic(&self, r: &AttachmentRequest) -> Result<(), Error> {
         let pod = PodIdentity::of(&r.args, &r.container_id);
         let args = DelArgs {
             container_id: r.container_id.clone(),
@@ -186,7 +234,7 @@ impl Plugin for BerthIpam {
         })
     }
 
-    fn check(&self, r: &AttachmentRequest) -> Result<(), Error> {
+    fn check_nic(&self, r: &AttachmentRequest) -> Result<(), Error> {
         let pod = PodIdentity::of(&r.args, &r.container_id);
         let args = CheckArgs {
             container_id: r.container_id.clone(),
@@ -208,7 +256,7 @@ impl Plugin for BerthIpam {
         })
     }
 
-    fn gc(&self, r: &NetworkRequest) -> Result<(), Error> {
+    fn network_gc(&self, r: &NetworkRequest) -> Result<(), Error> {
         let args = NetworkGcArgs {
             network: r.config.name.clone(),
             valid_attachments: r.config.valid_attachments.clone(),
@@ -222,33 +270,12 @@ impl Plugin for BerthIpam {
         .map(drop)
     }
 
-    fn status(&self, r: &NetworkRequest) -> Result<(), Error> {
+    fn status_of(&self, r: &NetworkRequest) -> Result<(), Error> {
         self.block_on(async {
             match self.backend(&r.config).await? {
                 Backend::Agent(agent) => agent.healthy().await,
                 Backend::Local(engine) => ops::healthy(&engine).await,
             }
         })
-        .map_err(|e| match e.code() {
-            code::NOT_AVAILABLE | code::LIMITED_CONNECTIVITY => e,
-            _ => Error::NotAvailable(e.to_cni_error().to_string()),
-        })
-    }
-
-    /// Logs to the config's `log_file_path` ([`DEFAULT_LOG_FILE`] when the `ipam` object
-    /// names none) at its `log_level`; to stderr when stdin has no readable `ipam` object
-    /// (VERSION, garbage), since then nothing says where the admin wants the logs.
-    fn prepare(&self, stdin: &[u8]) {
-        match peek_ipam(stdin) {
-            Some(ipam) => {
-                let path = ipam
-                    .log_file_path
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_FILE));
-                init_file_logging(&path, level_filter(ipam.log_level.as_deref()));
-            }
-            None => {
-                init_stderr_logging(level_filter(None));
-            }
-        }
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::agent::DEFAULT_SOCKET;
-use crate::config::IpamConfig;
+use crate::ipam::IpamConfig;
 
 /// The data dir of embedded mode when the config names none.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
@@ -70,14 +70,14 @@ impl Default for ModeDefaults {
 ///
 /// In embedded mode the data dir's agent record is honoured later, when the store is opened
 /// ([`open_data_dir`](crate::open_data_dir)).
-pub fn resolve_mode(ipam: Option<&IpamConfig>, defaults: &ModeDefaults) -> Mode {
-    if let Some(socket) = ipam.and_then(|i| i.ipam_unix_socket_path.clone()) {
+pub fn resolve_mode(ipam: &IpamConfig, defaults: &ModeDefaults) -> Mode {
+    if let Some(socket) = ipam.ipam_unix_socket_path.clone() {
         return Mode::Agent {
             socket,
             reason: "ipam_unix_socket_path",
         };
     }
-    if let Some(data_dir) = ipam.and_then(|i| i.data_dir.clone()) {
+    if let Some(data_dir) = ipam.data_dir.clone() {
         return Mode::Embedded {
             data_dir,
             reason: "data_dir",
@@ -113,7 +113,7 @@ mod tests {
             ..IpamConfig::default()
         };
         assert!(matches!(
-            resolve_mode(Some(&both), &defaults),
+            resolve_mode(&both, &defaults),
             Mode::Agent { socket, .. } if socket == Path::new("/run/x.sock")
         ));
         let dir_only = IpamConfig {
@@ -121,28 +121,24 @@ mod tests {
             ..IpamConfig::default()
         };
         assert!(matches!(
-            resolve_mode(Some(&dir_only), &defaults),
+            resolve_mode(&dir_only, &defaults),
             Mode::Embedded { data_dir, .. } if data_dir == Path::new("/d")
         ));
         let neither = IpamConfig::default();
         assert_eq!(
-            resolve_mode(Some(&neither), &defaults),
+            resolve_mode(&neither, &defaults),
             Mode::Embedded {
                 data_dir: defaults.data_dir.clone(),
                 reason: "the default data dir; no agent socket at the default path"
             }
         );
-        assert!(matches!(
-            resolve_mode(None, &defaults),
-            Mode::Embedded { .. }
-        ));
         std::fs::write(&defaults.agent_socket, b"").unwrap();
         assert!(matches!(
-            resolve_mode(Some(&neither), &defaults),
+            resolve_mode(&neither, &defaults),
             Mode::Agent { socket, .. } if socket == defaults.agent_socket
         ));
         assert!(
-            resolve_mode(Some(&neither), &defaults)
+            resolve_mode(&neither, &defaults)
                 .to_string()
                 .starts_with("agent mode on ")
         );

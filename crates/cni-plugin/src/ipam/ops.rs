@@ -8,14 +8,13 @@ use std::net::IpAddr;
 use ipam_core::engine::{AllocateRequest, Engine, NicAddresses, ReleaseRequest};
 use ipam_core::select::{NicConfig, PodContext};
 use ipam_core::store::Store;
-use ipam_core::{AppRef, Kind, WorkloadKind};
+use ipam_core::{AppRef, Kind};
 use ipnet::IpNet;
 
 use crate::agent::protocol::{
     AddArgs, AddResponse, CheckArgs, DelArgs, GcResponse, IpAddress, NetworkGcArgs, NicRoute,
     ReleasedIp,
 };
-use crate::args::{Owner, OwnerKind};
 use crate::error::Error;
 use crate::ipam::liveness::NetnsLiveness;
 
@@ -30,12 +29,10 @@ fn namespace_or_default(ns: &str) -> &str {
 /// the agent from other clients: container id and interface name by the CNI rules (code 4),
 /// a pod name (code 7).
 fn validate(container_id: &str, if_name: &str, pod_name: Option<&str>) -> Result<(), Error> {
-    crate::env::validate_container_id(container_id)?;
-    crate::env::validate_ifname(if_name)?;
+    berth_cni::env::validate_container_id(container_id)?;
+    berth_cni::env::validate_ifname(if_name)?;
     if pod_name.is_some_and(str::is_empty) {
-        return Err(Error::InvalidConfig(
-            "the request names no pod (podName)".into(),
-        ));
+        return Err(Error::invalid_config("the request names no pod (podName)"));
     }
     Ok(())
 }
@@ -88,13 +85,8 @@ async fn add_now<S: Store>(
         node: args.node.clone().unwrap_or_else(|| node.to_owned()),
         ..PodContext::default()
     };
-    if let Some(owner) = args.owner.as_deref() {
-        let owner: Owner = owner.parse()?;
-        let kind = match owner.kind {
-            OwnerKind::Deployment => WorkloadKind::Deployment,
-            OwnerKind::StatefulSet => WorkloadKind::StatefulSet,
-        };
-        let app = AppRef::apps_v1(kind, &namespace, &owner.name);
+    if let Some(owner) = &args.owner {
+        let app = AppRef::apps_v1(owner.kind, &namespace, &owner.name);
         let Some(workload) = engine.workload(&app).await? else {
             return Err(Error::UnknownOwner(format!(
                 "BERTH_OWNER {owner} names no workload registered in namespace {namespace:?}: \
@@ -124,9 +116,11 @@ async fn add_now<S: Store>(
         .nics
         .into_iter()
         .find(|n| n.interface == args.if_name)
-        .ok_or_else(|| Error::Internal {
-            msg: format!("the engine answered no addresses for {}", args.if_name),
-            source: None,
+        .ok_or_else(|| {
+            Error::internal(
+                format!("the engine answered no addresses for {}", args.if_name),
+                None,
+            )
         })?;
     tracing::info!(
         container_id = %args.container_id,
@@ -351,7 +345,7 @@ pub async fn healthy<S: Store>(engine: &Engine<S>) -> Result<(), Error> {
         .list(Kind::SpiderSubnet, None, None)
         .await
         .map(|_| ())
-        .map_err(|e| Error::NotAvailable(format!("the IPAM store does not answer: {e}")))
+        .map_err(|e| Error::not_available(format!("the IPAM store does not answer: {e}")))
 }
 
 #[cfg(test)]

@@ -325,9 +325,9 @@ pub fn agent_entry() {
         return;
     };
     if let Some(log) = std::env::var_os(AGENT_LOG_VAR) {
-        cni_plugin::logging::init_file_logging(
+        berth_cni::logging::init_file_logging(
             Path::new(&log),
-            cni_plugin::logging::level_filter(Some("debug")),
+            berth_cni::logging::level_filter(Some("debug")),
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -6,5 +6,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cni_plugin::run_process(&netns_routing::BerthRoute::new())
+    berth_cni::run_process(&netns_routing::BerthRoute::new())
 }

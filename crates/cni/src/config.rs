@@ -3,9 +3,10 @@
 //! The runtime sends one plugin's object of the network config list, with `cniVersion` and
 //! `name` injected, plus `prevResult`, `runtimeConfig`, `args` and the `cni.dev/*` keys it
 //! adds. A delegating plugin (macvlan) forwards its complete config to the IPAM plugin,
-//! so `berth-ipam` sees macvlan's keys too. [`NetworkConfig`] types the keys this layer
-//! knows and keeps the whole object ([`NetworkConfig::raw`]); a plugin reads its own keys
-//! with [`NetworkConfig::plugin_keys`].
+//! so an IPAM plugin sees macvlan's keys too. [`NetworkConfig`] types the keys the spec
+//! defines and keeps the whole object ([`NetworkConfig::raw`]); a plugin reads its own keys
+//! with [`NetworkConfig::plugin_keys`], an IPAM plugin its `ipam` keys with
+//! [`NetworkConfig::ipam_keys`].
 //!
 //! Checks, in order (the Go skeleton's, then ours):
 //!
@@ -18,8 +19,6 @@
 //! 4. the command is allowed at that version ([`Command::check_version`]) — else code 1;
 //! 5. the typed keys decode — else code 6. On DEL only, a `prevResult` that does not
 //!    decode is dropped with a warning instead, because DEL must be best effort.
-
-use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -47,71 +46,6 @@ pub struct GcAttachment {
     pub ifname: String,
 }
 
-/// The `ipam` object: Spiderpool's keys, Berth's own, and whatever else was there.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpamConfig {
-    /// `type`: the IPAM binary's name (`spiderpool`, `berth-ipam`, …).
-    #[serde(
-        rename = "type",
-        default,
-        deserialize_with = "de::non_empty_string",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ipam_type: Option<String>,
-    /// `default_ipv4_ippool`: IPv4 pools to use when nothing more specific applies.
-    #[serde(
-        default,
-        deserialize_with = "de::null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub default_ipv4_ippool: Vec<String>,
-    /// `default_ipv6_ippool`: IPv6 pools to use when nothing more specific applies.
-    #[serde(
-        default,
-        deserialize_with = "de::null_default",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub default_ipv6_ippool: Vec<String>,
-    /// `clean_gateway`: no default route via the pool gateway.
-    #[serde(
-        default,
-        deserialize_with = "de::null_default",
-        skip_serializing_if = "std::ops::Not::not"
-    )]
-    pub clean_gateway: bool,
-    /// `log_level`: `DEBUG`, `INFO`, `WARN`, `ERROR`.
-    #[serde(
-        default,
-        deserialize_with = "de::non_empty_string",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub log_level: Option<String>,
-    /// `log_file_path`: where the plugin logs.
-    #[serde(
-        default,
-        deserialize_with = "de::non_empty_path",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub log_file_path: Option<PathBuf>,
-    /// `ipam_unix_socket_path`: the agent's socket (agent mode).
-    #[serde(
-        default,
-        deserialize_with = "de::non_empty_path",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ipam_unix_socket_path: Option<PathBuf>,
-    /// `data_dir` (Berth): the sled store's directory (embedded mode).
-    #[serde(
-        default,
-        deserialize_with = "de::non_empty_path",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub data_dir: Option<PathBuf>,
-    /// Every other key, kept as given (e.g. Spiderpool's `log_file_max_size`).
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
 /// A plugin's network configuration, as read from stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
@@ -121,8 +55,8 @@ pub struct NetworkConfig {
     pub name: String,
     /// `type`: the plugin's binary name (absent only from hand-written configs).
     pub plugin_type: Option<String>,
-    /// `ipam`.
-    pub ipam: Option<IpamConfig>,
+    /// `ipam`, as given: an IPAM plugin reads its keys with [`NetworkConfig::ipam_keys`].
+    pub ipam: Option<Map<String, Value>>,
     /// `dns` (well-known key).
     pub dns: Option<Dns>,
     /// `prevResult`, read at the config's version unless it names its own.
@@ -145,7 +79,7 @@ struct Known {
     #[serde(rename = "type", default, deserialize_with = "de::non_empty_string")]
     plugin_type: Option<String>,
     #[serde(default)]
-    ipam: Option<IpamConfig>,
+    ipam: Option<Map<String, Value>>,
     #[serde(default)]
     dns: Option<Dns>,
     #[serde(rename = "runtimeConfig", default)]
@@ -258,7 +192,7 @@ impl NetworkConfig {
     /// failure is code 6 naming `T`.
     ///
     /// ```
-    /// # use cni_plugin::NetworkConfig;
+    /// # use berth_cni::NetworkConfig;
     /// #[derive(serde::Deserialize)]
     /// struct Veth {
     ///     #[serde(default)]
@@ -277,18 +211,53 @@ impl NetworkConfig {
             source,
         })
     }
+
+    /// The `ipam` object's `type`: the IPAM plugin's name (`host-local`, `spiderpool`).
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.ipam.as_ref()?.get("type")?.as_str()
+    }
+
+    /// Decodes the `ipam` object as an IPAM plugin's keys; `None` when the config has none. A
+    /// decoding failure is code 6 naming `T`.
+    ///
+    /// ```
+    /// # use berth_cni::NetworkConfig;
+    /// #[derive(serde::Deserialize)]
+    /// struct HostLocal {
+    ///     ranges: Vec<Vec<serde_json::Value>>,
+    /// }
+    /// let config = NetworkConfig::parse(
+    ///     br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","ranges":[[]]}}"#,
+    /// )?;
+    /// assert_eq!(config.ipam_type(), Some("host-local"));
+    /// let ipam: HostLocal = config.ipam_keys()?.expect("the config has an ipam object");
+    /// assert_eq!(ipam.ranges.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ipam_keys<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        self.ipam
+            .as_ref()
+            .map(|ipam| {
+                T::deserialize(Value::Object(ipam.clone())).map_err(|source| Error::Decode {
+                    what: format!("ipam config ({})", std::any::type_name::<T>()),
+                    source,
+                })
+            })
+            .transpose()
+    }
 }
 
-/// The `ipam` object of a config on stdin, read leniently and before any check: `None` when
-/// stdin is not a JSON object or has no readable `ipam`. For setting up logging before the
-/// config is validated ([`Plugin::prepare`](crate::Plugin::prepare)), so that a refused
-/// config is still logged where it asks.
-pub fn peek_ipam(stdin: &[u8]) -> Option<IpamConfig> {
+/// The `ipam` object of a config on stdin as `T`, read leniently and before any check: `None`
+/// when stdin is not a JSON object or has no `ipam` that reads as `T`. For setting up logging
+/// before the config is validated ([`Plugin::prepare`](crate::Plugin::prepare)), so that a
+/// refused config is still logged where it asks.
+pub fn peek_ipam<T: DeserializeOwned>(stdin: &[u8]) -> Option<T> {
     #[derive(Deserialize)]
     struct Peek {
-        ipam: Option<IpamConfig>,
+        ipam: Option<Value>,
     }
-    serde_json::from_slice::<Peek>(stdin).ok()?.ipam
+    let ipam = serde_json::from_slice::<Peek>(stdin).ok()?.ipam?;
+    T::deserialize(ipam).ok()
 }
 
 /// The config's `cniVersion` if stdin is an object naming a supported one. Used to write
@@ -312,81 +281,40 @@ mod tests {
         NetworkConfig::parse(&serde_json::to_vec(&v).unwrap())
     }
 
-    /// What Debian's macvlan forwards to its IPAM plugin for the seed's NAD.
-    fn seed_macvlan() -> Value {
-        json!({
-            "cniVersion": "0.3.1",
-            "name": "macvlan-conf-ens192",
-            "type": "macvlan",
-            "master": "ens192",
-            "mode": "bridge",
-            "ipam": {
-                "type": "spiderpool",
-                "default_ipv4_ippool": ["pool-a", "pool-*"],
-                "default_ipv6_ippool": ["pool6"],
-                "clean_gateway": true,
-                "log_level": "DEBUG",
-                "log_file_path": "/var/log/spidernet/spiderpool.log",
-                "log_file_max_size": 100,
-                "ipam_unix_socket_path": "/var/run/spidernet/spiderpool.sock",
-                "data_dir": "/var/lib/berth"
-            }
-        })
-    }
-
     #[test]
-    fn ipam_keys() {
-        let c = parse(seed_macvlan()).unwrap();
+    fn the_ipam_object_is_kept_for_the_ipam_plugin() {
+        let c = parse(json!({
+            "cniVersion": "0.3.1", "name": "macvlan-conf-ens192", "type": "macvlan",
+            "master": "ens192",
+            "ipam": {"type": "spiderpool", "clean_gateway": true, "log_file_max_size": 100}
+        }))
+        .unwrap();
         assert_eq!(c.cni_version, Version::V0_3_1);
-        assert_eq!(c.name, "macvlan-conf-ens192");
         assert_eq!(c.plugin_type.as_deref(), Some("macvlan"));
-        let ipam = c.ipam.clone().unwrap();
-        assert_eq!(ipam.ipam_type.as_deref(), Some("spiderpool"));
-        assert_eq!(ipam.default_ipv4_ippool, vec!["pool-a", "pool-*"]);
-        assert_eq!(ipam.default_ipv6_ippool, vec!["pool6"]);
-        assert!(ipam.clean_gateway);
-        assert_eq!(ipam.log_level.as_deref(), Some("DEBUG"));
+        assert_eq!(c.ipam_type(), Some("spiderpool"));
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Keys {
+            clean_gateway: bool,
+        }
         assert_eq!(
-            ipam.log_file_path,
-            Some(PathBuf::from("/var/log/spidernet/spiderpool.log"))
+            c.ipam_keys::<Keys>().unwrap(),
+            Some(Keys {
+                clean_gateway: true
+            })
         );
-        assert_eq!(
-            ipam.ipam_unix_socket_path,
-            Some(PathBuf::from("/var/run/spidernet/spiderpool.sock"))
-        );
-        assert_eq!(ipam.data_dir, Some(PathBuf::from("/var/lib/berth")));
-        assert_eq!(
-            ipam.extra,
-            json!({"log_file_max_size": 100})
-                .as_object()
-                .unwrap()
-                .clone()
-        );
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Wrong {
+            clean_gateway: String,
+        }
+        assert_eq!(c.ipam_keys::<Wrong>().unwrap_err().code(), 6);
         // Unknown top-level keys stay available.
         assert_eq!(c.get("master"), Some(&json!("ens192")));
-        assert_eq!(c.raw().len(), 6);
+        assert_eq!(c.raw().len(), 5);
         assert_eq!(c.prev_result, None);
         assert_eq!(c.valid_attachments, None);
-    }
-
-    #[test]
-    fn minimal_ipam_defaults() {
-        let c = parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "spiderpool"}}))
-            .unwrap();
-        let ipam = c.ipam.unwrap();
-        assert!(ipam.default_ipv4_ippool.is_empty());
-        assert!(!ipam.clean_gateway);
-        assert_eq!(ipam.data_dir, None);
-        assert!(ipam.extra.is_empty());
-        // Serializing gives back only what was set.
-        assert_eq!(
-            serde_json::to_value(IpamConfig {
-                ipam_type: Some("spiderpool".into()),
-                ..Default::default()
-            })
-            .unwrap(),
-            json!({"type": "spiderpool"})
-        );
+        let bare = parse(json!({"cniVersion": "1.0.0", "name": "n"})).unwrap();
+        assert_eq!(bare.ipam_keys::<Keys>().unwrap(), None);
     }
 
     #[test]
@@ -456,9 +384,8 @@ mod tests {
             assert_eq!(err.code(), 6, "{:?}", String::from_utf8_lossy(bad));
         }
         let err =
-            parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"clean_gateway": "yes"}}))
-                .unwrap_err();
-        assert_eq!(err.code(), 6);
+            parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": "host-local"})).unwrap_err();
+        assert_eq!(err.code(), 6, "ipam must be an object");
     }
 
     #[test]
@@ -559,14 +486,21 @@ mod tests {
 
     #[test]
     fn peeks_the_ipam_object() {
-        let ipam = peek_ipam(
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Logging {
+            log_file_path: Option<String>,
+        }
+        let ipam: Logging = peek_ipam(
             br#"{"cniVersion":"9.9.9","ipam":{"type":"spiderpool","log_file_path":"/tmp/x.log"}}"#,
         )
         .unwrap();
-        assert_eq!(ipam.log_file_path, Some(PathBuf::from("/tmp/x.log")));
-        assert_eq!(peek_ipam(b"garbage"), None);
-        assert_eq!(peek_ipam(br#"{"name":"n"}"#), None);
-        assert_eq!(peek_ipam(br#"{"ipam":{"clean_gateway":"yes"}}"#), None);
+        assert_eq!(ipam.log_file_path.as_deref(), Some("/tmp/x.log"));
+        assert_eq!(peek_ipam::<Logging>(b"garbage"), None);
+        assert_eq!(peek_ipam::<Logging>(br#"{"name":"n"}"#), None);
+        assert_eq!(
+            peek_ipam::<Logging>(br#"{"ipam":{"log_file_path":5}}"#),
+            None
+        );
     }
 
     #[test]

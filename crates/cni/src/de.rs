@@ -1,12 +1,13 @@
-//! Lenient decoding helpers: input is read the way the Go library reads it (a `null` list
-//! is an empty list, an empty string is an absent value), output is exact.
+//! Lenient decoding helpers for CNI config keys, for `#[serde(deserialize_with = ...)]`:
+//! input is read the way the Go library reads it (a `null` list is an empty list, an empty
+//! string is an absent value), output is exact. Plugins use them for their own keys too.
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer};
 
 /// `null` or absent → `T::default()`.
-pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -15,7 +16,7 @@ where
 }
 
 /// `null`, absent or `""` → `None`.
-pub(crate) fn non_empty_string<'de, D>(d: D) -> Result<Option<String>, D::Error>
+pub fn non_empty_string<'de, D>(d: D) -> Result<Option<String>, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -23,7 +24,7 @@ where
 }
 
 /// `null`, absent or `""` → `None` (Go's `net.IP` reads `""` as nil); else an IP address.
-pub(crate) fn optional_ip<'de, D>(d: D) -> Result<Option<IpAddr>, D::Error>
+pub fn optional_ip<'de, D>(d: D) -> Result<Option<IpAddr>, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -38,7 +39,7 @@ where
 }
 
 /// `null`, absent or `0` → `None` (Go's `omitempty` integers treat 0 as unset).
-pub(crate) fn non_zero<'de, D>(d: D) -> Result<Option<u32>, D::Error>
+pub fn non_zero<'de, D>(d: D) -> Result<Option<u32>, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -46,7 +47,7 @@ where
 }
 
 /// `null`, absent or `""` → `None`; else a path.
-pub(crate) fn non_empty_path<'de, D>(d: D) -> Result<Option<std::path::PathBuf>, D::Error>
+pub fn non_empty_path<'de, D>(d: D) -> Result<Option<std::path::PathBuf>, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -55,7 +56,7 @@ where
 
 /// A key that is present is `Some`, even when its value is `null` (`Some(None)` for an
 /// `Option` target); with `#[serde(default)]` an absent key is `None`.
-pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

@@ -67,6 +67,15 @@ impl Invocation {
     where
         F: Fn(&str) -> Option<String>,
     {
+        Invocation::parse_with(lookup, stdin, &[])
+    }
+
+    /// [`Invocation::parse`] for a plugin that reads `args_keys` of `CNI_ARGS` itself
+    /// ([`CniArgs::parse_with`]).
+    pub fn parse_with<F>(lookup: F, stdin: &[u8], args_keys: &[&str]) -> Result<Invocation, Error>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
         let env = Env::from_lookup(lookup)?;
         let command = env.command;
         if command == Command::Version {
@@ -83,7 +92,11 @@ impl Invocation {
                 _ => Invocation::Status(request),
             });
         }
-        let args = env.args.as_deref().map(CniArgs::parse).transpose()?;
+        let args = env
+            .args
+            .as_deref()
+            .map(|a| CniArgs::parse_with(a, args_keys))
+            .transpose()?;
         let request = AttachmentRequest {
             container_id: env.container_id.unwrap_or_default(),
             ifname: env.ifname.unwrap_or_default(),
@@ -150,6 +163,12 @@ pub trait Plugin {
         Ok(())
     }
 
+    /// The `CNI_ARGS` keys this plugin reads beyond the spec's and Kubernetes' (kept in
+    /// [`CniArgs::plugin`], accepted without `IgnoreUnknown`). Default: none.
+    fn args_keys(&self) -> &[&str] {
+        &[]
+    }
+
     /// Called by [`run_process`] once per invocation, before anything is parsed, with the raw
     /// stdin (empty for VERSION): the place to set up logging from the config, e.g. from
     /// [`peek_ipam`](crate::config::peek_ipam), so that even a refused input is logged where
@@ -206,7 +225,7 @@ where
     F: Fn(&str) -> Option<String>,
 {
     let error_version = || peek_version(stdin).unwrap_or(Version::LATEST);
-    let invocation = match Invocation::parse(lookup, stdin) {
+    let invocation = match Invocation::parse_with(lookup, stdin, plugin.args_keys()) {
         Ok(invocation) => invocation,
         Err(err) => return Output::error(&err, error_version()),
     };
@@ -276,13 +295,13 @@ fn log_invocation(invocation: &Invocation) {
 ///
 /// ```no_run
 /// # struct MyPlugin;
-/// # impl cni_plugin::Plugin for MyPlugin {
-/// #     fn add(&self, _: &cni_plugin::AttachmentRequest) -> Result<cni_plugin::CniResult, cni_plugin::Error> { unimplemented!() }
-/// #     fn del(&self, _: &cni_plugin::AttachmentRequest) -> Result<(), cni_plugin::Error> { Ok(()) }
-/// #     fn check(&self, _: &cni_plugin::AttachmentRequest) -> Result<(), cni_plugin::Error> { Ok(()) }
+/// # impl berth_cni::Plugin for MyPlugin {
+/// #     fn add(&self, _: &berth_cni::AttachmentRequest) -> Result<berth_cni::CniResult, berth_cni::Error> { unimplemented!() }
+/// #     fn del(&self, _: &berth_cni::AttachmentRequest) -> Result<(), berth_cni::Error> { Ok(()) }
+/// #     fn check(&self, _: &berth_cni::AttachmentRequest) -> Result<(), berth_cni::Error> { Ok(()) }
 /// # }
 /// fn main() -> std::process::ExitCode {
-///     cni_plugin::run_process(&MyPlugin)
+///     berth_cni::run_process(&MyPlugin)
 /// }
 /// ```
 ///
@@ -371,6 +390,9 @@ mod tests {
         fn status(&self, r: &NetworkRequest) -> Result<(), Error> {
             self.record(Invocation::Status(r.clone()))
         }
+        fn args_keys(&self) -> &[&str] {
+            &["OWNER"]
+        }
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -388,7 +410,7 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
             (
                 "CNI_ARGS",
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;BERTH_OWNER=sts/web",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;OWNER=sts/web",
             ),
             ("CNI_PATH", "/opt/cni/bin"),
         ])
@@ -422,10 +444,9 @@ mod tests {
         assert_eq!(r.ifname, "eth0");
         assert_eq!(r.netns, Some(PathBuf::from("/var/run/netns/pod1")));
         assert_eq!(r.args.k8s_pod_name.as_deref(), Some("web-0"));
-        assert_eq!(
-            r.args.owner.as_ref().unwrap().to_string(),
-            "StatefulSet/web"
-        );
+        // The plugin's own key is its own, not an unknown one.
+        assert_eq!(r.args.plugin_value("OWNER"), Some("sts/web"));
+        assert!(r.args.unknown.is_empty());
         assert_eq!(r.path, vec![PathBuf::from("/opt/cni/bin")]);
         assert_eq!(r.config.name, "macvlan-conf-ens192");
     }
@@ -603,13 +624,6 @@ mod tests {
         let mut e = attach_env("ADD");
         e.insert("CNI_ARGS".into(), "K8S_POD_NAME=p;FOO=bar".into());
         assert_eq!(json_of(&run(&p, &e, CONF_031))["code"], 2);
-        e.insert(
-            "CNI_ARGS".into(),
-            "IgnoreUnknown=1;BERTH_OWNER=Pod/x".into(),
-        );
-        let v = json_of(&run(&p, &e, CONF_031));
-        assert_eq!(v["code"], 7);
-        assert!(v["msg"].as_str().unwrap().contains("\"Pod/x\""));
         e.insert("CNI_ARGS".into(), "novalue".into());
         assert_eq!(json_of(&run(&p, &e, CONF_031))["code"], 4);
         assert!(p.calls.borrow().is_empty());
@@ -619,7 +633,10 @@ mod tests {
     fn handler_errors_keep_their_code_and_the_config_version() {
         let p = Recorder {
             fail_with: Some(|| {
-                Error::PoolExhausted("pool auto4-web-eth0-1a2b3 has no free IP for eth0".into())
+                Error::plugin(
+                    100,
+                    std::io::Error::other("pool auto4-web-eth0-1a2b3 has no free IP for eth0"),
+                )
             }),
             ..Recorder::default()
         };

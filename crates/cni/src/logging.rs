@@ -1,21 +1,18 @@
-//! Where Berth's plugins log: `tracing` to a file, never to stdout.
+//! Where a plugin logs: `tracing` to a file, never to stdout.
 //!
-//! stdout of a CNI plugin carries the result and nothing else, so the subscriber writes to
-//! the config's `log_file_path` (parent dirs created, appended to, one `write` per line so
-//! that concurrent plugin processes do not interleave inside a line). When the file cannot
-//! be opened, or there is no config to name one (VERSION, unreadable stdin), logs go to
-//! stderr, which runtimes collect. The level is the config's `log_level` (`DEBUG`, `INFO`,
-//! `WARN`/`WARNING`, `ERROR`, `TRACE`, `OFF`; any case), [`DEFAULT_LEVEL`] when absent or
-//! unknown.
+//! stdout of a CNI plugin carries the result and nothing else, so the subscriber writes to a
+//! file the config names (parent dirs created, appended to, one `write` per line so that
+//! concurrent plugin processes do not interleave inside a line). When the file cannot be
+//! opened, or there is no config to name one (VERSION, unreadable stdin), logs go to stderr,
+//! which runtimes collect. [`level_filter`] reads a level the way Spiderpool's `log_level`
+//! is written (`DEBUG`, `INFO`, `WARN`/`WARNING`, `ERROR`, `TRACE`, `OFF`; any case),
+//! [`DEFAULT_LEVEL`] when absent or unknown.
 
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Mutex;
 
 use tracing_subscriber::filter::LevelFilter;
-
-/// Where `berth-ipam` logs when the config sets no `log_file_path`.
-pub const DEFAULT_LOG_FILE: &str = "/var/log/berth/berth-ipam.log";
 
 /// The level when the config sets no (or no known) `log_level`.
 pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;

@@ -1,4 +1,4 @@
-//! `CNI_ARGS`: `K=V;K=V` pairs, and the workload owner `BERTH_OWNER` names.
+//! `CNI_ARGS`: `K=V;K=V` pairs.
 //!
 //! Rules (the Go library's `types.LoadArgs`, with two leniencies marked *):
 //!
@@ -8,16 +8,13 @@
 //! - keys are case-sensitive; a key given twice keeps its last value; an empty value
 //!   (`K8S_POD_UID=`) counts as absent;
 //! - known keys: `IgnoreUnknown`, `K8S_POD_NAMESPACE`, `K8S_POD_NAME`, `K8S_POD_UID`,
-//!   `K8S_POD_INFRA_CONTAINER_ID`, `BERTH_OWNER`;
+//!   `K8S_POD_INFRA_CONTAINER_ID`, and the plugin's own ([`Plugin::args_keys`](crate::Plugin::args_keys)),
+//!   kept in [`CniArgs::plugin`] for the plugin to read and judge;
 //! - `IgnoreUnknown` takes `1`/`true`/`0`/`false` (anything else is code 4) and applies
 //!   wherever it appears in the list. Unknown keys are then kept in
 //!   [`CniArgs::unknown`]; without it they are [`Error::UnknownArgs`] (code 2), naming every
-//!   unknown pair;
-//! - `BERTH_OWNER=<Kind>/<name>`: Kind `Deployment`/`deploy` or `StatefulSet`/`sts`, any
-//!   case; name a DNS-1123 subdomain (what Kubernetes allows for both kinds). Anything else
-//!   is [`Error::InvalidOwner`] (code 7) naming the value.
+//!   unknown pair.
 
-use std::fmt;
 use std::str::FromStr;
 
 use crate::env::CNI_ARGS;
@@ -33,8 +30,6 @@ pub const K8S_POD_NAME: &str = "K8S_POD_NAME";
 pub const K8S_POD_UID: &str = "K8S_POD_UID";
 /// `CNI_ARGS` key: the sandbox (infra) container id.
 pub const K8S_POD_INFRA_CONTAINER_ID: &str = "K8S_POD_INFRA_CONTAINER_ID";
-/// `CNI_ARGS` key: the workload the pod belongs to, `<Kind>/<name>` (Berth's own).
-pub const BERTH_OWNER: &str = "BERTH_OWNER";
 
 /// Parsed `CNI_ARGS`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,15 +44,23 @@ pub struct CniArgs {
     pub k8s_pod_uid: Option<String>,
     /// `K8S_POD_INFRA_CONTAINER_ID`.
     pub k8s_pod_infra_container_id: Option<String>,
-    /// `BERTH_OWNER`, parsed.
-    pub owner: Option<Owner>,
+    /// The plugin's own keys (those it names in [`Plugin::args_keys`](crate::Plugin::args_keys)),
+    /// as `(key, value)` pairs in input order, empty values included.
+    pub plugin: Vec<(String, String)>,
     /// Unknown `(key, value)` pairs in input order (only ever non-empty with `IgnoreUnknown`).
     pub unknown: Vec<(String, String)>,
 }
 
 impl CniArgs {
-    /// Parses a `CNI_ARGS` value by the rules in the [module docs](self).
+    /// Parses a `CNI_ARGS` value by the rules in the [module docs](self), knowing only the
+    /// spec's and Kubernetes' keys.
     pub fn parse(s: &str) -> Result<CniArgs, Error> {
+        CniArgs::parse_with(s, &[])
+    }
+
+    /// [`CniArgs::parse`], with `plugin_keys` known too: they are kept in [`CniArgs::plugin`]
+    /// and need no `IgnoreUnknown`.
+    pub fn parse_with(s: &str, plugin_keys: &[&str]) -> Result<CniArgs, Error> {
         let mut args = CniArgs::default();
         let mut unknown = Vec::new();
         for pair in s.split(';').filter(|p| !p.is_empty()) {
@@ -92,7 +95,9 @@ impl CniArgs {
                 K8S_POD_NAME => args.k8s_pod_name = text,
                 K8S_POD_UID => args.k8s_pod_uid = text,
                 K8S_POD_INFRA_CONTAINER_ID => args.k8s_pod_infra_container_id = text,
-                BERTH_OWNER => args.owner = text.as_deref().map(str::parse).transpose()?,
+                _ if plugin_keys.contains(&key) => {
+                    args.plugin.push((key.to_owned(), value.to_owned()))
+                }
                 _ => unknown.push((key.to_owned(), value.to_owned())),
             }
         }
@@ -103,6 +108,17 @@ impl CniArgs {
         }
         args.unknown = unknown;
         Ok(args)
+    }
+
+    /// The value of one of the plugin's own keys (the last one given); `None` when absent or
+    /// empty.
+    pub fn plugin_value(&self, key: &str) -> Option<&str> {
+        self.plugin
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 
     /// The value of an unknown key kept under `IgnoreUnknown` (last one wins).
@@ -121,92 +137,6 @@ impl FromStr for CniArgs {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         CniArgs::parse(s)
     }
-}
-
-/// The kind of workload a pod belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OwnerKind {
-    /// `apps/v1` Deployment.
-    Deployment,
-    /// `apps/v1` StatefulSet.
-    StatefulSet,
-}
-
-impl OwnerKind {
-    /// The Kubernetes kind name: `Deployment` or `StatefulSet`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            OwnerKind::Deployment => "Deployment",
-            OwnerKind::StatefulSet => "StatefulSet",
-        }
-    }
-}
-
-impl fmt::Display for OwnerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `BERTH_OWNER`: the workload (in the pod's namespace) whose pools the pod draws from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Owner {
-    /// Deployment or StatefulSet.
-    pub kind: OwnerKind,
-    /// The workload's name.
-    pub name: String,
-}
-
-impl FromStr for Owner {
-    type Err = Error;
-
-    /// `deployment/web`, `Deploy/web`, `StatefulSet/db`, `sts/db`, … (kind in any case).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: &str| Error::InvalidOwner {
-            value: s.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (kind, name) = s
-            .split_once('/')
-            .ok_or_else(|| invalid("expected <Kind>/<name>"))?;
-        let kind = match kind.to_ascii_lowercase().as_str() {
-            "deployment" | "deploy" => OwnerKind::Deployment,
-            "statefulset" | "sts" => OwnerKind::StatefulSet,
-            _ => {
-                return Err(invalid(
-                    "kind must be Deployment (deploy) or StatefulSet (sts)",
-                ));
-            }
-        };
-        if !is_dns1123_subdomain(name) {
-            return Err(invalid(
-                "name must be lower-case letters, digits, '-' and '.', start and end with a \
-                 letter or digit, at most 253 characters",
-            ));
-        }
-        Ok(Owner {
-            kind,
-            name: name.to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for Owner {
-    /// The normalised form, `Deployment/web`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.kind, self.name)
-    }
-}
-
-fn is_dns1123_subdomain(name: &str) -> bool {
-    let edge_ok =
-        |b: Option<&u8>| matches!(b, Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit());
-    name.len() <= 253
-        && edge_ok(name.as_bytes().first())
-        && edge_ok(name.as_bytes().last())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -228,7 +158,7 @@ mod tests {
                 k8s_pod_name: Some("web-0".into()),
                 k8s_pod_uid: Some("1234-abcd".into()),
                 k8s_pod_infra_container_id: Some("4f9e".into()),
-                owner: None,
+                plugin: vec![],
                 unknown: vec![],
             }
         );
@@ -285,40 +215,17 @@ mod tests {
     }
 
     #[test]
-    fn owner_kinds_are_normalised() {
-        for (s, kind) in [
-            ("Deployment/web", OwnerKind::Deployment),
-            ("deployment/web", OwnerKind::Deployment),
-            ("DEPLOY/web", OwnerKind::Deployment),
-            ("StatefulSet/web", OwnerKind::StatefulSet),
-            ("statefulset/web", OwnerKind::StatefulSet),
-            ("sts/web", OwnerKind::StatefulSet),
-        ] {
-            let o: Owner = s.parse().unwrap();
-            assert_eq!(o.kind, kind, "{s}");
-            assert_eq!(o.name, "web");
-        }
-        let a = CniArgs::parse("BERTH_OWNER=sts/db.v2-0").unwrap();
-        assert_eq!(a.owner.unwrap().to_string(), "StatefulSet/db.v2-0");
-    }
-
-    #[test]
-    fn malformed_owner_is_code_7_naming_the_value() {
-        for bad in [
-            "web",
-            "Pod/web",
-            "Deployment/",
-            "Deployment/Web",
-            "Deployment/a/b",
-            "Deployment/-a",
-            "/web",
-            "ReplicaSet/web",
-        ] {
-            let err = CniArgs::parse(&format!("BERTH_OWNER={bad}")).unwrap_err();
-            assert_eq!(err.code(), 7, "{bad:?}");
-            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
-        }
-        let long = format!("Deployment/{}", "a".repeat(254));
-        assert_eq!(long.parse::<Owner>().unwrap_err().code(), 7);
+    fn a_plugins_own_keys_need_no_ignore_unknown() {
+        assert_eq!(CniArgs::parse("BERTH_OWNER=sts/db").unwrap_err().code(), 2);
+        let a = CniArgs::parse_with(
+            "BERTH_OWNER=x;K8S_POD_NAME=p;BERTH_OWNER=sts/db",
+            &["BERTH_OWNER"],
+        )
+        .unwrap();
+        assert_eq!(a.plugin_value("BERTH_OWNER"), Some("sts/db"));
+        assert_eq!(a.k8s_pod_name.as_deref(), Some("p"));
+        assert!(a.unknown.is_empty());
+        let empty = CniArgs::parse_with("BERTH_OWNER=", &["BERTH_OWNER"]).unwrap();
+        assert_eq!(empty.plugin_value("BERTH_OWNER"), None);
     }
 }

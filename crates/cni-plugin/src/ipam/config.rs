@@ -1,0 +1,170 @@
+//! `berth-ipam`'s keys in the `ipam` object of a network config: Spiderpool's, so that the
+//! seed's NetworkAttachmentDefinitions work as they are, and Berth's `data_dir`.
+
+use std::path::PathBuf;
+
+use berth_cni::NetworkConfig;
+use berth_cni::de;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// Where `berth-ipam` logs when the config sets no `log_file_path`.
+pub const DEFAULT_LOG_FILE: &str = "/var/log/berth/berth-ipam.log";
+
+/// The `ipam` object: Spiderpool's keys, Berth's own, and whatever else was there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamConfig {
+    /// `type`: the IPAM binary's name (`spiderpool`, `berth-ipam`, …).
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "de::non_empty_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipam_type: Option<String>,
+    /// `default_ipv4_ippool`: IPv4 pools to use when nothing more specific applies.
+    #[serde(
+        default,
+        deserialize_with = "de::null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub default_ipv4_ippool: Vec<String>,
+    /// `default_ipv6_ippool`: IPv6 pools to use when nothing more specific applies.
+    #[serde(
+        default,
+        deserialize_with = "de::null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub default_ipv6_ippool: Vec<String>,
+    /// `clean_gateway`: no default route via the pool gateway.
+    #[serde(
+        default,
+        deserialize_with = "de::null_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub clean_gateway: bool,
+    /// `log_level`: `DEBUG`, `INFO`, `WARN`, `ERROR`.
+    #[serde(
+        default,
+        deserialize_with = "de::non_empty_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_level: Option<String>,
+    /// `log_file_path`: where the plugin logs.
+    #[serde(
+        default,
+        deserialize_with = "de::non_empty_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_file_path: Option<PathBuf>,
+    /// `ipam_unix_socket_path`: the agent's socket (agent mode).
+    #[serde(
+        default,
+        deserialize_with = "de::non_empty_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ipam_unix_socket_path: Option<PathBuf>,
+    /// `data_dir` (Berth): the sled store's directory (embedded mode).
+    #[serde(
+        default,
+        deserialize_with = "de::non_empty_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_dir: Option<PathBuf>,
+    /// Every other key, kept as given (e.g. Spiderpool's `log_file_max_size`).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl IpamConfig {
+    /// The `ipam` keys of `config` (all defaults when it has no `ipam` object); code 6 when
+    /// they do not decode.
+    pub fn of(config: &NetworkConfig) -> Result<IpamConfig, Error> {
+        Ok(config.ipam_keys()?.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> NetworkConfig {
+        NetworkConfig::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_seeds_macvlan_config_gives_every_key() {
+        // What Debian's macvlan forwards to its IPAM plugin for the seed's NAD.
+        let c = parse(json!({
+            "cniVersion": "0.3.1",
+            "name": "macvlan-conf-ens192",
+            "type": "macvlan",
+            "master": "ens192",
+            "mode": "bridge",
+            "ipam": {
+                "type": "spiderpool",
+                "default_ipv4_ippool": ["pool-a", "pool-*"],
+                "default_ipv6_ippool": ["pool6"],
+                "clean_gateway": true,
+                "log_level": "DEBUG",
+                "log_file_path": "/var/log/spidernet/spiderpool.log",
+                "log_file_max_size": 100,
+                "ipam_unix_socket_path": "/var/run/spidernet/spiderpool.sock",
+                "data_dir": "/var/lib/berth"
+            }
+        }));
+        let ipam = IpamConfig::of(&c).unwrap();
+        assert_eq!(ipam.ipam_type.as_deref(), Some("spiderpool"));
+        assert_eq!(ipam.default_ipv4_ippool, vec!["pool-a", "pool-*"]);
+        assert_eq!(ipam.default_ipv6_ippool, vec!["pool6"]);
+        assert!(ipam.clean_gateway);
+        assert_eq!(ipam.log_level.as_deref(), Some("DEBUG"));
+        assert_eq!(
+            ipam.log_file_path,
+            Some(PathBuf::from("/var/log/spidernet/spiderpool.log"))
+        );
+        assert_eq!(
+            ipam.ipam_unix_socket_path,
+            Some(PathBuf::from("/var/run/spidernet/spiderpool.sock"))
+        );
+        assert_eq!(ipam.data_dir, Some(PathBuf::from("/var/lib/berth")));
+        assert_eq!(
+            ipam.extra,
+            json!({"log_file_max_size": 100})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+    }
+
+    #[test]
+    fn minimal_and_absent_ipam_objects_give_defaults() {
+        let c = parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "spiderpool"}}));
+        let ipam = IpamConfig::of(&c).unwrap();
+        assert!(ipam.default_ipv4_ippool.is_empty());
+        assert!(!ipam.clean_gateway);
+        assert_eq!(ipam.data_dir, None);
+        assert!(ipam.extra.is_empty());
+        let none = parse(json!({"cniVersion": "1.0.0", "name": "n"}));
+        assert_eq!(IpamConfig::of(&none).unwrap(), IpamConfig::default());
+        // Serializing gives back only what was set.
+        assert_eq!(
+            serde_json::to_value(IpamConfig {
+                ipam_type: Some("spiderpool".into()),
+                ..Default::default()
+            })
+            .unwrap(),
+            json!({"type": "spiderpool"})
+        );
+    }
+
+    #[test]
+    fn keys_of_the_wrong_type_are_a_decode_error() {
+        let c =
+            parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"clean_gateway": "yes"}}));
+        assert_eq!(IpamConfig::of(&c).unwrap_err().code(), 6);
+    }
+}
