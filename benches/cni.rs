@@ -226,14 +226,21 @@ fn main() {
             .arg(&agent_dir)
             .args(["agent", "--socket"])
             .arg(&socket)
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start berth agent");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "berth agent did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // The agent says so once its socket listens.
+        let mut said = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(agent.stdout.take().expect("piped")),
+            &mut said,
+        )
+        .expect("read the agent's first line");
+        assert!(
+            said.starts_with("berth agent: serving "),
+            "berth agent did not start: {said:?}"
+        );
         let log = dir.join("berth-ipam.log");
         let mut contenders = vec![
             Contender {

@@ -30,9 +30,11 @@ use berth::core::store::TypedStore;
 use berth::core::{SpiderIPPool, SpiderSubnet, WorkloadKind};
 use berth::{manifest, table};
 use berth_cni::logging::{init_file_logging, level_filter};
+use berth_test_support::is_root;
+use berth_test_support::netns::Ns;
+use berth_test_support::seed::addr::*;
+use berth_test_support::seed::{Chain, ChainArgs, SeedTopology};
 use cni_plugin::ipam::ModeDefaults;
-use netns_routing::testbed::addr::*;
-use netns_routing::testbed::{Chain, ChainArgs, Ns, SeedTopology, is_root};
 use serde_json::Value;
 
 const SUBNETS: &str = include_str!("seed/subnets.yaml");
@@ -246,7 +248,8 @@ impl Lab {
                     self.pods.push(pod);
                     return Err(format!(
                         "ADD {ifname}: {plugin} failed: {}{}",
-                        run.stdout, run.stderr
+                        run.stdout_text(),
+                        run.stderr
                     )
                     .into());
                 }
@@ -271,7 +274,8 @@ impl Lab {
             for (plugin, run) in chain.del(&a, pod.results.get(ifname)) {
                 failures.push(format!(
                     "DEL {ifname}: {plugin}: {}{}",
-                    run.stdout, run.stderr
+                    run.stdout_text(),
+                    run.stderr
                 ));
             }
         }

@@ -437,12 +437,14 @@ fn main() -> ExitCode {
         if let Command::Agent { socket } = &cli.command {
             let stop = cni_plugin::agent::termination_signal()
                 .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
-            eprintln!(
+            let bound = cni_plugin::agent::bind_data_dir(&cli.data_dir, socket).await?;
+            // Printed once the socket listens: whoever started the agent can wait for it.
+            println!(
                 "berth agent: serving {} on {}",
                 cli.data_dir.display(),
                 socket.display()
             );
-            cni_plugin::agent::serve_data_dir(&cli.data_dir, socket, stop).await?;
+            bound.serve(stop).await?;
             return Ok(());
         }
         let store = cni_plugin::open_data_dir(&cli.data_dir, &Default::default()).await?;

@@ -374,17 +374,18 @@ fn commands_go_through_the_agent_that_serves_the_data_dir() {
         .arg(&d.data)
         .args(["agent", "--socket"])
         .arg(&socket)
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the agent did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // The agent says so once its socket listens.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(agent.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.starts_with("berth agent: serving "), "{said:?}");
     // The agent holds the store's lock; without going through it these would wait and fail.
     let started = std::time::Instant::now();
     ok(berth(

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_test_support::unique;
 use cni_plugin::agent::protocol::AddArgs;
 use cni_plugin::agent::{self, AgentClient, AgentOptions, AgentStore, record};
 use cni_plugin::{DataDirOptions, DataDirStore, open_data_dir};
@@ -40,16 +41,15 @@ async fn in_process_agent<S: Store + 'static>(
         socket: socket.clone(),
         data_dir,
     };
+    let listening = agent::bind(&options).await.unwrap();
     let task = tokio::spawn(async move {
-        agent::serve(engine, &options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
+        listening
+            .serve(engine, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
     });
-    while !record::socket_is_live(&socket) {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
     (socket, stop, task)
 }
 
@@ -116,16 +116,19 @@ async fn the_socket_is_private_and_a_live_one_is_not_taken_over() {
         socket: stale.clone(),
         data_dir: None,
     };
+    let listening = agent::bind(&options).await.unwrap();
+    assert!(
+        record::socket_is_live(&stale),
+        "the socket listens once bind returns"
+    );
     let task = tokio::spawn(async move {
-        agent::serve(engine, &options, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap()
+        listening
+            .serve(engine, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
     });
-    while !record::socket_is_live(&stale) {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
     drop(stop);
     task.await.unwrap();
 }
@@ -149,17 +152,19 @@ async fn open_data_dir_goes_through_a_live_agent_and_the_lock_otherwise() {
     // An agent serves the data dir: its store, over the socket.
     let socket = scratch.socket();
     let (stop, stopped) = oneshot::channel::<()>();
-    let (d, s) = (dir.clone(), socket.clone());
+    let bound = agent::bind_data_dir(&dir, &socket).await.unwrap();
+    assert_eq!(
+        record::live_agent(&dir).await.as_deref(),
+        Some(socket.as_path())
+    );
     let agent = tokio::spawn(async move {
-        agent::serve_data_dir(&d, &s, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap()
+        bound
+            .serve(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
     });
-    while record::live_agent(&dir).await.is_none() {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
     let store = open_data_dir(&dir, &options).await.unwrap();
     assert_eq!(store.agent_socket(), Some(socket.as_path()));
     let got: SpiderIPPool = store.get_as(None, "pool-a").await.unwrap().unwrap();

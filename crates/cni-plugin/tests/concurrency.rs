@@ -13,6 +13,7 @@ use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use berth_test_support::plugin::finish;
 use cni_plugin::NetnsLiveness;
 use serde_json::{Value, json};
 use support::*;

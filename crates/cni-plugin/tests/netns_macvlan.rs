@@ -3,60 +3,20 @@
 //! a "node" namespace whose veth end plays the parent `ens192` / `ens224`, and one namespace
 //! per pod. Nothing is added to the root namespace.
 //!
-//! Needs root and `/usr/lib/cni/macvlan`; skips loudly otherwise. One test function, so the
-//! steps run serially; every name is unique (`<prefix>-<pid>-<n>`) and every namespace is
-//! deleted by a guard.
+//! Needs root and `/usr/lib/cni/macvlan`: the `root-tests` feature runs it (scripts/test turns
+//! it on as root); otherwise it is ignored. One test function, so the steps run serially; every
+//! name is unique (`<prefix>-<pid>-<n>`) and every namespace is deleted by a guard.
 
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
+use berth_test_support::netns::Ns;
+use berth_test_support::plugin::{self, Outcome};
 use serde_json::{Value, json};
 use support::*;
 
 const MACVLAN: &str = "/usr/lib/cni/macvlan";
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A network namespace, deleted when dropped.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(prefix: &str) -> Netns {
-        let name = unique(prefix);
-        ip(&["netns", "add", &name]);
-        Netns { name }
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-j", "-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        serde_json::from_str(&ip(&full)).unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 /// The seed's NAD config for one master, IPAM `spiderpool` in embedded mode.
 fn nad(version: &str, network: &str, master: &str, s: &Scratch) -> Vec<u8> {
@@ -77,31 +37,17 @@ fn nad(version: &str, network: &str, master: &str, s: &Scratch) -> Vec<u8> {
 }
 
 /// Runs Debian's macvlan inside the node namespace like a runtime would.
-fn macvlan(node: &Netns, cni_path: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &node.name, "env", "-i"]);
-    for (k, v) in env {
-        c.arg(format!("{k}={v}"));
-    }
-    c.arg(format!("CNI_PATH={}:/usr/lib/cni", cni_path.display()));
-    c.arg(MACVLAN);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn macvlan(node: &Ns, cni_path: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
+    let cni_path = format!("{}:/usr/lib/cni", cni_path.display());
+    let mut env = env.to_vec();
+    env.push(("CNI_PATH", &cni_path));
+    plugin::run(
+        plugin::command_in(node.name(), MACVLAN.as_ref(), &env),
+        stdin,
+    )
 }
 
-fn addresses(pod: &Netns, dev: &str) -> Vec<String> {
+fn addresses(pod: &Ns, dev: &str) -> Vec<String> {
     pod.ip_json(&["addr", "show", "dev", dev])[0]["addr_info"]
         .as_array()
         .unwrap()
@@ -111,7 +57,7 @@ fn addresses(pod: &Netns, dev: &str) -> Vec<String> {
         .collect()
 }
 
-fn default_routes(pod: &Netns) -> Vec<(String, String)> {
+fn default_routes(pod: &Ns) -> Vec<(String, String)> {
     pod.ip_json(&["route", "show", "default"])
         .as_array()
         .unwrap()
@@ -126,21 +72,12 @@ fn default_routes(pod: &Netns) -> Vec<(String, String)> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and network namespaces: scripts/test runs it as root"
+)]
 fn debian_macvlan_drives_berth_ipam_installed_as_spiderpool() {
-    if !is_root() {
-        println!("SKIPPED debian_macvlan_drives_berth_ipam_installed_as_spiderpool: needs root");
-        eprintln!("SKIPPED debian_macvlan_drives_berth_ipam_installed_as_spiderpool: needs root");
-        return;
-    }
-    if !Path::new(MACVLAN).exists() {
-        println!(
-            "SKIPPED debian_macvlan_drives_berth_ipam_installed_as_spiderpool: {MACVLAN} missing (apt-get install containernetworking-plugins)"
-        );
-        eprintln!(
-            "SKIPPED debian_macvlan_drives_berth_ipam_installed_as_spiderpool: {MACVLAN} missing (apt-get install containernetworking-plugins)"
-        );
-        return;
-    }
+    berth_test_support::require(&[MACVLAN]);
     let s = Scratch::new();
     apply(&s.data_dir(), seed_objects("subnets.yaml"));
     apply(&s.data_dir(), seed_objects("deployment.yaml"));
@@ -150,13 +87,11 @@ fn debian_macvlan_drives_berth_ipam_installed_as_spiderpool() {
     std::os::unix::fs::symlink(BIN, bin.join("spiderpool")).unwrap();
 
     // The node: two parents, veth ends (dummy does not exist on this kernel).
-    let node = Netns::new("node");
+    let node = Ns::new("node");
     for (parent, peer) in [("ens192", "sw192"), ("ens224", "sw224")] {
-        ip(&[
-            "-n", &node.name, "link", "add", parent, "type", "veth", "peer", "name", peer,
-        ]);
-        ip(&["-n", &node.name, "link", "set", parent, "up"]);
-        ip(&["-n", &node.name, "link", "set", peer, "up"]);
+        node.ip(&["link", "add", parent, "type", "veth", "peer", "name", peer]);
+        node.ip(&["link", "set", parent, "up"]);
+        node.ip(&["link", "set", peer, "up"]);
     }
 
     let owner = |pod: &str| {
@@ -167,8 +102,8 @@ fn debian_macvlan_drives_berth_ipam_installed_as_spiderpool() {
     };
 
     // ADD of both NICs of one pod at the seed's 0.3.1.
-    let pod = Netns::new("pod");
-    let pod_ns = pod.path();
+    let pod = Ns::new("pod");
+    let pod_ns = pod.path().display().to_string();
     let args = owner("test-app-7d9f-aaaaa");
     let eth0 = nad("0.3.1", "macvlan-conf-ens192", "ens192", &s);
     let net1 = nad("0.3.1", "macvlan-conf-ens224", "ens224", &s);
@@ -238,8 +173,8 @@ fn debian_macvlan_drives_berth_ipam_installed_as_spiderpool() {
 
     // ADD / CHECK / DEL at 0.3.0, 0.4.0 and 1.0.0 answer in that version.
     for (i, version) in ["0.3.0", "0.4.0", "1.0.0"].into_iter().enumerate() {
-        let pod = Netns::new("pod");
-        let pod_ns = pod.path();
+        let pod = Ns::new("pod");
+        let pod_ns = pod.path().display().to_string();
         let cid = format!("v{i}");
         let args = owner(&format!("test-app-7d9f-v{i}"));
         let conf = nad(version, "macvlan-conf-ens192", "ens192", &s);
@@ -294,12 +229,11 @@ fn debian_macvlan_drives_berth_ipam_installed_as_spiderpool() {
     }
 
     // VERSION of the installed name lists all five.
-    let v = Command::new(bin.join("spiderpool"))
-        .env_clear()
-        .env("CNI_COMMAND", "VERSION")
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&v.stdout).unwrap();
+    let v: Value = plugin::run(
+        plugin::command(&bin.join("spiderpool"), &[("CNI_COMMAND", "VERSION")]),
+        b"",
+    )
+    .ok();
     assert_eq!(
         v["supportedVersions"],
         json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])

@@ -97,8 +97,6 @@ pub mod pod;
 pub mod rules;
 pub mod sysctl;
 pub mod tables;
-#[cfg(feature = "testbed")]
-pub mod testbed;
 pub mod veth;
 
 pub use config::RouteConfig;

@@ -4,20 +4,23 @@
 //! re-ADD, CHECK, DEL; then the default-route NIC moved to net1 by the pod annotation, and
 //! GC at CNI 1.1.0.
 //!
-//! Needs root and Debian's plugins; skips loudly otherwise. One test function, unique names,
-//! every namespace deleted by a guard.
+//! Needs root and Debian's plugins: the `root-tests` feature runs it (scripts/test turns it on
+//! as root); otherwise it is ignored. One test function, unique names, every namespace deleted
+//! by a guard.
 
 mod support;
 
-use netns_routing::testbed::addr::*;
+use berth_test_support::seed::addr::*;
 use serde_json::json;
 use support::*;
 
 #[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and network namespaces: scripts/test runs it as root"
+)]
 fn seed_pod_dual_stack_and_default_route_nic() {
-    if !ready("seed_pod_dual_stack_and_default_route_nic") {
-        return;
-    }
+    berth_test_support::require(&NEEDS);
     let bench = Bench::new(true);
     let topo = &bench.topo;
     topo.add_cluster_ip(CLUSTER_IP, NODE_ENS192);
@@ -173,7 +176,7 @@ fn seed_pod_dual_stack_and_default_route_nic() {
     let run = a.route(&a1, "CHECK", "net1");
     assert_eq!(run.json()["code"], 111, "{run:?}");
     assert!(
-        run.stdout
+        run.stdout_text()
             .contains("pod: rule to fd00:7::/64 lookup 100 pref 32765"),
         "{run:?}"
     );
@@ -279,14 +282,14 @@ fn seed_pod_dual_stack_and_default_route_nic() {
     let mut conf = gc.stdin_of(&gc_veth, None);
     conf["cni.dev/valid-attachments"] = json!([{"containerID": b.id, "ifname": "eth0"}]);
     let run = run_gc(&bench, &conf);
-    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    assert_eq!(run.code, 0, "{run:?}");
     let links = node.ip(&["link"]);
     assert!(!links.contains(&e.host_veth()), "GC deleted E's node end");
     assert!(links.contains(&b.host_veth()), "GC kept B's");
 
     // --- DEL after the pod's namespace is gone: succeeds, nothing of B left on the node.
     let path = b.ns.path();
-    netns_routing::testbed::ip(&["netns", "del", b.ns.name()]);
+    berth_test_support::ip(&["netns", "del", b.ns.name()]);
     for (chain, nic) in [(&b1, "net1"), (&b0, "eth0")] {
         let failures = chain.del(&b.a(nic, Some(&path)), b.results.get(nic));
         assert!(
@@ -304,26 +307,10 @@ fn seed_pod_dual_stack_and_default_route_nic() {
 }
 
 /// Runs `berth-route` with `CNI_COMMAND=GC` in the node's namespace.
-fn run_gc(bench: &Bench, conf: &serde_json::Value) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", bench.topo.node.name(), "env", "-i"])
-        .arg("CNI_COMMAND=GC")
-        .arg(format!(
-            "CNI_PATH={}",
-            bench.dir.path().join("bin").display()
-        ))
-        .arg(BERTH_ROUTE)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(conf).unwrap())
-        .unwrap();
-    child.wait_with_output().unwrap()
+fn run_gc(bench: &Bench, conf: &serde_json::Value) -> berth_test_support::Outcome {
+    use berth_test_support::plugin;
+    let cni_path = bench.dir.path().join("bin").display().to_string();
+    let env = [("CNI_COMMAND", "GC"), ("CNI_PATH", cni_path.as_str())];
+    let command = plugin::command_in(bench.topo.node.name(), BERTH_ROUTE.as_ref(), &env);
+    plugin::run(command, &serde_json::to_vec(conf).unwrap())
 }

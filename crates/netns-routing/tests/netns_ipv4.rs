@@ -4,21 +4,23 @@
 //!
 //! Chains are the seed's: Debian's macvlan (with `static` IPAM standing in for the IPAM,
 //! which is not what is tested here) followed by `berth-route` installed as `veth`, run the
-//! way libcni runs them, inside the node's namespace. Needs root and Debian's plugins; skips
-//! loudly otherwise. One test function: the steps run serially, every name is unique and
+//! way libcni runs them, inside the node's namespace. Needs root and Debian's plugins: the
+//! `root-tests` feature runs it (scripts/test turns it on as root); otherwise it is ignored. One test function: the steps run serially, every name is unique and
 //! every namespace is deleted by a guard.
 
 mod support;
 
-use netns_routing::testbed::addr::*;
+use berth_test_support::seed::addr::*;
 use serde_json::json;
 use support::*;
 
 #[test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "needs root and network namespaces: scripts/test runs it as root"
+)]
 fn seed_pod_ipv4_policy_routing_and_node_reachability() {
-    if !ready("seed_pod_ipv4_policy_routing_and_node_reachability") {
-        return;
-    }
+    berth_test_support::require(&NEEDS);
     let bench = Bench::new(false);
     let topo = &bench.topo;
     topo.add_cluster_ip(CLUSTER_IP, NODE_ENS192);
@@ -291,7 +293,7 @@ fn seed_pod_ipv4_policy_routing_and_node_reachability() {
     }
     assert_node_clean(&bench, &e, &["10.6.168.177", "10.7.168.177"]);
     let path = d.ns.path();
-    netns_routing::testbed::ip(&["netns", "del", d.ns.name()]);
+    berth_test_support::ip(&["netns", "del", d.ns.name()]);
     for (chain, nic) in [(&d1, "net1"), (&d0, "eth0")] {
         let run = chain.exec(
             "DEL",
@@ -310,7 +312,7 @@ fn seed_pod_ipv4_policy_routing_and_node_reachability() {
 }
 
 /// A chain with only its last plugin (`berth-route`).
-fn support_veth_only(chain: &netns_routing::testbed::Chain) -> netns_routing::testbed::Chain {
+fn support_veth_only(chain: &berth_test_support::seed::Chain) -> berth_test_support::seed::Chain {
     let mut only = chain.clone();
     let last = chain.conflist["plugins"]
         .as_array()

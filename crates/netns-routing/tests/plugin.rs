@@ -3,9 +3,7 @@
 //! and DEL / GC / STATUS with nothing to do. Nothing is changed on the machine: the only
 //! netlink traffic is a read of this namespace's links.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
+use berth_test_support::plugin;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_berth-route");
@@ -16,28 +14,13 @@ struct Run {
 }
 
 fn run(env: &[(&str, &str)], stdin: &Value) -> Run {
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(stdin).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = plugin::run(
+        plugin::command(BIN.as_ref(), env),
+        &serde_json::to_vec(stdin).unwrap(),
+    );
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: if out.stdout.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&out.stdout).unwrap()
-        },
+        code: out.code,
+        stdout: out.json(),
     }
 }
 
@@ -82,12 +65,7 @@ fn prev() -> Value {
 
 #[test]
 fn version_lists_all_five() {
-    let out = Command::new(BIN)
-        .env_clear()
-        .env("CNI_COMMAND", "VERSION")
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run(&[("CNI_COMMAND", "VERSION")], &Value::Null).stdout;
     assert_eq!(
         v["supportedVersions"],
         json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])

@@ -102,7 +102,10 @@ mod server;
 mod store;
 
 pub use client::{AgentClient, Answer, DEFAULT_TIMEOUT};
-pub use server::{AgentOptions, MAX_BODY, serve, serve_data_dir, termination_signal};
+pub use server::{
+    AgentOptions, DataDirAgent, Listening, MAX_BODY, bind, bind_data_dir, serve, serve_data_dir,
+    termination_signal,
+};
 pub use store::AgentStore;
 
 /// Where `berth agent` listens by default, and where `berth-ipam` looks for it when its

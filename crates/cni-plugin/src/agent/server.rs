@@ -57,26 +57,13 @@ struct State<S> {
     node: String,
 }
 
-/// Serves the agent protocol for `engine` on `options.socket` until `shutdown` completes.
-///
-/// Every connection is served by its own tokio task, so requests run concurrently (the
-/// engine merges concurrent writes to one pool, and the sled store shares flushes between
-/// concurrent writers); run it on a multi-thread runtime to use more than one core. When
-/// `shutdown` completes, the agent stops accepting, removes the data-dir record and the
-/// socket, lets every request in flight finish and answer, and returns. Every write was
-/// durable before it was acknowledged, so a restarted agent loses nothing it acknowledged.
+/// Binds the agent's socket ([`AgentOptions::socket`], mode 0600) and records it in the data
+/// dir, if one is named. The socket accepts connections when this returns: connections made
+/// before [`Listening::serve`] runs wait in the backlog, so nobody needs to poll for the socket.
 ///
 /// Fails when the socket cannot be set up, e.g. because another agent listens on it.
-pub async fn serve<S, F>(
-    engine: Arc<Engine<S>>,
-    options: &AgentOptions,
-    shutdown: F,
-) -> Result<(), Error>
-where
-    S: Store + 'static,
-    F: Future<Output = ()>,
-{
-    let listener = bind(&options.socket).await?;
+pub async fn bind(options: &AgentOptions) -> Result<Listening, Error> {
+    let listener = bind_socket(&options.socket).await?;
     if let Some(dir) = &options.data_dir
         && let Err(source) = record::write_record(dir, &options.socket)
     {
@@ -87,6 +74,66 @@ where
             source,
         ));
     }
+    Ok(Listening {
+        listener,
+        options: options.clone(),
+    })
+}
+
+/// [`bind`], then [`Listening::serve`].
+pub async fn serve<S, F>(
+    engine: Arc<Engine<S>>,
+    options: &AgentOptions,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    S: Store + 'static,
+    F: Future<Output = ()>,
+{
+    bind(options).await?.serve(engine, shutdown).await
+}
+
+/// An agent socket that listens ([`bind`]).
+pub struct Listening {
+    listener: UnixListener,
+    options: AgentOptions,
+}
+
+impl Listening {
+    /// The socket.
+    pub fn socket(&self) -> &Path {
+        &self.options.socket
+    }
+
+    /// Answers `berth-ipam` and remote-store requests on the socket with `engine`, one task per
+    /// connection, until `shutdown` completes.
+    ///
+    /// Concurrency: every connection runs on its own task, and requests share the engine (the
+    /// engine merges concurrent writes to one pool, and the sled store shares flushes between
+    /// concurrent writers); run it on a multi-thread runtime to use more than one core. When
+    /// `shutdown` completes, the agent stops accepting, removes the data-dir record and the
+    /// socket, lets every request in flight finish and answer, and returns. Every write was
+    /// durable before it was acknowledged, so a restarted agent loses nothing it acknowledged.
+    pub async fn serve<S, F>(self, engine: Arc<Engine<S>>, shutdown: F) -> Result<(), Error>
+    where
+        S: Store + 'static,
+        F: Future<Output = ()>,
+    {
+        let Listening { listener, options } = self;
+        serve_on(listener, &options, engine, shutdown).await
+    }
+}
+
+async fn serve_on<S, F>(
+    listener: UnixListener,
+    options: &AgentOptions,
+    engine: Arc<Engine<S>>,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    S: Store + 'static,
+    F: Future<Output = ()>,
+{
     tracing::info!(socket = %options.socket.display(), data_dir = ?options.data_dir, "berth agent listening");
     let state = Arc::new(State {
         engine,
@@ -136,13 +183,17 @@ where
     Ok(())
 }
 
-/// Opens the sled store in `data_dir` (waiting for its lock) and [`serve`]s it on `socket`,
-/// recording the socket in the data dir; closes the store (releasing the lock) when done.
-/// Refuses a data dir that a live agent already serves.
-pub async fn serve_data_dir<F>(data_dir: &Path, socket: &Path, shutdown: F) -> Result<(), Error>
-where
-    F: Future<Output = ()>,
-{
+/// The agent of a data dir, bound ([`bind_data_dir`]): the sled store opened, the socket
+/// listening and recorded in the data dir.
+pub struct DataDirAgent {
+    engine: Arc<Engine<SledStore>>,
+    listening: Listening,
+}
+
+/// Opens the sled store in `data_dir` (waiting for its lock), binds `socket` and records it in
+/// the data dir. Refuses a data dir that a live agent already serves. The socket accepts
+/// connections when this returns.
+pub async fn bind_data_dir(data_dir: &Path, socket: &Path) -> Result<DataDirAgent, Error> {
     if let Some(other) = record::live_agent(data_dir).await {
         return Err(Error::Agent {
             msg: format!(
@@ -158,14 +209,38 @@ where
         .await
         .map_err(|e| Error::internal("opening the store", Some(Box::new(e))))?
         .map_err(open_error)?;
-    let engine = Arc::new(Engine::new(store));
     let options = AgentOptions {
         socket: socket.to_path_buf(),
         data_dir: Some(data_dir.to_path_buf()),
     };
-    let result = serve(Arc::clone(&engine), &options, shutdown).await;
-    drop(engine);
-    result
+    Ok(DataDirAgent {
+        engine: Arc::new(Engine::new(store)),
+        listening: bind(&options).await?,
+    })
+}
+
+impl DataDirAgent {
+    /// The socket.
+    pub fn socket(&self) -> &Path {
+        self.listening.socket()
+    }
+
+    /// Serves the data dir's store until `shutdown` completes ([`Listening::serve`]), then
+    /// closes the store, releasing its lock.
+    pub async fn serve<F: Future<Output = ()>>(self, shutdown: F) -> Result<(), Error> {
+        let DataDirAgent { engine, listening } = self;
+        let result = listening.serve(Arc::clone(&engine), shutdown).await;
+        drop(engine);
+        result
+    }
+}
+
+/// [`bind_data_dir`], then [`DataDirAgent::serve`].
+pub async fn serve_data_dir<F>(data_dir: &Path, socket: &Path, shutdown: F) -> Result<(), Error>
+where
+    F: Future<Output = ()>,
+{
+    bind_data_dir(data_dir, socket).await?.serve(shutdown).await
 }
 
 /// A future that completes on SIGTERM or SIGINT, for [`serve`]'s `shutdown`. The handlers
@@ -185,7 +260,7 @@ pub fn termination_signal() -> std::io::Result<impl Future<Output = ()> + Send +
 
 /// Binds `socket` with mode 0600: bound inside a private (0700) directory next to it, made
 /// 0600, then renamed into place, so it is never reachable with wider permissions.
-async fn bind(socket: &Path) -> Result<UnixListener, Error> {
+async fn bind_socket(socket: &Path) -> Result<UnixListener, Error> {
     let io = |context: String| move |source| Error::io(context, source);
     let parent = socket
         .parent()

@@ -5,12 +5,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+
+use berth_test_support::plugin::{self, Outcome};
 
 use ipam_core::engine::{AnyObject, Engine};
 use ipam_core::store::TypedStore;
@@ -20,17 +20,6 @@ use serde_json::{Value, json};
 
 /// The plugin binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_berth-ipam");
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A name unique in this machine's current runs: `<prefix>-<pid>-<n>`.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A scratch dir: data dir, log file, fake netns files, sockets. Removed when dropped.
 pub struct Scratch {
@@ -115,62 +104,6 @@ pub fn with(conf: &[u8], extra: Value) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-/// What one plugin run printed and how it exited.
-#[derive(Debug)]
-pub struct Outcome {
-    pub code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-}
-
-impl Outcome {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {:?}; stderr: {}",
-                String::from_utf8_lossy(&self.stdout),
-                self.stderr
-            )
-        })
-    }
-
-    /// The JSON of a successful run (panics with the error otherwise).
-    pub fn ok(&self) -> Value {
-        assert_eq!(
-            self.code,
-            0,
-            "plugin failed: {}; stderr: {}",
-            String::from_utf8_lossy(&self.stdout),
-            self.stderr
-        );
-        if self.stdout.is_empty() {
-            Value::Null
-        } else {
-            self.json()
-        }
-    }
-
-    /// The CNI error of a failed run.
-    pub fn err(&self) -> Value {
-        assert_eq!(
-            self.code,
-            1,
-            "expected a CNI error, got {}",
-            String::from_utf8_lossy(&self.stdout)
-        );
-        let v = self.json();
-        assert!(v["code"].is_u64(), "not a CNI error: {v}");
-        v
-    }
-
-    /// The first address of an ADD result.
-    pub fn ip(&self) -> IpAddr {
-        let v = self.ok();
-        let a = v["ips"][0]["address"].as_str().unwrap();
-        a.split('/').next().unwrap().parse().unwrap()
-    }
-}
-
 /// The environment of an attachment command.
 pub fn attach_env<'a>(
     command: &'a str,
@@ -194,38 +127,17 @@ pub fn attach_env<'a>(
 
 /// A command running the plugin with exactly `env` (nothing inherited) and piped stdio.
 pub fn command(env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
+    plugin::command(BIN.as_ref(), env)
 }
 
 /// Starts the plugin and feeds it stdin.
 pub fn spawn(env: &[(&str, &str)], stdin: &[u8]) -> Child {
-    let mut child = command(env).spawn().unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    // A killed child closes the pipe early: ignore the error.
-    let _ = pipe.write_all(stdin);
-    drop(pipe);
-    child
-}
-
-/// Waits for a plugin started with [`spawn`].
-pub fn finish(child: Child) -> Outcome {
-    let out = child.wait_with_output().unwrap();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    plugin::spawn(command(env), stdin)
 }
 
 /// Runs the plugin once, like a runtime.
 pub fn run(env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
-    finish(spawn(env, stdin))
+    plugin::run(command(env), stdin)
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
@@ -314,6 +226,8 @@ pub const AGENT_DATA_DIR_VAR: &str = "BERTH_TEST_AGENT_DATA_DIR";
 pub const AGENT_SOCKET_VAR: &str = "BERTH_TEST_AGENT_SOCKET";
 /// Its log file.
 pub const AGENT_LOG_VAR: &str = "BERTH_TEST_AGENT_LOG";
+/// The line the re-executed agent prints once its socket listens.
+const LISTENING: &str = "berth-test-agent: listening";
 
 /// Runs the agent if this process was started by [`AgentProcess::start`]; otherwise does
 /// nothing. Call it from a test named as `AgentProcess::start` is told.
@@ -337,9 +251,12 @@ pub fn agent_entry() {
         .unwrap();
     runtime.block_on(async {
         let shutdown = cni_plugin::agent::termination_signal().unwrap();
-        cni_plugin::agent::serve_data_dir(Path::new(&dir), Path::new(&socket), shutdown)
+        let bound = cni_plugin::agent::bind_data_dir(Path::new(&dir), Path::new(&socket))
             .await
             .unwrap();
+        // The parent waits for this line: the socket listens from here on.
+        println!("{LISTENING}");
+        bound.serve(shutdown).await.unwrap();
     });
     std::process::exit(0);
 }
@@ -353,30 +270,30 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(entry: &str, data_dir: &Path, socket: &Path, log: &Path) -> AgentProcess {
-        let child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(std::env::current_exe().unwrap())
             .args([entry, "--exact", "--nocapture", "--test-threads=1"])
             .env(AGENT_DATA_DIR_VAR, data_dir)
             .env(AGENT_SOCKET_VAR, socket)
             .env(AGENT_LOG_VAR, log)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        // libtest may print "test ... " on the same line first.
+        let listening = lines
+            .by_ref()
+            .any(|l| l.is_ok_and(|l| l.ends_with(LISTENING)));
+        // Keep draining the child's output so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         let mut agent = AgentProcess {
             child: Some(child),
             socket: socket.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // The agent writes its record once its socket listens.
-        let record = cni_plugin::agent::record::read_record;
-        while record(data_dir).as_deref() != Some(socket)
-            || !cni_plugin::agent::record::socket_is_live(socket)
-        {
-            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the agent exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "the agent did not start");
-            std::thread::sleep(Duration::from_millis(5));
+        if !listening {
+            let status = agent.child.as_mut().unwrap().wait().unwrap();
+            panic!("the agent exited at start: {status}");
         }
         agent
     }
@@ -411,12 +328,4 @@ impl Drop for AgentProcess {
             let _ = c.wait();
         }
     }
-}
-
-/// Whether this process runs as root (netns tests need it).
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

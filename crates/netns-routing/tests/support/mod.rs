@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use netns_routing::testbed::{Chain, ChainArgs, Ns, PluginRun, SeedTopology, is_root};
+use berth_test_support::Outcome;
+use berth_test_support::netns::Ns;
+use berth_test_support::seed::{Chain, ChainArgs, SeedTopology};
 use serde_json::{Value, json};
 
 /// The plugin binary cargo built for these tests.
@@ -14,31 +16,12 @@ pub const BERTH_ROUTE: &str = env!("CARGO_BIN_EXE_berth-route");
 /// Debian's containernetworking-plugins.
 pub const DEBIAN: &str = "/usr/lib/cni";
 
-/// Whether the test can run here; prints why not (loudly) otherwise.
-pub fn ready(test: &str) -> bool {
-    let why = if !is_root() {
-        Some("needs root".to_owned())
-    } else {
-        ["macvlan", "static", "sbr"]
-            .iter()
-            .map(|p| Path::new(DEBIAN).join(p))
-            .find(|p| !p.exists())
-            .map(|p| {
-                format!(
-                    "{} missing (apt-get install containernetworking-plugins)",
-                    p.display()
-                )
-            })
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            println!("SKIPPED {test}: {why}");
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
-    }
-}
+/// What the namespace tests need beyond root: Debian's plugins.
+pub const NEEDS: [&str; 3] = [
+    "/usr/lib/cni/macvlan",
+    "/usr/lib/cni/static",
+    "/usr/lib/cni/sbr",
+];
 
 /// The topology, a scratch dir, and `berth-route` installed as `veth` in `<dir>/bin`.
 pub struct Bench {
@@ -168,7 +151,7 @@ impl Pod {
     }
 
     /// DEL of `ifname` through `chain` with the cached result; the failures.
-    pub fn del(&self, chain: &Chain, ifname: &str, netns: bool) -> Vec<(String, PluginRun)> {
+    pub fn del(&self, chain: &Chain, ifname: &str, netns: bool) -> Vec<(String, Outcome)> {
         let path = self.ns.path();
         let netns = netns.then_some(path.as_path());
         chain.del(&self.a(ifname, netns), self.results.get(ifname))
@@ -176,7 +159,7 @@ impl Pod {
 
     /// Runs only `berth-route` (the last plugin of `chain`) with `command` and the cached
     /// result as `prevResult`.
-    pub fn route(&self, chain: &Chain, command: &str, ifname: &str) -> PluginRun {
+    pub fn route(&self, chain: &Chain, command: &str, ifname: &str) -> Outcome {
         let plugins = chain.conflist["plugins"].as_array().unwrap();
         let veth = plugins.last().unwrap();
         let path = self.ns.path();

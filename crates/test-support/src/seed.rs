@@ -1,184 +1,20 @@
-//! Network-namespace testbeds for the tests and the seed lab (feature `testbed`).
+//! The seed's network in namespaces, and CNI chains run as libcni runs them.
 //!
-//! - [`Ns`]: a named namespace (`ip netns add`), deleted when dropped;
-//! - [`SeedTopology`]: the seed's network in namespaces — a node with `ens192` / `ens224`,
-//!   a gateway routing both pod subnets and a client subnet with strict reverse-path
-//!   filtering, and an outside client;
+//! - [`SeedTopology`]: a node with `ens192` / `ens224`, a gateway routing both pod subnets and
+//!   a client subnet with strict reverse-path filtering, and an outside client;
 //! - [`Chain`]: a network config list run the way libcni runs it (each plugin with the
 //!   previous result, DEL in reverse, CHECK with the cached result), every plugin executed
 //!   inside the node's namespace like a runtime on that node would.
 //!
 //! Nothing here touches the root namespace: every address, route, sysctl and iptables rule
-//! is made inside a namespace the testbed created. Names are unique per process
-//! (`<prefix>-<pid>-<n>`). The helpers shell out to `ip`, `ping` and `iptables` and panic
-//! with the command and its stderr when one fails: they are for tests and demos.
+//! is made inside a namespace the testbed created.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A name unique on this machine among running processes: `<prefix>-<pid>-<n>`.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Whether this process runs as root (namespaces need it).
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Runs a command; its stdout, or the error with stderr.
-pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program} {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        ))
-    }
-}
-
-/// `ip <args>`, panicking on failure.
-pub fn ip(args: &[&str]) -> String {
-    run("ip", args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A named network namespace, deleted (with everything in it) when dropped.
-#[derive(Debug)]
-pub struct Ns {
-    name: String,
-}
-
-impl Ns {
-    /// `ip netns add <prefix>-<pid>-<n>`, with `lo` up and IPv6 duplicate address detection
-    /// off (so addresses are usable at once).
-    pub fn new(prefix: &str) -> Ns {
-        let ns = Ns {
-            name: unique(prefix),
-        };
-        ip(&["netns", "add", &ns.name]);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
-        ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
-        ns
-    }
-
-    /// Its name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Its file, `/var/run/netns/<name>` (what `CNI_NETNS` carries).
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{}", self.name))
-    }
-
-    /// `ip -n <ns> <args>`, panicking on failure.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        ip(&full)
-    }
-
-    /// `ip -j -n <ns> <args>`, parsed.
-    pub fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-j", "-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        let text = ip(&full);
-        if text.trim().is_empty() {
-            return json!([]);
-        }
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip {full:?}: {e}: {text}"))
-    }
-
-    /// `ip netns exec <ns> <program> <args>`.
-    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String, String> {
-        let mut full = vec!["netns", "exec", self.name.as_str(), program];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-
-    /// [`Ns::exec`], panicking on failure.
-    pub fn must(&self, program: &str, args: &[&str]) -> String {
-        self.exec(program, args).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// `sysctl -w key=value` inside the namespace.
-    pub fn sysctl(&self, key: &str, value: &str) {
-        self.must("sysctl", &["-qw", &format!("{key}={value}")]);
-    }
-
-    /// Whether `ping` from this namespace gets an answer from `target` (three tries, one
-    /// second's wait), optionally from the source address `from`.
-    pub fn ping(&self, target: &str, from: Option<&str>) -> bool {
-        let mut args = vec!["-c", "3", "-i", "0.2", "-W", "1", "-q"];
-        if let Some(src) = from {
-            args.extend(["-I", src]);
-        }
-        args.push(target);
-        self.exec("ping", &args).is_ok()
-    }
-
-    /// `ip route get <dst> [from <src>]`: the device it leaves by, and the via.
-    pub fn route_get(&self, dst: &str, from: Option<&str>) -> (String, Option<String>) {
-        let mut args = vec!["route", "get", dst];
-        if let Some(src) = from {
-            args.extend(["from", src]);
-        }
-        let v = self.ip_json(&args);
-        let r = &v[0];
-        (
-            r["dev"].as_str().unwrap_or_default().to_owned(),
-            r["gateway"].as_str().map(str::to_owned),
-        )
-    }
-
-    /// The rules of one family as `ip rule` prints them (`"32764: from 10.7.168.173 lookup 100"`).
-    pub fn rules(&self, ipv6: bool) -> Vec<String> {
-        let family = if ipv6 { "-6" } else { "-4" };
-        self.ip(&[family, "rule", "show"])
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect()
-    }
-
-    /// `ip [-6] route show [table <t>]`, one normalised line per route.
-    pub fn routes(&self, ipv6: bool, table: &str) -> Vec<String> {
-        let family = if ipv6 { "-6" } else { "-4" };
-        self.ip(&[family, "route", "show", "table", table])
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+use crate::netns::Ns;
+use crate::plugin::{self, Outcome};
 
 /// Addresses of [`SeedTopology`] (the seed's, plus IPv6 and an outside client subnet).
 pub mod addr {
@@ -370,28 +206,6 @@ impl SeedTopology {
     }
 }
 
-/// What one plugin run printed and how it exited.
-#[derive(Debug, Clone)]
-pub struct PluginRun {
-    /// Exit code (`-1` when killed).
-    pub code: i32,
-    /// stdout (the result or the CNI error).
-    pub stdout: String,
-    /// stderr.
-    pub stderr: String,
-}
-
-impl PluginRun {
-    /// The JSON of stdout (`null` when empty).
-    pub fn json(&self) -> Value {
-        if self.stdout.trim().is_empty() {
-            return Value::Null;
-        }
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-}
-
 /// The attachment a [`Chain`] command is about.
 #[derive(Debug, Clone)]
 pub struct ChainArgs<'a> {
@@ -412,7 +226,7 @@ pub struct Chain {
     pub conflist: Value,
     /// Directories plugins are looked up in (`CNI_PATH`).
     pub cni_path: Vec<PathBuf>,
-    /// The namespace plugins run in (the node).
+    /// The namespace plugins run in (the node's name).
     pub node: String,
     /// Extra environment for every plugin.
     pub env: Vec<(String, String)>,
@@ -484,56 +298,39 @@ impl Chain {
         plugin: &Value,
         a: &ChainArgs<'_>,
         prev: Option<&Value>,
-    ) -> PluginRun {
+    ) -> Outcome {
         let plugin_type = plugin["type"].as_str().expect("a plugin has a type");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.node, "env", "-i"]);
         let cni_path = self
             .cni_path
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(":");
-        let mut env = vec![
-            ("CNI_COMMAND".to_owned(), command.to_owned()),
-            ("CNI_CONTAINERID".to_owned(), a.container_id.to_owned()),
-            ("CNI_IFNAME".to_owned(), a.ifname.to_owned()),
-            ("CNI_PATH".to_owned(), cni_path),
-            (
-                "PATH".to_owned(),
-                "/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-            ),
+        let netns = a.netns.map(|n| n.display().to_string());
+        let mut env: Vec<(&str, &str)> = vec![
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", a.container_id),
+            ("CNI_IFNAME", a.ifname),
+            ("CNI_PATH", &cni_path),
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         ];
-        if let Some(netns) = a.netns {
-            env.push(("CNI_NETNS".to_owned(), netns.display().to_string()));
+        if let Some(netns) = &netns {
+            env.push(("CNI_NETNS", netns));
         }
         if !a.args.is_empty() {
-            env.push(("CNI_ARGS".to_owned(), a.args.to_owned()));
+            env.push(("CNI_ARGS", a.args));
         }
-        env.extend(self.env.iter().cloned());
-        for (k, v) in &env {
-            cmd.arg(format!("{k}={v}"));
-        }
-        cmd.arg(self.find(plugin_type));
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let stdin = serde_json::to_vec(&self.stdin_of(plugin, prev)).expect("JSON");
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ip netns exec runs");
-        let _ = child.stdin.take().expect("piped").write_all(&stdin);
-        let out: Output = child.wait_with_output().expect("the plugin finishes");
-        PluginRun {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        plugin::run(
+            plugin::command_in(&self.node, &self.find(plugin_type), &env),
+            &stdin,
+        )
     }
 
     /// ADD through the whole list; the final result, or the first failure (`Err` names the
     /// plugin and carries its run).
-    pub fn add(&self, a: &ChainArgs<'_>) -> Result<Value, (String, PluginRun)> {
+    pub fn add(&self, a: &ChainArgs<'_>) -> Result<Value, (String, Outcome)> {
         let mut prev: Option<Value> = None;
         for plugin in self.plugins() {
             let run = self.exec("ADD", &plugin, a, prev.as_ref());
@@ -547,7 +344,7 @@ impl Chain {
 
     /// DEL through the list in reverse; `result` (the cached ADD result) is passed as
     /// `prevResult` from 0.4.0 on, like libcni. Every plugin runs; the failures are returned.
-    pub fn del(&self, a: &ChainArgs<'_>, result: Option<&Value>) -> Vec<(String, PluginRun)> {
+    pub fn del(&self, a: &ChainArgs<'_>, result: Option<&Value>) -> Vec<(String, Outcome)> {
         let with_prev = !self.version().starts_with("0.3");
         let mut failures = Vec::new();
         for plugin in self.plugins().iter().rev() {
@@ -560,7 +357,7 @@ impl Chain {
     }
 
     /// CHECK through the list with the cached result (config 0.4.0 and later).
-    pub fn check(&self, a: &ChainArgs<'_>, result: &Value) -> Result<(), (String, PluginRun)> {
+    pub fn check(&self, a: &ChainArgs<'_>, result: &Value) -> Result<(), (String, Outcome)> {
         for plugin in self.plugins() {
             let run = self.exec("CHECK", &plugin, a, Some(result));
             if run.code != 0 {
