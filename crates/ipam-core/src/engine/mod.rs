@@ -21,11 +21,12 @@ mod apps;
 mod batch;
 mod cache;
 mod gc;
+mod modify;
+mod queue;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use serde_json::Value;
 
 use crate::annotations::IpNumber;
@@ -42,6 +43,7 @@ pub use allocate::{
     AllocateRequest, AllocatedIp, Allocation, NicAddresses, ReleaseRequest, Released,
 };
 pub use gc::{GcReport, Liveness};
+use modify::{Change, Part};
 
 /// A source of the current time (replaceable in tests).
 pub trait Clock: Send + Sync {
@@ -57,6 +59,11 @@ impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+}
+
+/// The clock's time as Kubernetes writes timestamps.
+fn rfc3339(clock: &dyn Clock) -> String {
+    humantime::format_rfc3339_seconds(clock.now()).to_string()
 }
 
 /// Engine settings.
@@ -172,6 +179,8 @@ pub struct Engine<S> {
     pub(crate) config: EngineConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) batcher: batch::Batcher,
+    /// Where concurrent `modify` calls on one object queue, to share its write.
+    pub(crate) modifying: modify::ModifyQueues,
     pub(crate) cache: cache::PoolCache,
     /// Serialises spec writes (apply, reconcile, GC) within this process: their cross-object
     /// validation reads several objects and cannot be made atomic by the store.
@@ -192,6 +201,7 @@ impl<S: Store> Engine<S> {
             config,
             clock: Arc::new(SystemClock),
             batcher: batch::Batcher::default(),
+            modifying: modify::ModifyQueues::default(),
             spec_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -212,38 +222,6 @@ impl<S: Store> Engine<S> {
         &self.config
     }
 
-    pub(crate) async fn backoff(&self, attempt: u32) {
-        let base = Duration::from_micros(500) * 2u32.saturating_pow(attempt.min(7));
-        let base = base.min(Duration::from_millis(50));
-        let jitter = rand::rng().random_range(0.5..1.5);
-        tokio::time::sleep(base.mul_f64(jitter)).await;
-    }
-
-    /// Runs `f` until it does not conflict, at most `max_retries` times.
-    pub(crate) async fn retry<T, F, Fut>(&self, key: &ObjectKey, mut f: F) -> Result<T, Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(e @ (Error::Conflict(_) | Error::AlreadyExists(_))) => {
-                    attempt += 1;
-                    if attempt >= self.config.max_retries {
-                        tracing::warn!(%key, error = %e, "giving up after conflicts");
-                        return Err(Error::RetriesExhausted {
-                            key: key.clone(),
-                            attempts: attempt,
-                        });
-                    }
-                    self.backoff(attempt).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Every reserved IP (of reservations that are not being deleted).
     pub(crate) async fn reserved_ips(&self) -> Result<IpSet, Error> {
         Ok(self
@@ -253,10 +231,6 @@ impl<S: Store> Engine<S> {
             .iter()
             .filter(|r| !r.metadata.is_terminating())
             .fold(IpSet::new(), |acc, r| acc.union(&r.spec.ips)))
-    }
-
-    pub(crate) fn now_rfc3339(&self) -> String {
-        humantime::format_rfc3339_seconds(self.clock.now()).to_string()
     }
 
     /// The workload an application names, if it is a Deployment or StatefulSet on record.
@@ -278,10 +252,7 @@ impl<S: Store> Engine<S> {
 
     /// Creates `object` and writes its status too (stores with a status subresource ignore the
     /// status of a create).
-    pub(crate) async fn create_with_status<T: Object + PartialEq>(
-        &self,
-        object: &T,
-    ) -> Result<T, Error> {
+    pub(crate) async fn create_with_status<T: Object>(&self, object: &T) -> Result<T, Error> {
         let created = self.store.create_as(object).await?;
         let wanted = crate::store::encode(object)?;
         let got = crate::store::encode(&created)?;
@@ -388,20 +359,18 @@ impl<S: Store> Engine<S> {
 
     /// Re-runs the pool's mutating step (owner subnet label, inherited gateway).
     async fn relabel_pool(&self, name: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
-        self.retry(&key, || async {
-            let Some(pool) = self.store.get_as::<SpiderIPPool>(None, name).await? else {
-                return Ok(());
-            };
-            let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-            let mut new = pool.clone();
-            new.mutate(&subnets);
-            if new != pool {
-                self.store.update_as(&new).await?;
-            }
-            Ok(())
+        let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
+        self.modify(None, name, Part::Spec, move |pool: &mut SpiderIPPool| {
+            let before = pool.clone();
+            pool.mutate(&subnets);
+            Ok(if *pool == before {
+                Change::Keep(())
+            } else {
+                Change::Write(())
+            })
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn apply_pool(&self, pool: SpiderIPPool) -> Result<Applied, Error> {
@@ -574,29 +543,18 @@ impl<S: Store> Engine<S> {
 
     /// Removes a terminating pool that holds no IP, then its subnet claim.
     pub(crate) async fn finish_pool(&self, name: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
-        let gone_from = self
-            .retry(&key, || async {
-                let Some(pool) = self.store.get_as::<SpiderIPPool>(None, name).await? else {
-                    return Ok(None);
-                };
+        let finished = self
+            .modify(None, name, Part::Spec, |pool: &mut SpiderIPPool| {
                 if !pool.metadata.is_terminating() || pool.allocated_count() > 0 {
-                    return Ok(None);
+                    return Ok(Change::Keep(None));
                 }
-                let subnet = pool
-                    .metadata
-                    .label(crate::LABEL_OWNER_SUBNET)
-                    .map(str::to_string);
-                let mut done = pool.clone();
-                done.metadata.finalizers.clear();
-                match self.store.update_as(&done).await {
-                    Ok(_) | Err(Error::NotFound(_)) => Ok(Some(subnet)),
-                    Err(e) => Err(e),
-                }
+                pool.metadata.finalizers.clear();
+                let subnet = pool.metadata.label(crate::LABEL_OWNER_SUBNET);
+                Ok(Change::Write(subnet.map(str::to_string)))
             })
             .await?;
         self.forget_allocator(name);
-        if let Some(Some(subnet)) = gone_from {
+        if let Some((_, Some(subnet))) = finished {
             self.drop_claim(&subnet, name).await?;
         }
         Ok(())
@@ -604,22 +562,15 @@ impl<S: Store> Engine<S> {
 
     /// Removes a terminating subnet that no pool holds IPs of.
     pub(crate) async fn finish_subnet(&self, name: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderSubnet, name);
-        self.retry(&key, || async {
-            let Some(subnet) = self.store.get_as::<SpiderSubnet>(None, name).await? else {
-                return Ok(());
-            };
+        self.modify(None, name, Part::Spec, |subnet: &mut SpiderSubnet| {
             if !subnet.metadata.is_terminating() || !subnet.claims().is_empty() {
-                return Ok(());
+                return Ok(Change::Keep(()));
             }
-            let mut done = subnet;
-            done.metadata.finalizers.clear();
-            match self.store.update_as(&done).await {
-                Ok(_) | Err(Error::NotFound(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
+            subnet.metadata.finalizers.clear();
+            Ok(Change::Write(()))
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Sets the claim of `pool` in `subnet` to `ips` (creating it), refusing IPs the subnet does
@@ -631,85 +582,85 @@ impl<S: Store> Engine<S> {
         ips: IpSet,
         application: Option<String>,
     ) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderSubnet, subnet);
-        self.retry(&key, || async {
-            let Some(mut s) = self.store.get_as::<SpiderSubnet>(None, subnet).await? else {
-                return Err(Error::UnknownReference {
-                    kind: Kind::SpiderSubnet,
-                    name: subnet.into(),
-                    referrer: format!("SpiderIPPool {pool:?}"),
-                });
-            };
-            let mut claims = s.claims();
-            let more = ips.difference(&claims.get(pool).map(|c| c.ips.clone()).unwrap_or_default());
-            if s.metadata.is_terminating() && !more.is_empty() {
-                return Err(Error::Terminating {
-                    key: s.key(),
-                    refused: format!("new claims: SpiderIPPool {pool:?} asked for {more}"),
-                });
-            }
-            let missing = ips.difference(&s.usable_ips());
-            if !missing.is_empty() {
-                return Err(Error::invalid(
-                    Kind::SpiderIPPool,
-                    pool,
-                    crate::error::Problem::NotInSubnet {
-                        subnet: subnet.into(),
-                        ips: missing,
-                    },
-                ));
-            }
-            for (other, c) in &claims {
-                let held = c.ips.intersection(&ips);
-                if other != pool && !held.is_empty() {
+        let clock = self.clock.clone();
+        let (name, pool) = (subnet.to_string(), pool.to_string());
+        let referrer = format!("SpiderIPPool {pool:?}");
+        let claimed = self
+            .modify(None, subnet, Part::Status, move |s: &mut SpiderSubnet| {
+                let mut claims = s.claims();
+                let held = claims.get(&pool).map(|c| c.ips.clone()).unwrap_or_default();
+                let more = ips.difference(&held);
+                if s.metadata.is_terminating() && !more.is_empty() {
+                    return Err(Error::Terminating {
+                        key: s.key(),
+                        refused: format!("new claims: SpiderIPPool {pool:?} asked for {more}"),
+                    });
+                }
+                let missing = ips.difference(&s.usable_ips());
+                if !missing.is_empty() {
                     return Err(Error::invalid(
                         Kind::SpiderIPPool,
-                        pool,
-                        crate::error::Problem::HeldByPool {
-                            subnet: subnet.into(),
-                            other: other.clone(),
-                            ips: held,
+                        &pool,
+                        crate::error::Problem::NotInSubnet {
+                            subnet: name.clone(),
+                            ips: missing,
                         },
                     ));
                 }
-            }
-            let application = application
-                .clone()
-                .or_else(|| claims.get(pool).and_then(|c| c.application.clone()));
-            let entry = crate::subnet::PoolClaim {
-                ips: ips.clone(),
-                application,
-                claimed_at: Some(self.now_rfc3339()),
-            };
-            if claims
-                .get(pool)
-                .is_some_and(|c| c.ips == entry.ips && c.application == entry.application)
-            {
-                return Ok(());
-            }
-            claims.insert(pool.to_string(), entry);
-            s.set_claims(claims);
-            self.store.update_status_as(&s).await?;
-            Ok(())
-        })
-        .await
+                for (other, c) in &claims {
+                    let held = c.ips.intersection(&ips);
+                    if other != &pool && !held.is_empty() {
+                        return Err(Error::invalid(
+                            Kind::SpiderIPPool,
+                            &pool,
+                            crate::error::Problem::HeldByPool {
+                                subnet: name.clone(),
+                                other: other.clone(),
+                                ips: held,
+                            },
+                        ));
+                    }
+                }
+                let application = application
+                    .clone()
+                    .or_else(|| claims.get(&pool).and_then(|c| c.application.clone()));
+                let entry = crate::subnet::PoolClaim {
+                    ips: ips.clone(),
+                    application,
+                    claimed_at: Some(rfc3339(clock.as_ref())),
+                };
+                if claims
+                    .get(&pool)
+                    .is_some_and(|c| c.ips == entry.ips && c.application == entry.application)
+                {
+                    return Ok(Change::Keep(()));
+                }
+                claims.insert(pool.clone(), entry);
+                s.set_claims(claims);
+                Ok(Change::Write(()))
+            })
+            .await?;
+        match claimed {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownReference {
+                kind: Kind::SpiderSubnet,
+                name: subnet.into(),
+                referrer,
+            }),
+        }
     }
 
     /// Removes the claim of `pool` from `subnet` (and the subnet, if it is terminating and now
     /// holds nothing).
     pub(crate) async fn drop_claim(&self, subnet: &str, pool: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderSubnet, subnet);
-        self.retry(&key, || async {
-            let Some(mut s) = self.store.get_as::<SpiderSubnet>(None, subnet).await? else {
-                return Ok(());
-            };
+        let pool = pool.to_string();
+        self.modify(None, subnet, Part::Status, move |s: &mut SpiderSubnet| {
             let mut claims = s.claims();
-            if claims.remove(pool).is_none() {
-                return Ok(());
+            if claims.remove(&pool).is_none() {
+                return Ok(Change::Keep(()));
             }
             s.set_claims(claims);
-            self.store.update_status_as(&s).await?;
-            Ok(())
+            Ok(Change::Write(()))
         })
         .await?;
         self.finish_subnet(subnet).await
