@@ -1,4 +1,4 @@
-//! Read-modify-write of one object, and what to do when a write conflicts.
+//! Read-modify-write of one object.
 //!
 //! Most writes of the engine are a small change to one object just read: a claim set in a
 //! subnet, a finalizer dropped, counts repaired, a NIC added to a pod's endpoint. Each is
@@ -21,9 +21,7 @@
 //! change of one object: [`Engine::retry`] re-runs them whole.
 
 use std::any::{Any, TypeId};
-use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::oneshot;
 
 use super::Engine;
@@ -304,49 +302,6 @@ impl<S: Store> Engine<S> {
             took,
             fates,
             outcome,
-        }
-    }
-
-    /// Counts a conflicting attempt at `key`: waits the backoff and returns `Ok` while another
-    /// attempt is allowed, [`Error::RetriesExhausted`] once `max_retries` attempts conflicted.
-    /// The one conflict policy of the engine: `retry`, `modify` and the pool batcher use it.
-    pub(crate) async fn conflicted(&self, key: &ObjectKey, attempt: &mut u32) -> Result<(), Error> {
-        *attempt += 1;
-        if *attempt >= self.config.max_retries {
-            tracing::warn!(%key, attempts = *attempt, "giving up after conflicts");
-            return Err(Error::RetriesExhausted {
-                key: key.clone(),
-                attempts: *attempt,
-            });
-        }
-        self.backoff(*attempt).await;
-        Ok(())
-    }
-
-    async fn backoff(&self, attempt: u32) {
-        let base = Duration::from_micros(500) * 2u32.saturating_pow(attempt.min(7));
-        let base = base.min(Duration::from_millis(50));
-        // Jitter, so that writers that conflicted once do not meet again.
-        let jitter = rand::rng().random_range(0.5..1.5);
-        tokio::time::sleep(base.mul_f64(jitter)).await;
-    }
-
-    /// Runs the step `f` until it neither conflicts nor finds its object created meanwhile, at
-    /// most `max_retries` times. For steps that read other objects to decide, or write several
-    /// (see the module doc); a change of one object is [`Engine::modify`].
-    pub(crate) async fn retry<T, F, Fut>(&self, key: &ObjectKey, mut f: F) -> Result<T, Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(Error::Conflict(_) | Error::AlreadyExists(_)) => {
-                    self.conflicted(key, &mut attempt).await?;
-                }
-                other => return other,
-            }
         }
     }
 }
