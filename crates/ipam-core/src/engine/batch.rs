@@ -19,14 +19,14 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use super::Engine;
-use super::queue::{Queues, shared_failure};
+use super::queue::{Queues, owes_sync, shared_failure};
 use crate::addressing::JsonString;
 use crate::allocator::Allocator;
 use crate::error::Error;
 use crate::meta::{Kind, ObjectKey};
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::range::IpSet;
-use crate::store::{RecordsDelta, Store};
+use crate::store::{RecordsDelta, Store, durability_deferred};
 
 /// What to do in one pool.
 #[derive(Debug, Clone)]
@@ -107,7 +107,8 @@ pub(crate) enum OpResult {
     Detached(Vec<IpAddr>),
 }
 
-type Waiter = (PoolOp, oneshot::Sender<Result<OpResult, Error>>);
+/// An operation, whether its caller defers durability, and where its answer goes.
+type Waiter = (PoolOp, bool, oneshot::Sender<Result<OpResult, Error>>);
 
 /// Per-pool queues and the cached allocator of each pool.
 #[derive(Default)]
@@ -266,11 +267,22 @@ impl<S: Store> Engine<S> {
     pub(crate) async fn pool_op(&self, pool: &str, op: PoolOp) -> Result<OpResult, Error> {
         loop {
             let (tx, rx) = oneshot::channel();
-            if let Some(mut leader) = self.batcher.queues.join(pool, (op.clone(), tx)) {
+            let waiter = (op.clone(), durability_deferred(), tx);
+            if let Some(mut leader) = self.batcher.queues.join(pool, waiter) {
                 while let Some(batch) = leader.next_batch() {
-                    let ops: Vec<PoolOp> = batch.iter().map(|(op, _)| op.clone()).collect();
-                    let results = self.commit(pool, &ops).await;
-                    for ((_, tx), result) in batch.into_iter().zip(results) {
+                    let ops: Vec<PoolOp> = batch.iter().map(|(op, _, _)| op.clone()).collect();
+                    let mut results = self.commit(pool, &ops).await;
+                    if owes_sync(batch.iter().map(|(_, defers, _)| *defers))
+                        && let Err(e) = self.store.sync().await
+                    {
+                        let key = ObjectKey::cluster(Kind::SpiderIPPool, pool);
+                        for ((_, defers, _), result) in batch.iter().zip(&mut results) {
+                            if !defers {
+                                *result = Err(shared_failure(&key, &e));
+                            }
+                        }
+                    }
+                    for ((_, _, tx), result) in batch.into_iter().zip(results) {
                         // A caller that went away does not care.
                         let _ = tx.send(result);
                     }

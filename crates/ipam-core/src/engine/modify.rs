@@ -25,10 +25,10 @@ use std::any::{Any, TypeId};
 use tokio::sync::oneshot;
 
 use super::Engine;
-use super::queue::shared_failure;
+use super::queue::{owes_sync, shared_failure};
 use crate::error::Error;
 use crate::meta::{Object, ObjectKey};
-use crate::store::{Deleted, Store, TypedStore, decode};
+use crate::store::{Deleted, Store, TypedStore, decode, durability_deferred};
 
 /// Which part of an object a modification writes, as the Kubernetes API splits them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +136,7 @@ impl<S: Store> Engine<S> {
             let (tx, rx) = oneshot::channel();
             let pending: Box<dyn Queued<T>> = Box::new(Pending {
                 request: Some(req),
+                defers: durability_deferred(),
                 answer: None,
                 reply: Some(tx),
             });
@@ -179,7 +180,7 @@ impl<S: Store> Engine<S> {
         let same_part = ops.iter().take_while(|op| op.part() == part).count();
         let mut later = ops.split_off(same_part);
         let mut attempt = 0;
-        let round = loop {
+        let mut round = loop {
             let mut round = self.attempt(key, part, &mut ops).await;
             if let Err(e) = &round.outcome
                 && matches!(
@@ -194,6 +195,12 @@ impl<S: Store> Engine<S> {
             }
             break round;
         };
+        if round.wrote
+            && owes_sync(ops[..round.took].iter().map(|op| op.defers()))
+            && let Err(e) = self.store.sync().await
+        {
+            round.outcome = Err(e);
+        }
         let mut deferred = ops.split_off(round.took);
         answer(key, ops, round);
         deferred.append(&mut later);
@@ -220,6 +227,7 @@ impl<S: Store> Engine<S> {
                 return Round {
                     took: ops.len(),
                     fates: Vec::new(),
+                    wrote: false,
                     outcome: Err(e),
                 };
             }
@@ -301,6 +309,7 @@ impl<S: Store> Engine<S> {
         Round {
             took,
             fates,
+            wrote: delete || write,
             outcome,
         }
     }
@@ -328,6 +337,9 @@ enum Reply<T, R, F> {
 trait Queued<T>: Send {
     fn part(&self) -> Part;
 
+    /// Whether its caller defers durability (see `queue::owes_sync`).
+    fn defers(&self) -> bool;
+
     /// The object to start from when there is none.
     fn vacant(&self) -> Option<&T>;
 
@@ -348,6 +360,7 @@ enum Verdict {
 struct Pending<T, R, F> {
     /// Taken when answered.
     request: Option<Request<T, F>>,
+    defers: bool,
     answer: Option<R>,
     reply: Option<oneshot::Sender<Reply<T, R, F>>>,
 }
@@ -360,6 +373,10 @@ where
 {
     fn part(&self) -> Part {
         self.request.as_ref().map_or(Part::Spec, |r| r.part)
+    }
+
+    fn defers(&self) -> bool {
+        self.defers
     }
 
     fn vacant(&self) -> Option<&T> {
@@ -417,6 +434,8 @@ struct Round<T> {
     took: usize,
     /// What became of each, when the read succeeded.
     fates: Vec<Fate>,
+    /// Whether it wrote (or tried to).
+    wrote: bool,
     /// The object as stored afterwards, or why the read or the write failed.
     outcome: Result<Option<T>, Error>,
 }
@@ -479,6 +498,7 @@ mod tests {
         always_conflict: AtomicBool,
         /// Writes wait for a permit.
         gate: Option<tokio::sync::Semaphore>,
+        syncs: AtomicUsize,
     }
 
     impl Meddling {
@@ -530,6 +550,10 @@ mod tests {
         async fn delete(&self, key: &ObjectKey, pre: Option<&str>) -> Result<Deleted, Error> {
             self.writes.fetch_add(1, Ordering::SeqCst);
             self.inner.delete(key, pre).await
+        }
+        async fn sync(&self) -> Result<(), Error> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         }
         fn watch(&self, kind: Kind) -> WatchStream {
             self.inner.watch(kind)
@@ -768,6 +792,20 @@ mod tests {
             !s.claims().contains_key("a"),
             "the cancelled change never landed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_deferring_leader_syncs_before_answering_a_caller_that_does_not_defer() {
+        let engine = engine(Meddling::default()).await;
+        let leader = crate::store::deferring_durability(
+            &engine.store,
+            engine.modify(None, "s", Part::Status, claim("a", ips!["10.6.1.1"])),
+        );
+        let waiter = engine.modify(None, "s", Part::Status, claim("b", ips!["10.6.1.2"]));
+        let (a, b) = futures::join!(leader, waiter);
+        assert!(a.unwrap().is_some() && b.unwrap().is_some());
+        // One for the waiter, before it hears back; one at the end of the leader's scope.
+        assert_eq!(engine.store.syncs.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

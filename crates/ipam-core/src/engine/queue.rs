@@ -10,6 +10,10 @@
 //! what they queue (an intent that can be re-applied to newer data) and how a batch is written
 //! is theirs.
 //!
+//! The leader writes in its own task, so its writes are deferred (`deferring_durability`) when
+//! its caller's are. A caller outside such a scope was promised a durable write when it hears
+//! back: a leader inside one syncs the store before answering it ([`owes_sync`]).
+//!
 //! A leader can be cancelled (its caller went away) while others wait on it. Its [`Leader`]
 //! then drops the whole queue: every waiter sees its answer channel close, and queues again —
 //! one of them leads next. That is why a queued item must be something its caller can submit
@@ -116,4 +120,12 @@ pub(crate) fn shared_failure(key: &ObjectKey, error: &Error) -> Error {
         },
         other => Error::backend(format!("writing {key}"), other.to_string()),
     }
+}
+
+/// Whether a leader must sync the store before it answers: it runs inside
+/// [`deferring_durability`](crate::store::deferring_durability), so its writes return before
+/// they are durable, and some caller it wrote for (`callers_defer`: whether each caller's task
+/// does too) does not, and must not hear back before its write is durable.
+pub(crate) fn owes_sync(callers_defer: impl IntoIterator<Item = bool>) -> bool {
+    crate::store::durability_deferred() && callers_defer.into_iter().any(|defers| !defers)
 }
