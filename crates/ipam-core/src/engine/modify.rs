@@ -58,9 +58,10 @@ impl<S: Store> Engine<S> {
     /// Re-reads the object `name` (in `namespace` for namespaced kinds), lets `f` change it and
     /// writes `part` with the version read as precondition; on a conflict, reads again and
     /// re-applies `f`, with the engine's backoff, up to `max_retries` attempts
-    /// ([`Error::RetriesExhausted`] then). Returns the object as stored afterwards (as it was,
-    /// for a delete) and `f`'s answer of the attempt that landed; `None`, without calling `f`,
-    /// when the object does not exist (or went before the write could land).
+    /// ([`Error::RetriesExhausted`] then). Returns the object as stored afterwards (for a
+    /// delete: as `f` left it, or as the store returned it when finalizers hold it) and `f`'s
+    /// answer of the attempt that landed; `None`, without calling `f`, when the object does not
+    /// exist (or went before the write could land).
     ///
     /// An error of `f` is returned as it is, and nothing is written. Concurrent calls on one
     /// object are served in order and share a write where they can (see the module doc).
@@ -94,7 +95,7 @@ impl<S: Store> Engine<S> {
 
     /// [`Engine::modify`] of `new`'s key, where an object that does not exist is first `new`
     /// (kube-rs's `entry(name).or_insert_with(..).and_modify(f)`): it is created, whole, if
-    /// `f` says [`Change::Write`]. Returns `None` only when `f` keeps a missing object missing.
+    /// `f` says [`Change::Write`]. Returns `None` only when `f` leaves a missing object missing.
     pub(crate) async fn modify_or_create<T, R, F>(
         &self,
         new: T,
@@ -268,7 +269,7 @@ impl<S: Store> Engine<S> {
                     fates.push(Fate::Gone);
                 }
                 Ok(Verdict::Delete) if fates.is_empty() => {
-                    // First in line: the object is as read, and nothing else is written.
+                    // First in line: no change before it waits to be written.
                     delete = true;
                     fates.push(Fate::Applied);
                     break;
