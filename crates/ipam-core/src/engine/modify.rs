@@ -82,15 +82,14 @@ impl<S: Store> Engine<S> {
             namespace: namespace.map(str::to_string),
             name: name.to_string(),
         };
-        self.submit(
-            key,
-            Request {
-                part,
-                vacant: None,
-                f,
-            },
-        )
-        .await
+        let request = Request {
+            part,
+            vacant: None,
+            f,
+        };
+        // Boxed: the leader's state (a read, a write, copies of the object) would otherwise be
+        // inlined into every caller's future, and the agent polls those on a 2 MiB stack.
+        Box::pin(self.submit(key, request)).await
     }
 
     /// [`Engine::modify`] of `new`'s key, where an object that does not exist is first `new`
@@ -108,15 +107,12 @@ impl<S: Store> Engine<S> {
         F: FnMut(&mut T) -> Result<Change<R>, Error> + Send + 'static,
     {
         let key = new.key();
-        self.submit(
-            key,
-            Request {
-                part,
-                vacant: Some(new),
-                f,
-            },
-        )
-        .await
+        let request = Request {
+            part,
+            vacant: Some(new),
+            f,
+        };
+        Box::pin(self.submit(key, request)).await
     }
 
     /// Queues `request` on its object and waits for its answer, serving the queue meanwhile if
