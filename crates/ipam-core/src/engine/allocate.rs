@@ -8,11 +8,11 @@ use ipnet::IpNet;
 
 use super::Engine;
 use super::batch::{Matcher, OpResult, PoolOp};
+use super::modify::{Change, Part};
 use crate::addressing::Route;
 use crate::annotations::PodAnnotations;
 use crate::endpoint::{EndpointStatus, NicAllocation, PodAllocation, SpiderEndpoint};
 use crate::error::Error;
-use crate::meta::{Kind, ObjectKey};
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::range::IpFamily;
 use crate::select::{NicConfig, PodContext, find_auto_pool, select};
@@ -426,28 +426,32 @@ impl<S: Store> Engine<S> {
         retained: bool,
         nics: &[NicAddresses],
     ) -> Result<(), Error> {
-        let key = ObjectKey::namespaced(Kind::SpiderEndpoint, &ctx.namespace, &ctx.name);
-        self.retry(&key, || async {
-            let stored: Option<SpiderEndpoint> =
-                self.store.get_as(Some(&ctx.namespace), &ctx.name).await?;
-            let mut ep = stored
-                .clone()
-                .unwrap_or_else(|| SpiderEndpoint::new(&ctx.namespace, &ctx.name));
+        let pod_uid = req.pod_uid.clone();
+        let container_id = req.container_id.clone();
+        let node = ctx.node.clone();
+        let nics = nics.to_vec();
+        let (owner_type, owner_name) = match &ctx.app {
+            Some(app) => (app.kind.clone(), app.name.clone()),
+            None => ("Pod".to_string(), ctx.name.clone()),
+        };
+        let new = SpiderEndpoint::new(&ctx.namespace, &ctx.name);
+        self.modify_or_create(new, Part::Spec, move |ep: &mut SpiderEndpoint| {
+            let stored = ep.clone();
             let mut current: PodAllocation = ep.current();
-            if current.uid != req.pod_uid
-                || current.container_id.as_deref() != Some(req.container_id.as_str())
+            if current.uid != pod_uid
+                || current.container_id.as_deref() != Some(container_id.as_str())
             {
                 // A new incarnation. The entries of NICs not in this request stay when they are
                 // still the pod's: same pod (a new sandbox), or a StatefulSet pod whose IPs are
                 // kept for its name and whose other NICs come back in their own calls.
-                if current.uid != req.pod_uid && !retained {
+                if current.uid != pod_uid && !retained {
                     current.ips.clear();
                 }
-                current.uid = req.pod_uid.clone();
-                current.container_id = Some(req.container_id.clone());
+                current.uid = pod_uid.clone();
+                current.container_id = Some(container_id.clone());
             }
-            current.node = ctx.node.clone();
-            for n in nics {
+            current.node = node.clone();
+            for n in &nics {
                 let mut entry = NicAllocation {
                     interface: n.interface.clone(),
                     vlan: Some(0),
@@ -473,22 +477,20 @@ impl<S: Store> Engine<S> {
                 current.ips.push(entry);
             }
             current.ips.sort_by(|a, b| a.interface.cmp(&b.interface));
-            let (owner_type, owner_name) = match &ctx.app {
-                Some(app) => (app.kind.clone(), app.name.clone()),
-                None => ("Pod".to_string(), ctx.name.clone()),
-            };
             ep.status = Some(EndpointStatus {
                 current,
-                owner_controller_type: owner_type,
-                owner_controller_name: owner_name,
+                owner_controller_type: owner_type.clone(),
+                owner_controller_name: owner_name.clone(),
             });
-            match &stored {
-                Some(s) if s == &ep => Ok(()),
-                Some(_) => self.store.update_as(&ep).await.map(|_| ()),
-                None => self.store.create_as(&ep).await.map(|_| ()),
-            }
+            // A missing endpoint differs from the fresh one it starts as: it is created.
+            Ok(if *ep == stored {
+                Change::Keep(())
+            } else {
+                Change::Write(())
+            })
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Makes sure the application's auto pools for the requested NICs exist (the agent creates
@@ -635,35 +637,33 @@ impl<S: Store> Engine<S> {
         container_id: &str,
         interfaces: Option<&[String]>,
     ) -> Result<(), Error> {
-        let key = ObjectKey::namespaced(Kind::SpiderEndpoint, namespace, name);
-        self.retry(&key, || async {
-            let Some(mut ep) = self
-                .store
-                .get_as::<SpiderEndpoint>(Some(namespace), name)
-                .await?
-            else {
-                return Ok(());
-            };
-            let Some(st) = ep.status.as_mut() else {
-                self.store.delete_as(&ep).await?;
-                return Ok(());
-            };
-            if st.current.container_id.as_deref() != Some(container_id) {
-                return Ok(());
-            }
-            st.current
-                .ips
-                .retain(|n| interfaces.is_some_and(|ifs| !ifs.contains(&n.interface)));
-            if st.current.ips.is_empty() {
-                match self.store.delete_as(&ep).await {
-                    Ok(_) | Err(Error::NotFound(_)) => Ok(()),
-                    Err(e) => Err(e),
+        let container_id = container_id.to_string();
+        let interfaces = interfaces.map(<[String]>::to_vec);
+        self.modify(
+            Some(namespace),
+            name,
+            Part::Spec,
+            move |ep: &mut SpiderEndpoint| {
+                let Some(st) = ep.status.as_mut() else {
+                    return Ok(Change::Delete(()));
+                };
+                if st.current.container_id.as_deref() != Some(container_id.as_str()) {
+                    return Ok(Change::Keep(()));
                 }
-            } else {
-                self.store.update_as(&ep).await.map(|_| ())
-            }
-        })
-        .await
+                st.current.ips.retain(|n| {
+                    interfaces
+                        .as_ref()
+                        .is_some_and(|ifs| !ifs.contains(&n.interface))
+                });
+                Ok(if st.current.ips.is_empty() {
+                    Change::Delete(())
+                } else {
+                    Change::Write(())
+                })
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// After IPs left a pool: remove it if it is terminating and empty, shrink it if it is an

@@ -7,9 +7,10 @@
 //! of it was written. Operations are intents ("an IP for this holder", "free what this container
 //! holds"), so re-applying them to newer data is always right.
 //!
-//! If a leader is cancelled (its caller went away), the queue is dropped: the waiting callers
-//! see their channel close and resubmit. An operation that was written before the cancellation
-//! is found again by the resubmission, because allocation is idempotent per holder.
+//! The queue is `queue`'s, shared with `Engine::modify`. If a leader is cancelled (its caller
+//! went away), the queue is dropped: the waiting callers see their channel close and resubmit.
+//! An operation that was written before the cancellation is found again by the resubmission,
+//! because allocation is idempotent per holder.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -18,13 +19,14 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use super::Engine;
+use super::queue::{Queues, owes_sync, shared_failure};
 use crate::addressing::JsonString;
 use crate::allocator::Allocator;
 use crate::error::Error;
 use crate::meta::{Kind, ObjectKey};
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::range::IpSet;
-use crate::store::{RecordsDelta, Store};
+use crate::store::{RecordsDelta, Store, durability_deferred};
 
 /// What to do in one pool.
 #[derive(Debug, Clone)]
@@ -105,12 +107,13 @@ pub(crate) enum OpResult {
     Detached(Vec<IpAddr>),
 }
 
-type Waiter = (PoolOp, oneshot::Sender<Result<OpResult, Error>>);
+/// An operation, whether its caller defers durability, and where its answer goes.
+type Waiter = (PoolOp, bool, oneshot::Sender<Result<OpResult, Error>>);
 
 /// Per-pool queues and the cached allocator of each pool.
 #[derive(Default)]
 pub(crate) struct Batcher {
-    queues: Mutex<HashMap<String, Vec<Waiter>>>,
+    queues: Queues<String, Waiter>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -259,50 +262,31 @@ impl Records<'_> {
     }
 }
 
-/// Drops the pool's queue if the leader is cancelled.
-struct LeaderGuard<'a> {
-    batcher: &'a Batcher,
-    pool: String,
-    done: bool,
-}
-
-impl Drop for LeaderGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut q = self
-                .batcher
-                .queues
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            q.remove(&self.pool);
-        }
-    }
-}
-
 impl<S: Store> Engine<S> {
     /// Runs `op` on `pool`, merged with concurrent operations on the same pool.
     pub(crate) async fn pool_op(&self, pool: &str, op: PoolOp) -> Result<OpResult, Error> {
         loop {
             let (tx, rx) = oneshot::channel();
-            let leader = {
-                let mut q = self
-                    .batcher
-                    .queues
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                match q.get_mut(pool) {
-                    Some(waiting) => {
-                        waiting.push((op.clone(), tx));
-                        false
+            let waiter = (op.clone(), durability_deferred(), tx);
+            if let Some(mut leader) = self.batcher.queues.join(pool, waiter) {
+                while let Some(batch) = leader.next_batch() {
+                    let ops: Vec<PoolOp> = batch.iter().map(|(op, _, _)| op.clone()).collect();
+                    let mut results = self.commit(pool, &ops).await;
+                    if owes_sync(batch.iter().map(|(_, defers, _)| *defers))
+                        && let Err(e) = self.store.sync().await
+                    {
+                        let key = ObjectKey::cluster(Kind::SpiderIPPool, pool);
+                        for ((_, defers, _), result) in batch.iter().zip(&mut results) {
+                            if !defers {
+                                *result = Err(shared_failure(&key, &e));
+                            }
+                        }
                     }
-                    None => {
-                        q.insert(pool.to_string(), vec![(op.clone(), tx)]);
-                        true
+                    for ((_, _, tx), result) in batch.into_iter().zip(results) {
+                        // A caller that went away does not care.
+                        let _ = tx.send(result);
                     }
                 }
-            };
-            if leader {
-                self.lead(pool).await;
             }
             match rx.await {
                 Ok(result) => return result,
@@ -312,70 +296,26 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn lead(&self, pool: &str) {
-        let mut guard = LeaderGuard {
-            batcher: &self.batcher,
-            pool: pool.to_string(),
-            done: false,
-        };
-        loop {
-            let batch: Vec<Waiter> = {
-                let mut q = self
-                    .batcher
-                    .queues
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                let waiting = q.get_mut(pool).expect("the leader's queue exists");
-                if waiting.is_empty() {
-                    q.remove(pool);
-                    guard.done = true;
-                    return;
-                }
-                std::mem::take(waiting)
-            };
-            let ops: Vec<PoolOp> = batch.iter().map(|(op, _)| op.clone()).collect();
-            let results = self.commit(pool, &ops).await;
-            for ((_, tx), result) in batch.into_iter().zip(results) {
-                // A caller that went away does not care.
-                let _ = tx.send(result);
-            }
-        }
-    }
-
     /// Applies `ops` to a fresh read of the pool and writes once, retrying on conflict.
     async fn commit(&self, name: &str, ops: &[PoolOp]) -> Vec<Result<OpResult, Error>> {
         let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
         let mut attempt = 0;
         loop {
-            let result = self.try_commit(name, ops).await;
-            match result {
-                Err(Error::Conflict(_)) if attempt + 1 < self.config.max_retries => {
-                    attempt += 1;
-                    self.backoff(attempt).await;
-                }
-                Err(Error::Conflict(_)) => {
-                    return ops
-                        .iter()
-                        .map(|_| {
-                            Err(Error::RetriesExhausted {
-                                key: key.clone(),
-                                attempts: self.config.max_retries,
-                            })
-                        })
-                        .collect();
-                }
+            let error = match self.try_commit(name, ops).await {
+                Ok(results) => return results,
                 Err(Error::NotFound(_)) => {
                     return ops.iter().map(|_| Ok(OpResult::Missing)).collect();
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    return ops
-                        .iter()
-                        .map(|_| Err(Error::backend(format!("writing {key}"), msg.clone())))
-                        .collect();
-                }
-                Ok(results) => return results,
-            }
+                Err(Error::Conflict(_)) => match self.conflicted(&key, &mut attempt).await {
+                    Ok(()) => continue,
+                    Err(exhausted) => exhausted,
+                },
+                Err(e) => e,
+            };
+            return ops
+                .iter()
+                .map(|_| Err(shared_failure(&key, &error)))
+                .collect();
         }
     }
 

@@ -12,8 +12,10 @@ use async_trait::async_trait;
 
 use super::Engine;
 use super::batch::{Matcher, OpResult, PoolOp};
+use super::modify::{Change, Part};
 use crate::endpoint::SpiderEndpoint;
 use crate::error::Error;
+use crate::meta::Object;
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::store::{Store, TypedStore};
 use crate::subnet::SpiderSubnet;
@@ -190,51 +192,30 @@ impl<S: Store> Engine<S> {
     /// Recomputes the stored counts of pools and subnets (a crash between a spec write and the
     /// status write that follows it leaves them stale).
     async fn repair_counts(&self) -> Result<(), Error> {
-        for pool in self.store.list_as::<SpiderIPPool>(None).await? {
-            let mut fixed = pool.clone();
-            fixed.set_records(pool.records());
-            if fixed != pool {
-                let key = crate::meta::Object::key(&pool);
-                self.retry(&key, || async {
-                    let Some(p) = self
-                        .store
-                        .get_as::<SpiderIPPool>(None, &pool.metadata.name)
-                        .await?
-                    else {
-                        return Ok(());
-                    };
-                    let mut f = p.clone();
-                    f.set_records(p.records());
-                    if f != p {
-                        self.store.update_status_as(&f).await?;
-                    }
-                    Ok(())
-                })
-                .await?;
+        self.recount::<SpiderIPPool>(|p| p.set_records(p.records()))
+            .await?;
+        self.recount::<SpiderSubnet>(|s| s.set_claims(s.claims()))
+            .await
+    }
+
+    /// Writes the status `fix` recomputes, for every object of `T` whose stored status differs.
+    async fn recount<T: Object + PartialEq>(&self, fix: fn(&mut T)) -> Result<(), Error> {
+        for stored in self.store.list_as::<T>(None).await? {
+            let mut fixed = stored.clone();
+            fix(&mut fixed);
+            if fixed == stored {
+                continue;
             }
-        }
-        for subnet in self.store.list_as::<SpiderSubnet>(None).await? {
-            let mut fixed = subnet.clone();
-            fixed.set_claims(subnet.claims());
-            if fixed != subnet {
-                let key = crate::meta::Object::key(&subnet);
-                self.retry(&key, || async {
-                    let Some(s) = self
-                        .store
-                        .get_as::<SpiderSubnet>(None, &subnet.metadata.name)
-                        .await?
-                    else {
-                        return Ok(());
-                    };
-                    let mut f = s.clone();
-                    f.set_claims(s.claims());
-                    if f != s {
-                        self.store.update_status_as(&f).await?;
-                    }
-                    Ok(())
+            self.modify(None, stored.name(), Part::Status, move |o: &mut T| {
+                let before = o.clone();
+                fix(o);
+                Ok(if *o == before {
+                    Change::Keep(())
+                } else {
+                    Change::Write(())
                 })
-                .await?;
-            }
+            })
+            .await?;
         }
         Ok(())
     }

@@ -13,158 +13,42 @@
 //! - a pool is removed (its finalizer dropped) only when no record is left, and only then is its
 //!   claim released.
 //!
-//! Conflicting writes are retried a bounded number of times with jittered backoff. Concurrent
-//! allocations and releases on one pool are merged into one write (see `batch`).
+//! A change of one object goes through `Engine::modify` (see `modify`): it re-reads and redoes
+//! the change on a conflict, a bounded number of times with jittered backoff, and merges
+//! concurrent changes of one object into one write (`queue`). Allocations and releases on one
+//! pool are merged the same way by `batch`, which writes only the records that changed.
+//!
+//! What the engine does is in `apply` (apply, scale, delete), `apps` (the auto pools of
+//! applications), `allocate` (allocate, release), `claims` (subnet claims and the finalizers
+//! that wait for them) and `gc`; `modify`, `queue`, `batch`, `cache` and `retry` are how it
+//! reads and writes, and `config` what it is given.
 
 mod allocate;
+mod apply;
 mod apps;
 mod batch;
 mod cache;
+mod claims;
+mod config;
 mod gc;
+mod modify;
+mod queue;
+mod retry;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use rand::Rng;
-use serde_json::Value;
-
-use crate::annotations::IpNumber;
 use crate::error::Error;
-use crate::meta::{Kind, Object, ObjectKey};
-use crate::pool::SpiderIPPool;
 use crate::range::IpSet;
 use crate::reserved::SpiderReservedIP;
-use crate::store::{Deleted, Store, TypedStore, decode};
-use crate::subnet::SpiderSubnet;
+use crate::store::{Store, TypedStore};
 use crate::workload::{AppRef, Deployment, StatefulSet, Workload, WorkloadKind};
 
 pub use allocate::{
     AllocateRequest, AllocatedIp, Allocation, NicAddresses, ReleaseRequest, Released,
 };
+pub use apply::{AnyObject, Applied};
+pub use config::{Clock, EngineConfig, SystemClock};
 pub use gc::{GcReport, Liveness};
-
-/// A source of the current time (replaceable in tests).
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> SystemTime;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// Engine settings.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Auto pool size when an application has no `ippool-ip-number` annotation (Spiderpool
-    /// documents `+1`).
-    pub default_ip_number: IpNumber,
-    /// Attempts of a write that keeps conflicting before giving up.
-    pub max_retries: u32,
-    /// How old a subnet claim without its pool must be before GC frees it (an apply may be
-    /// between claiming and creating the pool).
-    pub claim_grace: Duration,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            default_ip_number: IpNumber::Flexible(1),
-            max_retries: 24,
-            claim_grace: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Any object `berth apply` takes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AnyObject {
-    /// A SpiderSubnet.
-    Subnet(SpiderSubnet),
-    /// A SpiderIPPool.
-    Pool(SpiderIPPool),
-    /// A SpiderReservedIP.
-    ReservedIp(SpiderReservedIP),
-    /// An apps/v1 Deployment.
-    Deployment(Deployment),
-    /// An apps/v1 StatefulSet.
-    StatefulSet(StatefulSet),
-}
-
-impl AnyObject {
-    /// Reads a document by its `kind` (and `apiVersion`).
-    pub fn from_value(v: Value) -> Result<Self, Error> {
-        let kind_str = v
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let name = v
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let api = v
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let kind = Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == kind_str && k != &Kind::SpiderEndpoint)
-            .ok_or_else(|| Error::Malformed {
-                kind: Kind::SpiderIPPool,
-                name: name.clone(),
-                reason: format!(
-                    "kind {kind_str:?} cannot be applied; expected SpiderSubnet, SpiderIPPool, \
-                     SpiderReservedIP, Deployment or StatefulSet"
-                ),
-            })?;
-        if api != kind.api_version() {
-            return Err(Error::Malformed {
-                kind,
-                name,
-                reason: format!("apiVersion {api:?} is not {}", kind.api_version()),
-            });
-        }
-        Ok(match kind {
-            Kind::SpiderSubnet => AnyObject::Subnet(decode(v)?),
-            Kind::SpiderIPPool => AnyObject::Pool(decode(v)?),
-            Kind::SpiderReservedIP => AnyObject::ReservedIp(decode(v)?),
-            Kind::Deployment => AnyObject::Deployment(decode(v)?),
-            Kind::StatefulSet => AnyObject::StatefulSet(decode(v)?),
-            Kind::SpiderEndpoint => unreachable!("filtered above"),
-        })
-    }
-
-    /// The object's key.
-    pub fn key(&self) -> ObjectKey {
-        match self {
-            AnyObject::Subnet(o) => o.key(),
-            AnyObject::Pool(o) => o.key(),
-            AnyObject::ReservedIp(o) => o.key(),
-            AnyObject::Deployment(o) => o.key(),
-            AnyObject::StatefulSet(o) => o.key(),
-        }
-    }
-}
-
-/// What `apply` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The object did not exist.
-    Created,
-    /// The object changed.
-    Configured,
-    /// The object was already as given.
-    Unchanged,
-}
 
 /// The allocation engine over a store.
 pub struct Engine<S> {
@@ -172,6 +56,8 @@ pub struct Engine<S> {
     pub(crate) config: EngineConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) batcher: batch::Batcher,
+    /// Where concurrent `modify` calls on one object queue, to share its write.
+    pub(crate) modifying: modify::ModifyQueues,
     pub(crate) cache: cache::PoolCache,
     /// Serialises spec writes (apply, reconcile, GC) within this process: their cross-object
     /// validation reads several objects and cannot be made atomic by the store.
@@ -192,6 +78,7 @@ impl<S: Store> Engine<S> {
             config,
             clock: Arc::new(SystemClock),
             batcher: batch::Batcher::default(),
+            modifying: modify::ModifyQueues::default(),
             spec_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -212,38 +99,6 @@ impl<S: Store> Engine<S> {
         &self.config
     }
 
-    pub(crate) async fn backoff(&self, attempt: u32) {
-        let base = Duration::from_micros(500) * 2u32.saturating_pow(attempt.min(7));
-        let base = base.min(Duration::from_millis(50));
-        let jitter = rand::rng().random_range(0.5..1.5);
-        tokio::time::sleep(base.mul_f64(jitter)).await;
-    }
-
-    /// Runs `f` until it does not conflict, at most `max_retries` times.
-    pub(crate) async fn retry<T, F, Fut>(&self, key: &ObjectKey, mut f: F) -> Result<T, Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Err(e @ (Error::Conflict(_) | Error::AlreadyExists(_))) => {
-                    attempt += 1;
-                    if attempt >= self.config.max_retries {
-                        tracing::warn!(%key, error = %e, "giving up after conflicts");
-                        return Err(Error::RetriesExhausted {
-                            key: key.clone(),
-                            attempts: attempt,
-                        });
-                    }
-                    self.backoff(attempt).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Every reserved IP (of reservations that are not being deleted).
     pub(crate) async fn reserved_ips(&self) -> Result<IpSet, Error> {
         Ok(self
@@ -253,10 +108,6 @@ impl<S: Store> Engine<S> {
             .iter()
             .filter(|r| !r.metadata.is_terminating())
             .fold(IpSet::new(), |acc, r| acc.union(&r.spec.ips)))
-    }
-
-    pub(crate) fn now_rfc3339(&self) -> String {
-        humantime::format_rfc3339_seconds(self.clock.now()).to_string()
     }
 
     /// The workload an application names, if it is a Deployment or StatefulSet on record.
@@ -274,467 +125,5 @@ impl<S: Store> Engine<S> {
                 .map(|s| s.0),
             None => None,
         })
-    }
-
-    /// Creates `object` and writes its status too (stores with a status subresource ignore the
-    /// status of a create).
-    pub(crate) async fn create_with_status<T: Object + PartialEq>(
-        &self,
-        object: &T,
-    ) -> Result<T, Error> {
-        let created = self.store.create_as(object).await?;
-        let wanted = crate::store::encode(object)?;
-        let got = crate::store::encode(&created)?;
-        if wanted.get("status") != got.get("status") && T::KIND.has_status_subresource() {
-            let mut with_status: Value = got;
-            match wanted.get("status") {
-                Some(s) => with_status["status"] = s.clone(),
-                None => {
-                    if let Some(o) = with_status.as_object_mut() {
-                        o.remove("status");
-                    }
-                }
-            }
-            return decode(self.store.update_status(T::KIND, with_status).await?);
-        }
-        Ok(created)
-    }
-
-    /// Creates or updates (spec and status) `object` given the stored one.
-    pub(crate) async fn write<T: Object + PartialEq>(
-        &self,
-        stored: Option<&T>,
-        object: &T,
-    ) -> Result<(T, Applied), Error> {
-        let Some(stored) = stored else {
-            return Ok((self.create_with_status(object).await?, Applied::Created));
-        };
-        let mut obj = object.clone();
-        obj.meta_mut().resource_version = stored.meta().resource_version.clone();
-        obj.meta_mut().uid = stored.meta().uid.clone();
-        obj.meta_mut().creation_timestamp = stored.meta().creation_timestamp.clone();
-        obj.meta_mut().generation = stored.meta().generation;
-        if &obj == stored {
-            return Ok((stored.clone(), Applied::Unchanged));
-        }
-        let before = crate::store::encode(stored)?;
-        let after = crate::store::encode(&obj)?;
-        let mut result = stored.clone();
-        let strip = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(o) = v.as_object_mut() {
-                o.remove("status");
-            }
-            v
-        };
-        if strip(&before) != strip(&after) || !T::KIND.has_status_subresource() {
-            result = self.store.update_as(&obj).await?;
-        }
-        if T::KIND.has_status_subresource() && before.get("status") != after.get("status") {
-            obj.meta_mut().resource_version = result.meta().resource_version.clone();
-            result = self.store.update_status_as(&obj).await?;
-        }
-        Ok((result, Applied::Configured))
-    }
-
-    /// Creates or updates an object as `kubectl apply` would, after Spiderpool's mutating and
-    /// validating webhooks. A Deployment or StatefulSet is recorded and its auto pools are
-    /// reconciled at once; growth the subnets cannot satisfy is refused before anything is
-    /// written.
-    pub async fn apply(&self, object: AnyObject) -> Result<Applied, Error> {
-        let _guard = self.spec_lock.lock().await;
-        match object {
-            AnyObject::Subnet(s) => self.apply_subnet(s).await,
-            AnyObject::Pool(p) => self.apply_pool(p).await,
-            AnyObject::ReservedIp(r) => self.apply_reserved(r).await,
-            AnyObject::Deployment(d) => self.apply_workload(WorkloadKind::Deployment, d.0).await,
-            AnyObject::StatefulSet(s) => self.apply_workload(WorkloadKind::StatefulSet, s.0).await,
-        }
-    }
-
-    async fn apply_subnet(&self, subnet: SpiderSubnet) -> Result<Applied, Error> {
-        let key = subnet.key();
-        let name = subnet.metadata.name.clone();
-        let applied = self
-            .retry(&key, || async {
-                let old: Option<SpiderSubnet> = self.store.get_as(None, &name).await?;
-                let mut new = subnet.clone();
-                new.status = old.as_ref().and_then(|o| o.status.clone());
-                new.mutate();
-                let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-                let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
-                new.validate(old.as_ref(), &subnets, &pools)?;
-                Ok(self.write(old.as_ref(), &new).await?.1)
-            })
-            .await?;
-        // Pools created before their subnet are adopted: their IPs are claimed and counted.
-        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
-        for pool in pools {
-            if pool.cidr() == subnet.spec.subnet.trunc() && !pool.is_auto() {
-                let claimed = self
-                    .store
-                    .get_as::<SpiderSubnet>(None, &name)
-                    .await?
-                    .is_some_and(|s| s.claims().contains_key(&pool.metadata.name));
-                if !claimed {
-                    self.set_claim(&name, &pool.metadata.name, pool.usable_ips(), None)
-                        .await?;
-                    self.relabel_pool(&pool.metadata.name).await?;
-                }
-            }
-        }
-        Ok(applied)
-    }
-
-    /// Re-runs the pool's mutating step (owner subnet label, inherited gateway).
-    async fn relabel_pool(&self, name: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
-        self.retry(&key, || async {
-            let Some(pool) = self.store.get_as::<SpiderIPPool>(None, name).await? else {
-                return Ok(());
-            };
-            let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-            let mut new = pool.clone();
-            new.mutate(&subnets);
-            if new != pool {
-                self.store.update_as(&new).await?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn apply_pool(&self, pool: SpiderIPPool) -> Result<Applied, Error> {
-        let key = pool.key();
-        let name = pool.metadata.name.clone();
-        let applied = self
-            .retry(&key, || async {
-                let old: Option<SpiderIPPool> = self.store.get_as(None, &name).await?;
-                let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-                let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
-                let mut new = pool.clone();
-                if let Some(old) = &old {
-                    new.status = old.status.clone();
-                    // Keep the labels Berth put on auto pools unless the user sets them.
-                    for (k, v) in &old.metadata.labels {
-                        new.metadata
-                            .labels
-                            .entry(k.clone())
-                            .or_insert_with(|| v.clone());
-                    }
-                    new.metadata.finalizers = old.metadata.finalizers.clone();
-                    new.metadata.deletion_timestamp = old.metadata.deletion_timestamp.clone();
-                }
-                new.mutate(&subnets);
-                new.validate(old.as_ref(), &pools, &subnets)?;
-                let owner = crate::pool::owning_subnet(&new.spec.subnet, &subnets)
-                    .map(|s| s.metadata.name.clone());
-                let before = old.as_ref().map(|o| o.usable_ips()).unwrap_or_default();
-                let after = new.usable_ips();
-                // Claim first (old and new IPs while the pool changes), write, then trim.
-                if let Some(subnet) = &owner
-                    && !new.is_auto()
-                {
-                    self.set_claim(subnet, &name, before.union(&after), None)
-                        .await?;
-                }
-                let applied = self.write(old.as_ref(), &new).await?.1;
-                if let Some(subnet) = &owner
-                    && !new.is_auto()
-                    && before != after
-                {
-                    self.set_claim(subnet, &name, after.clone(), None).await?;
-                }
-                self.forget_allocator(&name);
-                Ok(applied)
-            })
-            .await?;
-        Ok(applied)
-    }
-
-    async fn apply_reserved(&self, reserved: SpiderReservedIP) -> Result<Applied, Error> {
-        let key = reserved.key();
-        let name = reserved.metadata.name.clone();
-        self.retry(&key, || async {
-            let old: Option<SpiderReservedIP> = self.store.get_as(None, &name).await?;
-            let mut new = reserved.clone();
-            new.mutate();
-            new.validate(old.as_ref())?;
-            Ok(self.write(old.as_ref(), &new).await?.1)
-        })
-        .await
-    }
-
-    async fn apply_workload(
-        &self,
-        kind: WorkloadKind,
-        workload: Workload,
-    ) -> Result<Applied, Error> {
-        let mut w = workload;
-        if w.metadata.namespace.is_none() {
-            w.metadata.namespace = Some("default".into());
-        }
-        let app = AppRef::apps_v1(kind, w.namespace(), &w.metadata.name);
-        let key = ObjectKey::namespaced(kind.kind(), w.namespace(), &w.metadata.name);
-        let applied = self
-            .retry(&key, || async {
-                let old = self.workload(&app).await?;
-                let mut new = w.clone();
-                new.kind = kind.to_string();
-                new.status = old.as_ref().and_then(|o| o.status.clone());
-                // A workload applied without a uid (the seed's YAML) keeps the one it got first.
-                if new.metadata.uid.is_none() {
-                    new.metadata.uid = old
-                        .as_ref()
-                        .and_then(|o| o.metadata.uid.clone())
-                        .or_else(|| Some(uuid::Uuid::new_v4().to_string()));
-                }
-                if let Some(old) = &old
-                    && old.metadata.uid != new.metadata.uid {
-                        return Err(Error::Workload {
-                            workload: app.to_string(),
-                            reason: format!(
-                                "metadata.uid {:?} differs from the recorded {:?}; delete it first to replace it",
-                                new.metadata.uid, old.metadata.uid
-                            ),
-                        });
-                    }
-                self.check_app_fits(&new).await?;
-                Ok(match kind {
-                    WorkloadKind::Deployment => {
-                        let old = old.map(Deployment);
-                        self.write(old.as_ref(), &Deployment(new)).await?.1
-                    }
-                    WorkloadKind::StatefulSet => {
-                        let old = old.map(StatefulSet);
-                        self.write(old.as_ref(), &StatefulSet(new)).await?.1
-                    }
-                })
-            })
-            .await?;
-        self.reconcile_app_locked(&app).await?;
-        Ok(applied)
-    }
-
-    /// Sets the replica count of a Deployment or StatefulSet and resizes its auto pools. A
-    /// count the subnets cannot serve is refused with the numbers and changes nothing.
-    pub async fn scale(
-        &self,
-        kind: WorkloadKind,
-        namespace: &str,
-        name: &str,
-        replicas: u32,
-    ) -> Result<(), Error> {
-        let _guard = self.spec_lock.lock().await;
-        let app = AppRef::apps_v1(kind, namespace, name);
-        let Some(mut w) = self.workload(&app).await? else {
-            return Err(Error::NotFound(ObjectKey::namespaced(
-                kind.kind(),
-                namespace,
-                name,
-            )));
-        };
-        w.spec.replicas = Some(i32::try_from(replicas).unwrap_or(i32::MAX));
-        self.apply_workload(kind, w).await?;
-        Ok(())
-    }
-
-    /// Deletes an object. Pools and subnets have finalizers: a pool holding IPs stays
-    /// terminating (no new allocations) until the last is released, a subnet until its pools are
-    /// gone. Deleting a Deployment or StatefulSet reclaims its auto pools (unless
-    /// `ippool-reclaim: "false"`).
-    pub async fn delete(&self, key: &ObjectKey) -> Result<(), Error> {
-        let _guard = self.spec_lock.lock().await;
-        match key.kind {
-            Kind::SpiderIPPool => {
-                self.store.delete(key, None).await?;
-                self.finish_pool(&key.name).await
-            }
-            Kind::SpiderSubnet => {
-                self.store.delete(key, None).await?;
-                self.finish_subnet(&key.name).await
-            }
-            Kind::Deployment | Kind::StatefulSet => {
-                let kind = if key.kind == Kind::Deployment {
-                    WorkloadKind::Deployment
-                } else {
-                    WorkloadKind::StatefulSet
-                };
-                self.store.delete(key, None).await?;
-                let ns = key.namespace.clone().unwrap_or_else(|| "default".into());
-                self.reconcile_app_locked(&AppRef::apps_v1(kind, &ns, &key.name))
-                    .await
-            }
-            Kind::SpiderEndpoint | Kind::SpiderReservedIP => {
-                self.store.delete(key, None).await?;
-                Ok(())
-            }
-        }
-    }
-
-    /// Removes a terminating pool that holds no IP, then its subnet claim.
-    pub(crate) async fn finish_pool(&self, name: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
-        let gone_from = self
-            .retry(&key, || async {
-                let Some(pool) = self.store.get_as::<SpiderIPPool>(None, name).await? else {
-                    return Ok(None);
-                };
-                if !pool.metadata.is_terminating() || pool.allocated_count() > 0 {
-                    return Ok(None);
-                }
-                let subnet = pool
-                    .metadata
-                    .label(crate::LABEL_OWNER_SUBNET)
-                    .map(str::to_string);
-                let mut done = pool.clone();
-                done.metadata.finalizers.clear();
-                match self.store.update_as(&done).await {
-                    Ok(_) | Err(Error::NotFound(_)) => Ok(Some(subnet)),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-        self.forget_allocator(name);
-        if let Some(Some(subnet)) = gone_from {
-            self.drop_claim(&subnet, name).await?;
-        }
-        Ok(())
-    }
-
-    /// Removes a terminating subnet that no pool holds IPs of.
-    pub(crate) async fn finish_subnet(&self, name: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderSubnet, name);
-        self.retry(&key, || async {
-            let Some(subnet) = self.store.get_as::<SpiderSubnet>(None, name).await? else {
-                return Ok(());
-            };
-            if !subnet.metadata.is_terminating() || !subnet.claims().is_empty() {
-                return Ok(());
-            }
-            let mut done = subnet;
-            done.metadata.finalizers.clear();
-            match self.store.update_as(&done).await {
-                Ok(_) | Err(Error::NotFound(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
-        .await
-    }
-
-    /// Sets the claim of `pool` in `subnet` to `ips` (creating it), refusing IPs the subnet does
-    /// not have or another pool holds.
-    pub(crate) async fn set_claim(
-        &self,
-        subnet: &str,
-        pool: &str,
-        ips: IpSet,
-        application: Option<String>,
-    ) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderSubnet, subnet);
-        self.retry(&key, || async {
-            let Some(mut s) = self.store.get_as::<SpiderSubnet>(None, subnet).await? else {
-                return Err(Error::UnknownReference {
-                    kind: Kind::SpiderSubnet,
-                    name: subnet.into(),
-                    referrer: format!("SpiderIPPool {pool:?}"),
-                });
-            };
-            let mut claims = s.claims();
-            let more = ips.difference(&claims.get(pool).map(|c| c.ips.clone()).unwrap_or_default());
-            if s.metadata.is_terminating() && !more.is_empty() {
-                return Err(Error::Terminating {
-                    key: s.key(),
-                    refused: format!("new claims: SpiderIPPool {pool:?} asked for {more}"),
-                });
-            }
-            let missing = ips.difference(&s.usable_ips());
-            if !missing.is_empty() {
-                return Err(Error::invalid(
-                    Kind::SpiderIPPool,
-                    pool,
-                    crate::error::Problem::NotInSubnet {
-                        subnet: subnet.into(),
-                        ips: missing,
-                    },
-                ));
-            }
-            for (other, c) in &claims {
-                let held = c.ips.intersection(&ips);
-                if other != pool && !held.is_empty() {
-                    return Err(Error::invalid(
-                        Kind::SpiderIPPool,
-                        pool,
-                        crate::error::Problem::HeldByPool {
-                            subnet: subnet.into(),
-                            other: other.clone(),
-                            ips: held,
-                        },
-                    ));
-                }
-            }
-            let application = application
-                .clone()
-                .or_else(|| claims.get(pool).and_then(|c| c.application.clone()));
-            let entry = crate::subnet::PoolClaim {
-                ips: ips.clone(),
-                application,
-                claimed_at: Some(self.now_rfc3339()),
-            };
-            if claims
-                .get(pool)
-                .is_some_and(|c| c.ips == entry.ips && c.application == entry.application)
-            {
-                return Ok(());
-            }
-            claims.insert(pool.to_string(), entry);
-            s.set_claims(claims);
-            self.store.update_status_as(&s).await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Removes the claim of `pool` from `subnet` (and the subnet, if it is terminating and now
-    /// holds nothing).
-    pub(crate) async fn drop_claim(&self, subnet: &str, pool: &str) -> Result<(), Error> {
-        let key = ObjectKey::cluster(Kind::SpiderSubnet, subnet);
-        self.retry(&key, || async {
-            let Some(mut s) = self.store.get_as::<SpiderSubnet>(None, subnet).await? else {
-                return Ok(());
-            };
-            let mut claims = s.claims();
-            if claims.remove(pool).is_none() {
-                return Ok(());
-            }
-            s.set_claims(claims);
-            self.store.update_status_as(&s).await?;
-            Ok(())
-        })
-        .await?;
-        self.finish_subnet(subnet).await
-    }
-
-    /// Marks a pool terminating and removes it if it holds no IP.
-    pub(crate) async fn delete_pool(&self, name: &str) -> Result<(), Error> {
-        match self
-            .store
-            .delete(&ObjectKey::cluster(Kind::SpiderIPPool, name), None)
-            .await
-        {
-            Ok(Deleted::Terminating(_)) => self.finish_pool(name).await,
-            Ok(Deleted::Gone) => {
-                // A pool without finalizer (not written by Berth): release its claim.
-                let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-                for s in subnets {
-                    if s.claims().contains_key(name) {
-                        self.drop_claim(&s.metadata.name, name).await?;
-                    }
-                }
-                Ok(())
-            }
-            Err(Error::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
