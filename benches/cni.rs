@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipam_core::engine::{AllocateRequest, AnyObject, Engine};
-use ipam_core::select::{NicConfig, PodContext};
+use ipam_core::{NicRequest, PodContext};
 use ipam_core::{SpiderIPPool, ips};
 use ipam_store_sled::{OpenOptions, SledStore};
 
@@ -121,7 +121,7 @@ fn berth_data_dir(dir: &Path, preload: u32, rt: &tokio::runtime::Runtime, netns:
                     pod_uid: format!("preload-{i}"),
                     container_id: format!("preload{i}"),
                     netns: Some(netns.display().to_string()),
-                    nics: vec![NicConfig {
+                    nics: vec![NicRequest {
                         interface: "eth0".into(),
                         network: Some("bench".into()),
                         default_ipv4_pools: vec!["bench".into()],

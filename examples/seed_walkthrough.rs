@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::error::Error;
 
 use berth::core::engine::{AllocateRequest, Allocation, Engine, ReleaseRequest};
-use berth::core::select::{NicConfig, PodContext};
 use berth::core::store::{Store, TypedStore};
 use berth::core::{
     AppRef, Deployment, Kind, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderSubnet, StatefulSet,
     Workload, WorkloadKind,
 };
+use berth::core::{NicRequest, PodContext};
 use berth::{manifest, table};
 
 const SUBNETS: &str = include_str!("seed/subnets.yaml");
@@ -137,7 +137,7 @@ impl<S: Store> Walk<S> {
                 pod_uid: uid.clone(),
                 container_id: container.clone(),
                 netns: None,
-                nics: vec![NicConfig {
+                nics: vec![NicRequest {
                     interface: nic.into(),
                     network: Some(network.into()),
                     ..Default::default()

@@ -126,7 +126,7 @@ enum CliError {
 }
 
 fn kind_of(s: &str) -> Result<Kind, CliError> {
-    Kind::parse(s).ok_or_else(|| {
+    berth::table::kind_named(s).ok_or_else(|| {
         CliError::Usage(format!(
             "unknown kind {s:?}: use spidersubnet (ss), spiderippool (sp), spiderendpoint (se), \
              spiderreservedip (sr), deployment (deploy) or statefulset (sts)"
@@ -351,14 +351,20 @@ async fn delete<S: Store>(
 }
 
 fn print_gc(report: &GcReport) {
-    for (pool, ip, pod) in &report.released {
-        println!("released {ip} of pool {pool} (held by {pod})");
+    for r in &report.released {
+        println!(
+            "released {} of pool {} (held by {})",
+            r.ip, r.pool, r.holder
+        );
     }
     for pod in &report.endpoints_deleted {
         println!("removed spiderendpoint {pod}");
     }
-    for (subnet, pool) in &report.claims_removed {
-        println!("returned the IPs claimed for missing pool {pool} to spidersubnet {subnet}");
+    for c in &report.claims_removed {
+        println!(
+            "returned the IPs claimed for missing pool {} to spidersubnet {}",
+            c.pool, c.subnet
+        );
     }
     if report == &GcReport::default() {
         println!("nothing to collect");

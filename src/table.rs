@@ -13,6 +13,16 @@ pub fn resource(kind: Kind) -> String {
     format!("{}.{group}", kind.name().to_lowercase())
 }
 
+/// The kind a kubectl-style name means: the kind's name in any case, its plural, or its short
+/// name (`SpiderIPPool`, `spiderippools`, `sp`). Objects and the agent's wire use the exact
+/// name only ([`Kind`]'s `FromStr`).
+pub fn kind_named(s: &str) -> Option<Kind> {
+    let l = s.to_ascii_lowercase();
+    Kind::ALL
+        .into_iter()
+        .find(|k| l == k.name().to_ascii_lowercase() || l == k.plural() || l == k.short_name())
+}
+
 /// What `kubectl apply` prints for one object: `deployment.apps/test-app created`.
 pub fn applied(key: &ObjectKey, outcome: Applied) -> String {
     let verb = match outcome {
@@ -243,6 +253,16 @@ pub fn statefulsets(items: &[StatefulSet]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_by_kubectl_names() {
+        assert_eq!(kind_named("sp"), Some(Kind::SpiderIPPool));
+        assert_eq!(kind_named("SpiderSubnets"), Some(Kind::SpiderSubnet));
+        assert_eq!(kind_named("spidersubnet"), Some(Kind::SpiderSubnet));
+        assert_eq!(kind_named("deploy"), Some(Kind::Deployment));
+        assert_eq!(kind_named("statefulset"), Some(Kind::StatefulSet));
+        assert_eq!(kind_named("pods"), None);
+    }
 
     #[test]
     fn columns_are_as_wide_as_their_widest_cell_plus_three() {

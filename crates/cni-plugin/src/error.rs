@@ -97,6 +97,7 @@ impl Error {
     /// | `PoolsExhausted`, `SubnetExhausted` | 100 |
     /// | `NoPool`, `UnknownReference` (a named pool or subnet that does not exist), `Terminating` (its subnet is being deleted) | 101 |
     /// | `Annotation`, `Invalid`, `InvalidRange`, `Workload` | 106 |
+    /// | `BadRequest` (a request without container id, an interface twice) | 7 |
     /// | `Conflict`, `AlreadyExists`, `RetriesExhausted` | 11 (try again later) |
     /// | `NotFound`, `Malformed`, `Backend` | 102 |
     pub fn code(&self) -> u32 {
@@ -113,6 +114,7 @@ impl Error {
                 | E::Invalid { .. }
                 | E::InvalidRange { .. }
                 | E::Workload { .. } => code::INVALID_POD_CONFIG,
+                E::BadRequest { .. } => spec::INVALID_CONFIG,
                 E::Conflict(_) | E::AlreadyExists(_) | E::RetriesExhausted { .. } => {
                     spec::TRY_AGAIN_LATER
                 }
@@ -169,7 +171,9 @@ impl From<Error> for berth_cni::Error {
             Error::Ipam(e) if code == berth_cni::error::code::TRY_AGAIN_LATER => {
                 berth_cni::Error::try_again_later(e.to_string(), e)
             }
-            Error::InvalidOwner { .. } => berth_cni::Error::InvalidConfig(err.to_string()),
+            Error::InvalidOwner { .. } | Error::Ipam(ipam_core::Error::BadRequest { .. }) => {
+                berth_cni::Error::InvalidConfig(err.to_string())
+            }
             other => berth_cni::Error::plugin(code, other),
         }
     }

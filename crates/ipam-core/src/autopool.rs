@@ -67,7 +67,7 @@ pub fn auto_pool_labels(
     [
         (LABEL_OWNER_SUBNET, subnet.to_string()),
         (LABEL_OWNER_APP_GV, app.gv_label()),
-        (LABEL_OWNER_APP_KIND, app.kind.clone()),
+        (LABEL_OWNER_APP_KIND, app.kind.to_string()),
         (LABEL_OWNER_APP_NAMESPACE, app.namespace.clone()),
         (LABEL_OWNER_APP_NAME, app.name.clone()),
         (LABEL_OWNER_APP_UID, app_uid.to_string()),

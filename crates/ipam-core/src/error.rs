@@ -46,6 +46,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A request to the engine is malformed (no container id, an interface asked for twice).
+    #[error("invalid request: {field}: {reason}")]
+    BadRequest {
+        /// The request field (`containerID`, `nics`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An `ipam.spidernet.io/*` annotation is malformed.
     #[error("annotation {key}: {reason}")]
     Annotation {

@@ -19,61 +19,48 @@
 //!
 //! - Pure values and functions, no I/O: IP sets in Spiderpool's syntax ([`IpSet`]), the
 //!   O(log n) [`Allocator`], validation equal to Spiderpool's webhooks, the annotations
-//!   ([`annotations`]), pool selection ([`select`]) and auto-pool carving ([`autopool`]).
+//!   ([`annotations`]), pool selection and auto-pool carving.
 //! - The [`store::Store`] trait: a versioned object store with optimistic concurrency and
 //!   Kubernetes semantics (status subresource, finalizers, label selectors), implemented in
-//!   memory here ([`store::MemStore`]), on sled and on the Kubernetes API in sibling crates, all
-//!   held to one [`store::conformance`] suite. Backends only store; they never choose an IP.
-//! - The [`engine::Engine`], generic over the store: allocate (all NICs and families, all or
+//!   memory here ([`MemStore`]), on sled and on the Kubernetes API in sibling crates, all
+//!   held to one conformance suite (feature `conformance`). Backends only store; they never
+//!   choose an IP.
+//! - The [`Engine`], generic over the store: allocate (all NICs and families, all or
 //!   nothing, idempotent), release, application reconcile, GC. It orders its writes so that a
-//!   crash between any two leaves no IP with two holders.
+//!   crash between any two leaves no IP with two holders. [`engine`] tells how, and how
+//!   applications get their auto pools.
+//!
+//! Test machinery is behind features, for the tests and fuzz targets of Berth's crates:
+//! `conformance` (the store conformance suite), `audit` (whole-store invariant checks) and
+//! `fuzzing` (the property checks of the fuzz targets).
 //!
 //! # Example
 //!
-//! Two NICs of a pod get an IP each from the seed's two subnets, through the application's
-//! auto pools:
+//! A pod's NIC gets an IP from a manual pool, on the in-memory store (the sled store,
+//! `ipam-store-sled`, is used the same way; `examples/embed.rs` of the `berth` crate shows it):
 //!
 //! ```
-//! use ipam_core::engine::{AllocateRequest, AnyObject, Engine};
-//! use ipam_core::select::{NicConfig, PodContext};
 //! use ipam_core::store::MemStore;
-//! use ipam_core::{AppRef, Deployment, SpiderSubnet, Workload, WorkloadKind, ips};
+//! use ipam_core::{AllocateRequest, Engine, NicRequest, PodContext, SpiderIPPool, ips};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let engine = Engine::new(MemStore::new());
-//! for (name, net, range, gw) in [
-//!     ("subnet-test-ens192", "10.6.0.1/16", "10.6.168.171-10.6.168.180", "10.6.0.1"),
-//!     ("subnet-test-ens224", "10.7.0.1/16", "10.7.168.171-10.7.168.180", "10.7.0.1"),
-//! ] {
-//!     let s = SpiderSubnet::new(name, net.parse()?, ips![range], Some(gw.parse()?));
-//!     engine.apply(AnyObject::Subnet(s)).await?;
-//! }
-//! let annotations = [
-//!     ("ipam.spidernet.io/subnets", r#"[{"interface":"eth0","ipv4":["subnet-test-ens192"]},
-//!                                       {"interface":"net1","ipv4":["subnet-test-ens224"]}]"#),
-//!     ("ipam.spidernet.io/ippool-ip-number", "+1"),
-//! ];
-//! let app = Workload::new(WorkloadKind::Deployment, "default", "test-app", 2,
-//!     annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-//! engine.apply(AnyObject::Deployment(Deployment(app.clone()))).await?;
+//! let pool = SpiderIPPool::new("pool-a", "10.7.0.0/16".parse()?, ips!["10.7.168.171-10.7.168.180"]);
+//! engine.apply(pool).await?;
 //!
 //! let request = AllocateRequest {
-//!     pod: PodContext {
-//!         namespace: "default".into(),
-//!         name: "test-app-6f4594ff67-fkqbw".into(),
-//!         annotations: app.pod_annotations().clone(),
-//!         app: Some(AppRef::of(&app)),
-//!         ..Default::default()
-//!     },
+//!     pod: PodContext { namespace: "default".into(), name: "web-0".into(), ..Default::default() },
 //!     pod_uid: "pod-uid-1".into(),
 //!     container_id: "c1".into(),
-//!     nics: ["eth0", "net1"].map(|i| NicConfig { interface: i.into(), ..Default::default() }).into(),
+//!     nics: vec![NicRequest {
+//!         interface: "net1".into(),
+//!         default_ipv4_pools: vec!["pool-a".into()],
+//!         ..Default::default()
+//!     }],
 //!     ..Default::default()
 //! };
 //! let got = engine.allocate(&request).await?;
-//! assert_eq!(got.nics[0].ips[0].address.to_string(), "10.6.168.171/16");
-//! assert_eq!(got.nics[1].ips[0].address.to_string(), "10.7.168.171/16");
-//! assert_eq!(engine.allocate(&request).await?, got, "a retried ADD gets the same IPs");
+//! assert_eq!(got.nics[0].ips[0].address.to_string(), "10.7.168.171/16");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
@@ -82,18 +69,20 @@
 mod addressing;
 mod allocator;
 pub mod annotations;
+#[cfg(any(test, feature = "audit"))]
 pub mod audit;
-pub mod autopool;
+mod autopool;
 mod endpoint;
 pub mod engine;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod meta;
 mod pool;
 mod range;
 mod reserved;
-pub mod select;
+mod select;
 pub mod store;
 mod subnet;
 mod workload;
@@ -101,17 +90,23 @@ mod workload;
 pub use addressing::{JsonString, Route, cidr_label, family_of, usable_ips};
 pub use allocator::{Allocator, Exhausted};
 pub use endpoint::{EndpointStatus, NicAllocation, PodAllocation, SpiderEndpoint};
+pub use engine::{
+    AllocateRequest, AllocatedIp, Allocation, AnyObject, Applied, ClaimRemoved, Engine,
+    EngineConfig, GcReleased, GcReport, Liveness, NicAddresses, NicRequest, PodContext, PoolIp,
+    ReleaseRequest, Released,
+};
 pub use error::{Error, Problem};
 pub use meta::{
     Kind, LabelSelector, LabelSelectorRequirement, Object, ObjectKey, ObjectMeta, OwnerReference,
+    UnknownKind,
 };
 pub use pool::{IpRecord, PoolSpec, PoolStatus, SpiderIPPool, owning_subnet};
 pub use range::{IpFamily, IpRange, IpSet, cmp_ip, network_and_broadcast};
 pub use reserved::{ReservedIpSpec, SpiderReservedIP};
 pub use subnet::{PoolClaim, SpiderSubnet, SubnetSpec, SubnetStatus};
 pub use workload::{
-    AppRef, Deployment, Ordinals, PodTemplate, StatefulSet, Workload, WorkloadKind, WorkloadSpec,
-    pod_ordinal,
+    AppKind, AppRef, Deployment, InvalidApplicationId, Ordinals, PodTemplate, StatefulSet,
+    Workload, WorkloadKind, WorkloadSpec, pod_ordinal,
 };
 
 /// `apiVersion` of Spiderpool's kinds.

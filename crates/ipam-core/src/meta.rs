@@ -276,15 +276,6 @@ impl Kind {
         !matches!(self, Kind::SpiderEndpoint | Kind::SpiderReservedIP)
     }
 
-    /// The kind for a `kind` string (case-insensitive, plural, singular and short names too).
-    pub fn parse(s: &str) -> Option<Kind> {
-        let l = s.to_ascii_lowercase();
-        Kind::ALL.into_iter().find(|k| {
-            let n = k.name().to_ascii_lowercase();
-            l == n || l == k.plural() || l == k.short_name()
-        })
-    }
-
     /// kubectl's short name (`ss`, `sp`, `se`, `sr`, `deploy`, `sts`).
     pub fn short_name(self) -> &'static str {
         match self {
@@ -304,12 +295,46 @@ impl fmt::Display for Kind {
     }
 }
 
-/// The address of an object in a store: kind, namespace (namespaced kinds only) and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A kind name that is none of Berth's kinds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown kind {0:?}; expected SpiderSubnet, SpiderIPPool, SpiderEndpoint, SpiderReservedIP, Deployment or StatefulSet"
+)]
+pub struct UnknownKind(pub String);
+
+impl std::str::FromStr for Kind {
+    type Err = UnknownKind;
+
+    /// The kind of its exact name, as objects and the agent's wire write it (`SpiderIPPool`).
+    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Kind, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The address of an object in a store: kind, namespace (namespaced kinds only) and name. In
+/// JSON: `{"kind": "SpiderIPPool", "namespace"?: "...", "name": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectKey {
     /// The kind.
     pub kind: Kind,
     /// The namespace, `None` for cluster-scoped kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The name.
     pub name: String,
@@ -450,12 +475,18 @@ mod tests {
     }
 
     #[test]
-    fn kinds_parse_from_kubectl_names() {
-        assert_eq!(Kind::parse("sp"), Some(Kind::SpiderIPPool));
-        assert_eq!(Kind::parse("SpiderSubnets"), Some(Kind::SpiderSubnet));
-        assert_eq!(Kind::parse("deploy"), Some(Kind::Deployment));
-        assert_eq!(Kind::parse("statefulset"), Some(Kind::StatefulSet));
-        assert_eq!(Kind::parse("pods"), None);
+    fn kinds_read_and_write_their_exact_names() {
+        for kind in Kind::ALL {
+            assert_eq!(kind.name().parse::<Kind>(), Ok(kind));
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.name());
+            assert_eq!(serde_json::from_value::<Kind>(json).unwrap(), kind);
+        }
+        // Short names, plurals and other cases are the CLI's to accept, not the wire's.
+        for lenient in ["sp", "spiderippool", "SpiderIPPools", "Pod"] {
+            assert_eq!(lenient.parse::<Kind>(), Err(UnknownKind(lenient.into())));
+        }
+        assert!(serde_json::from_str::<Kind>(r#""deploy""#).is_err());
     }
 
     #[test]

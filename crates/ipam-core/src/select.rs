@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::annotations::{
     self, NS_DEFAULT_IPV4_IPPOOL, NS_DEFAULT_IPV6_IPPOOL, PodAnnotations, PoolItem,
 };
+use crate::engine::{NicRequest, PodContext};
 use crate::error::Error;
 use crate::meta::Kind;
 use crate::pool::SpiderIPPool;
@@ -23,47 +24,6 @@ use crate::{
     LABEL_IP_VERSION, LABEL_OWNER_APP_KIND, LABEL_OWNER_APP_NAME, LABEL_OWNER_APP_NAMESPACE,
     LABEL_OWNER_APP_UID,
 };
-
-/// What selection knows about the pod and where it runs.
-#[derive(Debug, Clone, Default)]
-pub struct PodContext {
-    /// Pod namespace.
-    pub namespace: String,
-    /// Pod name.
-    pub name: String,
-    /// Pod labels.
-    pub labels: BTreeMap<String, String>,
-    /// Pod annotations (raw; Multus annotations are read from here).
-    pub annotations: BTreeMap<String, String>,
-    /// The pod's application (top controller), if any.
-    pub app: Option<AppRef>,
-    /// UID of the application, to tell its auto pools from a former incarnation's.
-    pub app_uid: Option<String>,
-    /// Node name.
-    pub node: String,
-    /// Node labels.
-    pub node_labels: BTreeMap<String, String>,
-    /// Namespace labels.
-    pub namespace_labels: BTreeMap<String, String>,
-    /// Namespace annotations (default pools).
-    pub namespace_annotations: BTreeMap<String, String>,
-}
-
-/// What the CNI configuration of a NIC's network says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NicConfig {
-    /// The pod interface.
-    pub interface: String,
-    /// The CNI network name (also used to match `multusName` when no Multus annotation names
-    /// the NIC's NetworkAttachmentDefinition).
-    pub network: Option<String>,
-    /// `default_ipv4_ippool` of the CNI config.
-    pub default_ipv4_pools: Vec<String>,
-    /// `default_ipv6_ippool` of the CNI config.
-    pub default_ipv6_pools: Vec<String>,
-    /// `clean_gateway` of the CNI config.
-    pub clean_gateway: Option<bool>,
-}
 
 /// Which rule chose the pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +68,8 @@ pub struct Selection {
 
 impl Selection {
     /// The candidate pools of one family.
-    pub fn pools(&self, f: IpFamily) -> Option<&[String]> {
+    #[cfg(test)]
+    fn pools(&self, f: IpFamily) -> Option<&[String]> {
         self.families
             .iter()
             .find(|(g, _)| *g == f)
@@ -358,7 +319,7 @@ fn finish(
     family: IpFamily,
     source: Source,
     ctx: &PodContext,
-    nic: &NicConfig,
+    nic: &NicRequest,
     pools: &[Arc<SpiderIPPool>],
 ) -> Result<Vec<String>, Error> {
     let nic_network =
@@ -401,7 +362,7 @@ fn from_item(
     source: Source,
     referrer: &str,
     ctx: &PodContext,
-    nic: &NicConfig,
+    nic: &NicRequest,
     pools: &[Arc<SpiderIPPool>],
     clean_default: bool,
 ) -> Result<Selection, Error> {
@@ -427,7 +388,7 @@ fn from_item(
 pub fn select(
     ctx: &PodContext,
     parsed: &PodAnnotations,
-    nic: &NicConfig,
+    nic: &NicRequest,
     pools: &[Arc<SpiderIPPool>],
 ) -> Result<Selection, Error> {
     let clean_default = nic.clean_gateway.unwrap_or(false);
@@ -591,14 +552,14 @@ mod tests {
         }
     }
 
-    fn nic(iface: &str) -> NicConfig {
-        NicConfig {
+    fn nic(iface: &str) -> NicRequest {
+        NicRequest {
             interface: iface.into(),
             ..Default::default()
         }
     }
 
-    fn sel(ctx: &PodContext, nic: &NicConfig, pools: &[SpiderIPPool]) -> Result<Selection, Error> {
+    fn sel(ctx: &PodContext, nic: &NicRequest, pools: &[SpiderIPPool]) -> Result<Selection, Error> {
         let parsed = PodAnnotations::parse(&ctx.annotations)?;
         let pools: Vec<Arc<SpiderIPPool>> = pools.iter().cloned().map(Arc::new).collect();
         select(ctx, &parsed, nic, &pools)

@@ -103,9 +103,14 @@ pub struct SubnetStatus {
 pub struct PoolClaim {
     /// The IPs held by the pool.
     pub ips: IpSet,
-    /// `<group>_<version>_<Kind>_<namespace>_<name>` of the application of an auto pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub application: Option<String>,
+    /// The application of an auto pool; written as Spiderpool writes it,
+    /// `<group>_<version>_<Kind>_<namespace>_<name>`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::workload::application_id"
+    )]
+    pub application: Option<crate::workload::AppRef>,
     /// When the claim was first written (Berth's own field; GC leaves young claims alone).
     #[serde(default, rename = "claimedAt", skip_serializing_if = "Option::is_none")]
     pub claimed_at: Option<String>,

@@ -140,9 +140,9 @@ impl WorkloadKind {
         }
     }
 
-    /// The workload kind of a `kind` string.
+    /// The workload kind of a kind name (`Deployment`, `StatefulSet`), exactly.
     pub fn parse(s: &str) -> Option<Self> {
-        match Kind::parse(s)? {
+        match s.parse::<Kind>().ok()? {
             Kind::Deployment => Some(WorkloadKind::Deployment),
             Kind::StatefulSet => Some(WorkloadKind::StatefulSet),
             _ => None,
@@ -197,6 +197,73 @@ workload_kind!(
     StatefulSet
 );
 
+/// The kind of a pod's top controller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AppKind {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+    /// `apps/v1` ReplicaSet without a Deployment.
+    ReplicaSet,
+    /// `apps/v1` DaemonSet.
+    DaemonSet,
+    /// `batch/v1` Job without a CronJob.
+    Job,
+    /// `batch/v1` CronJob.
+    CronJob,
+    /// A pod without a controller.
+    Pod,
+    /// Another controller (a third party's, such as OpenKruise's `CloneSet`), by its kind name.
+    Other(String),
+}
+
+impl AppKind {
+    /// The kind's name (`Deployment`).
+    pub fn as_str(&self) -> &str {
+        match self {
+            AppKind::Deployment => "Deployment",
+            AppKind::StatefulSet => "StatefulSet",
+            AppKind::ReplicaSet => "ReplicaSet",
+            AppKind::DaemonSet => "DaemonSet",
+            AppKind::Job => "Job",
+            AppKind::CronJob => "CronJob",
+            AppKind::Pod => "Pod",
+            AppKind::Other(kind) => kind,
+        }
+    }
+}
+
+impl From<&str> for AppKind {
+    fn from(kind: &str) -> Self {
+        match kind {
+            "Deployment" => AppKind::Deployment,
+            "StatefulSet" => AppKind::StatefulSet,
+            "ReplicaSet" => AppKind::ReplicaSet,
+            "DaemonSet" => AppKind::DaemonSet,
+            "Job" => AppKind::Job,
+            "CronJob" => AppKind::CronJob,
+            "Pod" => AppKind::Pod,
+            other => AppKind::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<WorkloadKind> for AppKind {
+    fn from(kind: WorkloadKind) -> Self {
+        match kind {
+            WorkloadKind::Deployment => AppKind::Deployment,
+            WorkloadKind::StatefulSet => AppKind::StatefulSet,
+        }
+    }
+}
+
+impl fmt::Display for AppKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The application a pod belongs to (its top controller), as auto pools record it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AppRef {
@@ -204,8 +271,8 @@ pub struct AppRef {
     pub group: String,
     /// API version (`v1`).
     pub version: String,
-    /// Kind (`Deployment`).
-    pub kind: String,
+    /// Kind.
+    pub kind: AppKind,
     /// Namespace.
     pub namespace: String,
     /// Name.
@@ -218,7 +285,7 @@ impl AppRef {
         AppRef {
             group: "apps".into(),
             version: "v1".into(),
-            kind: w.kind.clone(),
+            kind: AppKind::from(w.kind.as_str()),
             namespace: w.namespace().to_string(),
             name: w.metadata.name.clone(),
         }
@@ -229,7 +296,7 @@ impl AppRef {
         AppRef {
             group: "apps".into(),
             version: "v1".into(),
-            kind: kind.to_string(),
+            kind: kind.into(),
             namespace: namespace.into(),
             name: name.into(),
         }
@@ -257,9 +324,64 @@ impl AppRef {
 
     /// The workload kind, for apps/v1 Deployments and StatefulSets.
     pub fn workload_kind(&self) -> Option<WorkloadKind> {
-        (self.group == "apps")
-            .then(|| WorkloadKind::parse(&self.kind))
-            .flatten()
+        match (self.group.as_str(), &self.kind) {
+            ("apps", AppKind::Deployment) => Some(WorkloadKind::Deployment),
+            ("apps", AppKind::StatefulSet) => Some(WorkloadKind::StatefulSet),
+            _ => None,
+        }
+    }
+}
+
+/// An application id that does not read as `<group>_<version>_<Kind>_<namespace>_<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid application id {0:?}; expected <group>_<version>_<Kind>_<namespace>_<name>")]
+pub struct InvalidApplicationId(pub String);
+
+impl std::str::FromStr for AppRef {
+    type Err = InvalidApplicationId;
+
+    /// Reads an [`AppRef::application_id`] (`apps_v1_Deployment_default_web`, or
+    /// `v1_Pod_default_web` for the core group): names and namespaces hold no `_`.
+    fn from_str(id: &str) -> Result<AppRef, InvalidApplicationId> {
+        let invalid = || InvalidApplicationId(id.to_owned());
+        let mut parts = id.rsplitn(4, '_');
+        let (Some(name), Some(namespace), Some(kind), Some(gv)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        if [name, namespace, kind, gv].iter().any(|p| p.is_empty()) {
+            return Err(invalid());
+        }
+        let (group, version) = gv.split_once('_').unwrap_or(("", gv));
+        Ok(AppRef {
+            group: group.into(),
+            version: version.into(),
+            kind: AppKind::from(kind),
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+}
+
+/// `Option<AppRef>` as the application id string Spiderpool writes
+/// (`#[serde(with = "application_id")]`).
+pub(crate) mod application_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::AppRef;
+
+    pub(crate) fn serialize<S: Serializer>(app: &Option<AppRef>, s: S) -> Result<S::Ok, S::Error> {
+        match app {
+            Some(app) => s.serialize_some(&app.application_id()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AppRef>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|id| id.parse().map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -297,6 +419,37 @@ impl StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn application_ids_read_back_typed() {
+        let app = AppRef::apps_v1(WorkloadKind::Deployment, "default", "test-app");
+        assert_eq!(app.application_id(), "apps_v1_Deployment_default_test-app");
+        assert_eq!(app.application_id().parse::<AppRef>(), Ok(app.clone()));
+        assert_eq!(app.workload_kind(), Some(WorkloadKind::Deployment));
+        let pod: AppRef = "v1_Pod_ns_p".parse().unwrap();
+        assert_eq!((pod.group.as_str(), &pod.kind), ("", &AppKind::Pod));
+        assert_eq!(pod.workload_kind(), None);
+        let clone_set: AppRef = "apps.kruise.io_v1alpha1_CloneSet_ns_web".parse().unwrap();
+        assert_eq!(clone_set.kind, AppKind::Other("CloneSet".into()));
+        assert_eq!(
+            clone_set.application_id(),
+            "apps.kruise.io_v1alpha1_CloneSet_ns_web"
+        );
+        for bad in ["garbage", "a_b_c", "apps_v1_Deployment__web"] {
+            assert!(bad.parse::<AppRef>().is_err(), "{bad}");
+        }
+        // In a subnet's claims, as Spiderpool writes it.
+        let claim: crate::subnet::PoolClaim = serde_json::from_value(serde_json::json!({
+            "ips": ["10.6.168.171-10.6.168.173"],
+            "application": "apps_v1_Deployment_default_test-app"
+        }))
+        .unwrap();
+        assert_eq!(claim.application, Some(app));
+        assert_eq!(
+            serde_json::to_value(&claim).unwrap()["application"],
+            "apps_v1_Deployment_default_test-app"
+        );
+    }
 
     const SEED: &str = r#"
 apiVersion: apps/v1

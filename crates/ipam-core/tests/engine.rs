@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipam_core::engine::{AnyObject, Engine, EngineConfig};
-use ipam_core::select::{NicConfig, PodContext};
 use ipam_core::store::{MemStore, Store, TypedStore};
 use ipam_core::{
     Error, IpFamily, Kind, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet,
     WorkloadKind, ips,
 };
+use ipam_core::{NicRequest, PodContext};
 use support::*;
 
 async fn pools(engine: &Engine<MemStore>) -> BTreeMap<String, SpiderIPPool> {
@@ -823,7 +823,7 @@ fn concurrent_allocations_on_one_pool_are_batched_and_distinct() {
                     },
                     pod_uid: format!("u{i}"),
                     container_id: format!("c{i}"),
-                    nics: vec![NicConfig {
+                    nics: vec![NicRequest {
                         interface: "eth0".into(),
                         ..Default::default()
                     }],

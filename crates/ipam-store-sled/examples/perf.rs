@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipam_core::engine::{AllocateRequest, AnyObject, Engine, ReleaseRequest};
-use ipam_core::select::{NicConfig, PodContext};
 use ipam_core::store::{Store, TypedStore};
 use ipam_core::{Kind, SpiderIPPool, ips};
+use ipam_core::{NicRequest, PodContext};
 use ipam_store_sled::{FlushPolicy, OpenOptions, SledStore};
 use serde_json::json;
 
@@ -196,7 +196,7 @@ fn allocate_request(id: &str) -> AllocateRequest {
         pod_uid: format!("uid-{id}"),
         container_id: id.into(),
         netns: None,
-        nics: vec![NicConfig {
+        nics: vec![NicRequest {
             interface: "eth0".into(),
             default_ipv4_pools: vec!["bench".into()],
             ..Default::default()

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ipam_core::engine::{AllocateRequest, AnyObject, Engine, Liveness, ReleaseRequest};
-use ipam_core::select::{NicConfig, PodContext};
 use ipam_core::store::TypedStore;
 use ipam_core::{
     AppRef, Deployment, Error, IpRecord, SpiderIPPool, SpiderSubnet, Workload, WorkloadKind, ips,
 };
+use ipam_core::{NicRequest, PodContext};
 use ipam_store_sled::{OpenOptions, SledStore};
 
 const CHILD_ENV: &str = "BERTH_KILL_TEST_CHILD_DIR";
@@ -104,7 +104,7 @@ fn child_process() {
                         container_id: c.clone(),
                         netns: Some(format!("/nonexistent/{c}")),
                         nics: ["eth0", "net1"]
-                            .map(|i| NicConfig {
+                            .map(|i| NicRequest {
                                 interface: i.into(),
                                 ..Default::default()
                             })

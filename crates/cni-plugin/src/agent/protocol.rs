@@ -242,56 +242,18 @@ pub struct Healthy {
     pub status: String,
 }
 
-/// An [`ObjectKey`] on the wire: `{"kind": "SpiderIPPool", "namespace"?: …, "name": …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireKey {
-    /// The kind's name (`SpiderIPPool`).
-    pub kind: String,
-    /// The namespace of namespaced kinds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// The name.
-    pub name: String,
-}
-
-impl From<&ObjectKey> for WireKey {
-    fn from(k: &ObjectKey) -> Self {
-        WireKey {
-            kind: k.kind.name().to_owned(),
-            namespace: k.namespace.clone(),
-            name: k.name.clone(),
-        }
-    }
-}
-
-impl WireKey {
-    /// The key, or `None` when the kind is unknown.
-    pub fn to_key(&self) -> Option<ObjectKey> {
-        Some(ObjectKey {
-            kind: parse_kind(&self.kind)?,
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-        })
-    }
-}
-
-/// A kind by its exact name (`SpiderIPPool`).
-pub fn parse_kind(name: &str) -> Option<Kind> {
-    Kind::ALL.into_iter().find(|k| k.name() == name)
-}
-
 /// `Store::get` (`POST /v1/store/get`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetArgs {
     /// The object.
-    pub key: WireKey,
+    pub key: ObjectKey,
 }
 
 /// `Store::list` (`POST /v1/store/list`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListArgs {
-    /// The kind's name.
-    pub kind: String,
+    /// The kind.
+    pub kind: Kind,
     /// Only this namespace (namespaced kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -303,8 +265,8 @@ pub struct ListArgs {
 /// `Store::create`, `update`, `update_status` (`POST /v1/store/{create,update,update-status}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteArgs {
-    /// The kind's name.
-    pub kind: String,
+    /// The kind.
+    pub kind: Kind,
     /// The object.
     pub object: Value,
 }
@@ -313,7 +275,7 @@ pub struct WriteArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteArgs {
     /// The object.
-    pub key: WireKey,
+    pub key: ObjectKey,
     /// The version the stored object must have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precondition: Option<String>,
@@ -354,28 +316,28 @@ pub enum StoreError {
     /// `Error::NotFound` (HTTP 404).
     NotFound {
         /// The key.
-        key: WireKey,
+        key: ObjectKey,
         /// The error's text.
         message: String,
     },
     /// `Error::AlreadyExists` (HTTP 409).
     AlreadyExists {
         /// The key.
-        key: WireKey,
+        key: ObjectKey,
         /// The error's text.
         message: String,
     },
     /// `Error::Conflict` (HTTP 409).
     Conflict {
         /// The key.
-        key: WireKey,
+        key: ObjectKey,
         /// The error's text.
         message: String,
     },
     /// `Error::RetriesExhausted` (HTTP 409).
     RetriesExhausted {
         /// The key.
-        key: WireKey,
+        key: ObjectKey,
         /// Attempts made.
         attempts: u32,
         /// The error's text.
@@ -383,8 +345,8 @@ pub enum StoreError {
     },
     /// `Error::Malformed` (HTTP 422).
     Malformed {
-        /// The kind's name.
-        kind: String,
+        /// The kind.
+        kind: Kind,
         /// The object's name.
         name: String,
         /// The decoder's message.
@@ -411,24 +373,24 @@ impl StoreError {
         let message = err.to_string();
         match err {
             E::NotFound(k) => StoreError::NotFound {
-                key: k.into(),
+                key: k.clone(),
                 message,
             },
             E::AlreadyExists(k) => StoreError::AlreadyExists {
-                key: k.into(),
+                key: k.clone(),
                 message,
             },
             E::Conflict(k) => StoreError::Conflict {
-                key: k.into(),
+                key: k.clone(),
                 message,
             },
             E::RetriesExhausted { key, attempts } => StoreError::RetriesExhausted {
-                key: key.into(),
+                key: key.clone(),
                 attempts: *attempts,
                 message,
             },
             E::Malformed { kind, name, reason } => StoreError::Malformed {
-                kind: kind.name().to_owned(),
+                kind: *kind,
                 name: name.clone(),
                 reason: reason.clone(),
                 message,
@@ -454,34 +416,16 @@ impl StoreError {
     /// The `ipam_core::Error` it stands for (same variant; `Backend` carries the text).
     pub fn into_error(self, context: &str) -> ipam_core::Error {
         use ipam_core::Error as E;
-        let key = |k: WireKey, message: String| {
-            k.to_key()
-                .ok_or_else(|| E::backend(context.to_owned(), RemoteError(message)))
-        };
         match self {
-            StoreError::NotFound { key: k, message } => {
-                key(k, message).map_or_else(|e| e, E::NotFound)
+            StoreError::NotFound { key, .. } => E::NotFound(key),
+            StoreError::AlreadyExists { key, .. } => E::AlreadyExists(key),
+            StoreError::Conflict { key, .. } => E::Conflict(key),
+            StoreError::RetriesExhausted { key, attempts, .. } => {
+                E::RetriesExhausted { key, attempts }
             }
-            StoreError::AlreadyExists { key: k, message } => {
-                key(k, message).map_or_else(|e| e, E::AlreadyExists)
-            }
-            StoreError::Conflict { key: k, message } => {
-                key(k, message).map_or_else(|e| e, E::Conflict)
-            }
-            StoreError::RetriesExhausted {
-                key: k,
-                attempts,
-                message,
-            } => key(k, message).map_or_else(|e| e, |key| E::RetriesExhausted { key, attempts }),
             StoreError::Malformed {
-                kind,
-                name,
-                reason,
-                message,
-            } => match parse_kind(&kind) {
-                Some(kind) => E::Malformed { kind, name, reason },
-                None => E::backend(context.to_owned(), RemoteError(message)),
-            },
+                kind, name, reason, ..
+            } => E::Malformed { kind, name, reason },
             StoreError::Backend { message } => E::backend(context.to_owned(), RemoteError(message)),
         }
     }

@@ -409,12 +409,8 @@ async fn route<S: Store + 'static>(
         (&Method::POST, protocol::PATH_STORE_GET) => {
             stored(async {
                 let args: GetArgs = decode_store(body)?;
-                let key = args
-                    .key
-                    .to_key()
-                    .ok_or_else(|| unknown_kind(&args.key.kind))?;
                 Ok(ObjectResponse {
-                    object: store.get(&key).await?,
+                    object: store.get(&args.key).await?,
                 })
             })
             .await
@@ -422,11 +418,9 @@ async fn route<S: Store + 'static>(
         (&Method::POST, protocol::PATH_STORE_LIST) => {
             stored(async {
                 let args: ListArgs = decode_store(body)?;
-                let kind =
-                    protocol::parse_kind(&args.kind).ok_or_else(|| unknown_kind(&args.kind))?;
                 Ok(ListResponse {
                     items: store
-                        .list(kind, args.namespace.as_deref(), args.selector.as_ref())
+                        .list(args.kind, args.namespace.as_deref(), args.selector.as_ref())
                         .await?,
                 })
             })
@@ -440,8 +434,7 @@ async fn route<S: Store + 'static>(
         ) => {
             stored(async {
                 let args: WriteArgs = decode_store(body)?;
-                let kind =
-                    protocol::parse_kind(&args.kind).ok_or_else(|| unknown_kind(&args.kind))?;
+                let kind = args.kind;
                 let object = match p {
                     protocol::PATH_STORE_CREATE => store.create(kind, args.object).await?,
                     protocol::PATH_STORE_UPDATE => store.update(kind, args.object).await?,
@@ -456,12 +449,11 @@ async fn route<S: Store + 'static>(
         (&Method::POST, protocol::PATH_STORE_DELETE) => {
             stored(async {
                 let args: DeleteArgs = decode_store(body)?;
-                let key = args
-                    .key
-                    .to_key()
-                    .ok_or_else(|| unknown_kind(&args.key.kind))?;
                 Ok(
-                    match store.delete(&key, args.precondition.as_deref()).await? {
+                    match store
+                        .delete(&args.key, args.precondition.as_deref())
+                        .await?
+                    {
                         Deleted::Gone => DeleteResponse::Gone,
                         Deleted::Terminating(object) => DeleteResponse::Terminating { object },
                     },
@@ -535,10 +527,6 @@ fn decode_store<T: DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
             short_type_name::<T>()
         ))
     })
-}
-
-fn unknown_kind(kind: &str) -> BadRequest {
-    BadRequest(format!("unknown kind {kind:?}"))
 }
 
 async fn ipam<T: Serialize>(work: impl Future<Output = Result<T, Error>>) -> Reply {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::agent::client::AgentClient;
 use crate::agent::protocol::{
     self, DeleteArgs, DeleteResponse, GetArgs, ListArgs, ListResponse, ObjectResponse, StoreError,
-    WireKey, WriteArgs,
+    WriteArgs,
 };
 
 /// The [`Store`] of the agent at a socket: each of the six operations is one request to the
@@ -82,10 +82,7 @@ impl AgentStore {
     }
 
     async fn write(&self, path: &str, kind: Kind, object: Value) -> Result<Value, Error> {
-        let args = WriteArgs {
-            kind: kind.name().to_owned(),
-            object,
-        };
+        let args = WriteArgs { kind, object };
         let r: ObjectResponse = self.call(path, &args).await?;
         r.object.ok_or_else(|| {
             Error::backend(
@@ -100,7 +97,7 @@ impl AgentStore {
 impl Store for AgentStore {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
         let r: ObjectResponse = self
-            .call(protocol::PATH_STORE_GET, &GetArgs { key: key.into() })
+            .call(protocol::PATH_STORE_GET, &GetArgs { key: key.clone() })
             .await?;
         Ok(r.object)
     }
@@ -112,7 +109,7 @@ impl Store for AgentStore {
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error> {
         let args = ListArgs {
-            kind: kind.name().to_owned(),
+            kind,
             namespace: namespace.map(str::to_owned),
             selector: selector.cloned(),
         };
@@ -135,7 +132,7 @@ impl Store for AgentStore {
 
     async fn delete(&self, key: &ObjectKey, precondition: Option<&str>) -> Result<Deleted, Error> {
         let args = DeleteArgs {
-            key: WireKey::from(key),
+            key: key.clone(),
             precondition: precondition.map(str::to_owned),
         };
         let r: DeleteResponse = self.call(protocol::PATH_STORE_DELETE, &args).await?;

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipam_core::engine::{AllocateRequest, Engine, NicAddresses, ReleaseRequest};
-use ipam_core::select::{NicConfig, PodContext};
 use ipam_core::store::Store;
-use ipam_core::{AppRef, Kind};
+use ipam_core::{AppRef, Kind, PoolIp};
+use ipam_core::{NicRequest, PodContext};
 use ipnet::IpNet;
 
 use crate::agent::protocol::{
@@ -103,7 +103,7 @@ async fn add_now<S: Store>(
         pod_uid: args.pod_uid.clone(),
         container_id: args.container_id.clone(),
         netns: Some(args.net_namespace.clone()).filter(|n| !n.is_empty()),
-        nics: vec![NicConfig {
+        nics: vec![NicRequest {
             interface: args.if_name.clone(),
             network: args.network.clone(),
             default_ipv4_pools: args.default_ipv4_ippool.clone(),
@@ -303,7 +303,7 @@ async fn network_gc_now<S: Store>(
         match engine.release(&request).await {
             Ok(released) => {
                 tracing::info!(network = %args.network, %container_id, %interface, ips = ?released.ips, "GC released a stale attachment");
-                let entry = |(pool, ip): (String, IpAddr)| ReleasedIp {
+                let entry = |PoolIp { pool, ip }| ReleasedIp {
                     pool,
                     ip,
                     pod: pod.clone(),
@@ -332,7 +332,11 @@ pub async fn gc<S: Store>(engine: &Engine<S>) -> Result<GcResponse, Error> {
         released: report
             .released
             .into_iter()
-            .map(|(pool, ip, pod)| ReleasedIp { pool, ip, pod })
+            .map(|r| ReleasedIp {
+                pool: r.pool,
+                ip: r.ip,
+                pod: r.holder,
+            })
             .collect(),
         kept_for_statefulset: Vec::new(),
     })

@@ -9,87 +9,19 @@ use ipnet::IpNet;
 use super::Engine;
 use super::batch::{Matcher, OpResult, PoolOp};
 use super::modify::{Change, Part};
+use super::request::{
+    AllocateRequest, AllocatedIp, Allocation, NicAddresses, NicRequest, PodContext, PoolIp,
+    ReleaseRequest, Released,
+};
 use crate::addressing::Route;
 use crate::annotations::PodAnnotations;
 use crate::endpoint::{EndpointStatus, NicAllocation, PodAllocation, SpiderEndpoint};
 use crate::error::Error;
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::range::IpFamily;
-use crate::select::{NicConfig, PodContext, find_auto_pool, select};
+use crate::select::{find_auto_pool, select};
 use crate::store::{Store, TypedStore};
 use crate::workload::{AppRef, StatefulSet, WorkloadKind};
-
-/// An allocation request: one pod, one container, one or more NICs.
-#[derive(Debug, Clone, Default)]
-pub struct AllocateRequest {
-    /// The pod and its surroundings (labels, annotations, application, node, namespace).
-    pub pod: PodContext,
-    /// The pod UID (a new one after every pod re-creation).
-    pub pod_uid: String,
-    /// The CNI container (sandbox) id.
-    pub container_id: String,
-    /// The container's network namespace path (how embedded mode tells it is alive).
-    pub netns: Option<String>,
-    /// The NICs, each with its CNI network's configuration.
-    pub nics: Vec<NicConfig>,
-}
-
-/// The IPs of one NIC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NicAddresses {
-    /// The pod interface.
-    pub interface: String,
-    /// One address per family, with the pool subnet's prefix length.
-    pub ips: Vec<AllocatedIp>,
-    /// The pool routes and the pod's routes annotation entries whose gateway is on this NIC.
-    pub routes: Vec<Route>,
-    /// No default route through this NIC's gateway.
-    pub clean_gateway: bool,
-}
-
-/// One address handed to a NIC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllocatedIp {
-    /// The address with the pool subnet's prefix length (`10.6.168.171/16`).
-    pub address: IpNet,
-    /// The pool's gateway.
-    pub gateway: Option<IpAddr>,
-    /// The pool it came from.
-    pub pool: String,
-}
-
-/// The result of an allocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allocation {
-    /// Per requested NIC, in request order.
-    pub nics: Vec<NicAddresses>,
-}
-
-/// A release request (CNI DEL).
-#[derive(Debug, Clone, Default)]
-pub struct ReleaseRequest {
-    /// Pod namespace.
-    pub namespace: String,
-    /// Pod name.
-    pub name: String,
-    /// Pod UID, if known.
-    pub pod_uid: String,
-    /// The container (sandbox) id.
-    pub container_id: String,
-    /// Only these interfaces (all of the container's when `None`).
-    pub interfaces: Option<Vec<String>>,
-    /// The pod's application, if known (otherwise taken from the endpoint).
-    pub app: Option<AppRef>,
-}
-
-/// What a release did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Released {
-    /// IPs freed, with their pools.
-    pub ips: Vec<(String, IpAddr)>,
-    /// IPs kept because the pod is a StatefulSet pod its StatefulSet keeps.
-    pub kept_for_statefulset: Vec<(String, IpAddr)>,
-}
 
 struct Taken {
     pool: String,
@@ -122,17 +54,17 @@ impl<S: Store> Engine<S> {
     /// same IPs. A StatefulSet pod whose name its StatefulSet keeps gets the IPs it had.
     pub async fn allocate(&self, req: &AllocateRequest) -> Result<Allocation, Error> {
         if req.container_id.is_empty() {
-            return Err(Error::Annotation {
-                key: "containerID".into(),
+            return Err(Error::BadRequest {
+                field: "containerID",
                 reason: "the request has no container id".into(),
             });
         }
         let mut seen = Vec::new();
         for n in &req.nics {
             if seen.contains(&&n.interface) {
-                return Err(Error::Annotation {
-                    key: "interface".into(),
-                    reason: format!("{} is requested twice", n.interface),
+                return Err(Error::BadRequest {
+                    field: "nics",
+                    reason: format!("interface {} is requested twice", n.interface),
                 });
             }
             seen.push(&n.interface);
@@ -299,7 +231,7 @@ impl<S: Store> Engine<S> {
     async fn recorded(
         &self,
         req: &AllocateRequest,
-        nic: &NicConfig,
+        nic: &NicRequest,
         record: &IpRecord,
         endpoint: Option<&SpiderEndpoint>,
         taken: &mut Vec<Taken>,
@@ -377,7 +309,7 @@ impl<S: Store> Engine<S> {
 
     async fn nic_addresses(
         &self,
-        nic: &NicConfig,
+        nic: &NicRequest,
         clean_gateway: bool,
         taken: &[Taken],
         parsed: &PodAnnotations,
@@ -431,7 +363,7 @@ impl<S: Store> Engine<S> {
         let node = ctx.node.clone();
         let nics = nics.to_vec();
         let (owner_type, owner_name) = match &ctx.app {
-            Some(app) => (app.kind.clone(), app.name.clone()),
+            Some(app) => (app.kind.to_string(), app.name.clone()),
             None => ("Pod".to_string(), ctx.name.clone()),
         };
         let new = SpiderEndpoint::new(&ctx.namespace, &ctx.name);
@@ -499,7 +431,7 @@ impl<S: Store> Engine<S> {
         &self,
         ctx: &PodContext,
         parsed: &PodAnnotations,
-        nics: &[NicConfig],
+        nics: &[NicRequest],
     ) -> Result<(), Error> {
         let Some(app) = &ctx.app else {
             return Ok(());
@@ -594,14 +526,21 @@ impl<S: Store> Engine<S> {
                 PoolOp::Release { matcher }
             };
             match self.pool_op(pool, op).await? {
-                OpResult::Detached(ips) => out
-                    .kept_for_statefulset
-                    .extend(ips.into_iter().map(|ip| (pool.clone(), ip))),
+                OpResult::Detached(ips) => {
+                    out.kept_for_statefulset
+                        .extend(ips.into_iter().map(|ip| PoolIp {
+                            pool: pool.clone(),
+                            ip,
+                        }))
+                }
                 OpResult::Released(ips) => {
                     if !ips.is_empty() {
                         freed_from.push(pool);
                     }
-                    out.ips.extend(ips.into_iter().map(|ip| (pool.clone(), ip)))
+                    out.ips.extend(ips.into_iter().map(|ip| PoolIp {
+                        pool: pool.clone(),
+                        ip,
+                    }))
                 }
                 _ => {}
             }

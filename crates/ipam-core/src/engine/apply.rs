@@ -91,6 +91,24 @@ impl AnyObject {
     }
 }
 
+macro_rules! any_object_from {
+    ($($variant:ident($t:ty)),* $(,)?) => {$(
+        impl From<$t> for AnyObject {
+            fn from(object: $t) -> Self {
+                AnyObject::$variant(object)
+            }
+        }
+    )*};
+}
+
+any_object_from!(
+    Subnet(SpiderSubnet),
+    Pool(SpiderIPPool),
+    ReservedIp(SpiderReservedIP),
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+);
+
 /// What `apply` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -165,9 +183,9 @@ impl<S: Store> Engine<S> {
     /// validating webhooks. A Deployment or StatefulSet is recorded and its auto pools are
     /// reconciled at once; growth the subnets cannot satisfy is refused before anything is
     /// written.
-    pub async fn apply(&self, object: AnyObject) -> Result<Applied, Error> {
+    pub async fn apply(&self, object: impl Into<AnyObject>) -> Result<Applied, Error> {
         let _guard = self.spec_lock.lock().await;
-        match object {
+        match object.into() {
             AnyObject::Subnet(s) => self.apply_subnet(s).await,
             AnyObject::Pool(p) => self.apply_pool(p).await,
             AnyObject::ReservedIp(r) => self.apply_reserved(r).await,

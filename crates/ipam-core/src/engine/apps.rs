@@ -14,7 +14,7 @@ use crate::pool::SpiderIPPool;
 use crate::range::IpFamily;
 use crate::store::{Store, TypedStore};
 use crate::subnet::SpiderSubnet;
-use crate::workload::{AppRef, StatefulSet, Workload, WorkloadKind};
+use crate::workload::{AppKind, AppRef, StatefulSet, Workload, WorkloadKind};
 use crate::{
     LABEL_INTERFACE, LABEL_IP_VERSION, LABEL_IPPOOL_RECLAIM, LABEL_OWNER_APP_GV,
     LABEL_OWNER_APP_KIND, LABEL_OWNER_APP_NAME, LABEL_OWNER_APP_NAMESPACE, LABEL_OWNER_APP_UID,
@@ -32,7 +32,7 @@ pub(crate) fn app_of_pool(p: &SpiderIPPool) -> Option<AppRef> {
     Some(AppRef {
         group,
         version,
-        kind: l.label(LABEL_OWNER_APP_KIND)?.to_string(),
+        kind: AppKind::from(l.label(LABEL_OWNER_APP_KIND)?),
         namespace: l.label(LABEL_OWNER_APP_NAMESPACE)?.to_string(),
         name: l.label(LABEL_OWNER_APP_NAME)?.to_string(),
     })
@@ -272,7 +272,7 @@ impl<S: Store> Engine<S> {
     async fn ensure_auto_pool(&self, spec: &AutoPoolSpec) -> Result<(), Error> {
         let name = spec.name();
         let key = ObjectKey::cluster(Kind::SpiderIPPool, &name);
-        let application = Some(spec.app.application_id());
+        let application = Some(spec.app.clone());
         self.retry(&key, || async {
             let subnet: SpiderSubnet =
                 self.store

@@ -6,7 +6,7 @@
 //! subnet goes when no pool claims any of its IPs.
 
 use super::Engine;
-use super::config::rfc3339;
+use super::config::now_rfc3339;
 use super::modify::{Change, Part};
 use crate::error::Error;
 use crate::meta::{Kind, Object, ObjectKey};
@@ -14,6 +14,7 @@ use crate::pool::SpiderIPPool;
 use crate::range::IpSet;
 use crate::store::{Deleted, Store, TypedStore};
 use crate::subnet::SpiderSubnet;
+use crate::workload::AppRef;
 
 impl<S: Store> Engine<S> {
     /// Removes a terminating pool that holds no IP, then its subnet claim.
@@ -55,9 +56,8 @@ impl<S: Store> Engine<S> {
         subnet: &str,
         pool: &str,
         ips: IpSet,
-        application: Option<String>,
+        application: Option<AppRef>,
     ) -> Result<(), Error> {
-        let clock = self.clock.clone();
         let (name, pool) = (subnet.to_string(), pool.to_string());
         let referrer = format!("SpiderIPPool {pool:?}");
         let claimed = self
@@ -102,7 +102,7 @@ impl<S: Store> Engine<S> {
                 let entry = crate::subnet::PoolClaim {
                     ips: ips.clone(),
                     application,
-                    claimed_at: Some(rfc3339(clock.as_ref())),
+                    claimed_at: Some(now_rfc3339()),
                 };
                 if claims
                     .get(&pool)

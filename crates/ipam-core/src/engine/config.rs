@@ -1,28 +1,12 @@
-//! Engine settings and the clock.
+//! Engine settings.
 
 use std::time::{Duration, SystemTime};
 
 use crate::annotations::IpNumber;
 
-/// A source of the current time (replaceable in tests).
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> SystemTime;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
-/// The clock's time as Kubernetes writes timestamps.
-pub(crate) fn rfc3339(clock: &dyn Clock) -> String {
-    humantime::format_rfc3339_seconds(clock.now()).to_string()
+/// Now, as Kubernetes writes timestamps.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 /// Engine settings.

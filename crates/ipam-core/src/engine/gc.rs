@@ -21,40 +21,6 @@ use crate::store::{Store, TypedStore};
 use crate::subnet::SpiderSubnet;
 use crate::workload::{AppRef, WorkloadKind};
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn application_ids_parse_back() {
-        let app = AppRef::apps_v1(WorkloadKind::Deployment, "default", "test-app");
-        assert_eq!(parse_application(&app.application_id()), Some(app));
-        assert_eq!(parse_application("v1_Pod_ns_p").unwrap().group, "");
-        assert_eq!(parse_application("garbage"), None);
-    }
-}
-
-/// The application of a `controlledIPPools[].application` id
-/// (`apps_v1_Deployment_default_web`; names and namespaces hold no `_`).
-fn parse_application(id: &str) -> Option<AppRef> {
-    let mut parts = id.rsplitn(4, '_');
-    let name = parts.next()?;
-    let namespace = parts.next()?;
-    let kind = parts.next()?;
-    let gv = parts.next()?;
-    let (group, version) = match gv.split_once('_') {
-        Some((g, v)) => (g, v),
-        None => ("", gv),
-    };
-    Some(AppRef {
-        group: group.into(),
-        version: version.into(),
-        kind: kind.into(),
-        namespace: namespace.into(),
-        name: name.into(),
-    })
-}
-
 /// Tells whether the holder of an IP still exists.
 ///
 /// Embedded mode asks whether the recorded netns path exists (and the last CNI GC of the
@@ -68,12 +34,32 @@ pub trait Liveness: Send + Sync {
 /// What a GC pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
-    /// IPs freed (pool, IP, holder).
-    pub released: Vec<(String, IpAddr, String)>,
+    /// IPs freed.
+    pub released: Vec<GcReleased>,
     /// Endpoints removed (`ns/name`).
     pub endpoints_deleted: Vec<String>,
-    /// Subnet claims of pools that do not exist, removed (subnet, pool).
-    pub claims_removed: Vec<(String, String)>,
+    /// Subnet claims of pools that do not exist, removed.
+    pub claims_removed: Vec<ClaimRemoved>,
+}
+
+/// An IP GC freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcReleased {
+    /// Its pool.
+    pub pool: String,
+    /// The address.
+    pub ip: IpAddr,
+    /// Who held it (`ns/pod`).
+    pub holder: String,
+}
+
+/// A subnet claim GC removed because its pool does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRemoved {
+    /// The subnet.
+    pub subnet: String,
+    /// The pool the claim was for.
+    pub pool: String,
 }
 
 impl<S: Store> Engine<S> {
@@ -111,14 +97,16 @@ impl<S: Store> Engine<S> {
                 };
                 if let OpResult::Released(gone) = self.pool_op(&pool.metadata.name, op).await? {
                     for ip in gone {
-                        report
-                            .released
-                            .push((pool.metadata.name.clone(), ip, record.pod.clone()));
+                        report.released.push(GcReleased {
+                            pool: pool.metadata.name.clone(),
+                            ip,
+                            holder: record.pod.clone(),
+                        });
                     }
                 }
             }
         }
-        let mut touched: Vec<&str> = report.released.iter().map(|(p, _, _)| p.as_str()).collect();
+        let mut touched: Vec<&str> = report.released.iter().map(|r| r.pool.as_str()).collect();
         touched.dedup();
         for pool in touched {
             self.after_release(pool).await?;
@@ -151,17 +139,17 @@ impl<S: Store> Engine<S> {
         }
         self.repair_counts().await?;
         let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
-        let now = self.clock.now();
+        let now = std::time::SystemTime::now();
         for subnet in self.store.list_as::<SpiderSubnet>(None).await? {
             for (pool, claim) in subnet.claims() {
                 if pools.iter().any(|p| p.metadata.name == pool) {
                     continue;
                 }
-                let abandoned = match claim.application.as_deref().and_then(parse_application) {
+                let abandoned = match &claim.application {
                     // An auto pool's claim: abandoned if its application no longer wants a pool
                     // of that name (deleted, or re-created under another uid). The reconcile
                     // above re-created the pools the applications do want.
-                    Some(app) => match self.workload(&app).await? {
+                    Some(app) => match self.workload(app).await? {
                         None => true,
                         Some(w) => !self.auto_specs(&w)?.iter().any(|s| s.name() == pool),
                     },
@@ -179,9 +167,10 @@ impl<S: Store> Engine<S> {
                 };
                 if abandoned {
                     self.drop_claim(&subnet.metadata.name, &pool).await?;
-                    report
-                        .claims_removed
-                        .push((subnet.metadata.name.clone(), pool));
+                    report.claims_removed.push(ClaimRemoved {
+                        subnet: subnet.metadata.name.clone(),
+                        pool,
+                    });
                 }
             }
             self.finish_subnet(&subnet.metadata.name).await?;

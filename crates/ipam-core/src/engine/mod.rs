@@ -18,6 +18,63 @@
 //! concurrent changes of one object into one write (`queue`). Allocations and releases on one
 //! pool are merged the same way by `batch`, which writes only the records that changed.
 //!
+//! # Auto pools
+//!
+//! An application (a Deployment or StatefulSet; in a cluster, any controller) that names
+//! SpiderSubnets in its pod template's `ipam.spidernet.io/subnets` annotation gets an *auto
+//! pool* per NIC and family, carved from the subnet and sized `replicas + N`
+//! (`ipam.spidernet.io/ippool-ip-number: "+N"`) or `N`. Applying the application creates
+//! them; scaling it grows or shrinks them (shrinking only by free IPs); deleting it reclaims
+//! them, their IPs going back to the subnet once the last pod released its own. The pods of
+//! the application then allocate from them. Two NICs of a pod get an IP each from the seed's
+//! two subnets:
+//!
+//! ```
+//! use ipam_core::store::MemStore;
+//! use ipam_core::{
+//!     AllocateRequest, AppRef, Deployment, Engine, NicRequest, PodContext, SpiderSubnet, Workload,
+//!     WorkloadKind, ips,
+//! };
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let engine = Engine::new(MemStore::new());
+//! for (name, net, range, gw) in [
+//!     ("subnet-test-ens192", "10.6.0.1/16", "10.6.168.171-10.6.168.180", "10.6.0.1"),
+//!     ("subnet-test-ens224", "10.7.0.1/16", "10.7.168.171-10.7.168.180", "10.7.0.1"),
+//! ] {
+//!     let s = SpiderSubnet::new(name, net.parse()?, ips![range], Some(gw.parse()?));
+//!     engine.apply(s).await?;
+//! }
+//! let annotations = [
+//!     ("ipam.spidernet.io/subnets", r#"[{"interface":"eth0","ipv4":["subnet-test-ens192"]},
+//!                                       {"interface":"net1","ipv4":["subnet-test-ens224"]}]"#),
+//!     ("ipam.spidernet.io/ippool-ip-number", "+1"),
+//! ];
+//! let app = Workload::new(WorkloadKind::Deployment, "default", "test-app", 2,
+//!     annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+//! engine.apply(Deployment(app.clone())).await?;
+//!
+//! let request = AllocateRequest {
+//!     pod: PodContext {
+//!         namespace: "default".into(),
+//!         name: "test-app-6f4594ff67-fkqbw".into(),
+//!         annotations: app.pod_annotations().clone(),
+//!         app: Some(AppRef::of(&app)),
+//!         ..Default::default()
+//!     },
+//!     pod_uid: "pod-uid-1".into(),
+//!     container_id: "c1".into(),
+//!     nics: ["eth0", "net1"].map(|i| NicRequest { interface: i.into(), ..Default::default() }).into(),
+//!     ..Default::default()
+//! };
+//! let got = engine.allocate(&request).await?;
+//! assert_eq!(got.nics[0].ips[0].address.to_string(), "10.6.168.171/16");
+//! assert_eq!(got.nics[1].ips[0].address.to_string(), "10.7.168.171/16");
+//! assert_eq!(engine.allocate(&request).await?, got, "a retried ADD gets the same IPs");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! What the engine does is in `apply` (apply, scale, delete), `apps` (the auto pools of
 //! applications), `allocate` (allocate, release), `claims` (subnet claims and the finalizers
 //! that wait for them) and `gc`; `modify`, `queue`, `batch`, `cache` and `retry` are how it
@@ -33,9 +90,8 @@ mod config;
 mod gc;
 mod modify;
 mod queue;
+mod request;
 mod retry;
-
-use std::sync::Arc;
 
 use crate::error::Error;
 use crate::range::IpSet;
@@ -43,18 +99,18 @@ use crate::reserved::SpiderReservedIP;
 use crate::store::{Store, TypedStore};
 use crate::workload::{AppRef, Deployment, StatefulSet, Workload, WorkloadKind};
 
-pub use allocate::{
-    AllocateRequest, AllocatedIp, Allocation, NicAddresses, ReleaseRequest, Released,
-};
 pub use apply::{AnyObject, Applied};
-pub use config::{Clock, EngineConfig, SystemClock};
-pub use gc::{GcReport, Liveness};
+pub use config::EngineConfig;
+pub use gc::{ClaimRemoved, GcReleased, GcReport, Liveness};
+pub use request::{
+    AllocateRequest, AllocatedIp, Allocation, NicAddresses, NicRequest, PodContext, PoolIp,
+    ReleaseRequest, Released,
+};
 
 /// The allocation engine over a store.
 pub struct Engine<S> {
     pub(crate) store: S,
     pub(crate) config: EngineConfig,
-    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) batcher: batch::Batcher,
     /// Where concurrent `modify` calls on one object queue, to share its write.
     pub(crate) modifying: modify::ModifyQueues,
@@ -76,17 +132,10 @@ impl<S: Store> Engine<S> {
             cache: cache::PoolCache::new(&store),
             store,
             config,
-            clock: Arc::new(SystemClock),
             batcher: batch::Batcher::default(),
             modifying: modify::ModifyQueues::default(),
             spec_lock: tokio::sync::Mutex::new(()),
         }
-    }
-
-    /// Replaces the clock (tests).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// The store.

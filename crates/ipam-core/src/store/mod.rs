@@ -27,6 +27,7 @@
 //! the rules above are written once. Callers use the typed [`TypedStore`] methods, implemented
 //! for every store.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod memory;
 pub mod semantics;

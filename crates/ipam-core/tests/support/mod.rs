@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use ipam_core::engine::{AllocateRequest, AnyObject, Engine, Liveness, ReleaseRequest};
-use ipam_core::select::{NicConfig, PodContext};
 use ipam_core::store::{Deleted, MemStore, Store, WatchStream};
 use ipam_core::{
     AppRef, Deployment, Error, IpRecord, Kind, LabelSelector, ObjectKey, SpiderSubnet, StatefulSet,
     Workload, WorkloadKind, ips,
 };
+use ipam_core::{NicRequest, PodContext};
 use serde_json::Value;
 
 pub const SUBNETS_ANNOTATION: &str = r#"[{"interface":"eth0","ipv4":["subnet-test-ens192"]},{"interface":"net1","ipv4":["subnet-test-ens224"]}]"#;
@@ -100,7 +100,7 @@ pub fn request(
         netns: Some(format!("/var/run/netns/{container}")),
         nics: nics
             .iter()
-            .map(|n| NicConfig {
+            .map(|n| NicRequest {
                 interface: n.to_string(),
                 network: Some(format!("net-{n}")),
                 ..Default::default()
