@@ -10,27 +10,18 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::addressing::Route;
-use crate::meta::{Kind, ObjectMeta, impl_object, spiderpool_api_version};
+use crate::meta::{ObjectMeta, spiderpool_api_version, spiderpool_kind};
 use crate::range::IpFamily;
 
-/// A `SpiderEndpoint` (`spiderpool.spidernet.io/v2beta1`, namespaced, named after the pod).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpiderEndpoint {
-    /// `spiderpool.spidernet.io/v2beta1`.
-    #[serde(default = "spiderpool_api_version")]
-    pub api_version: String,
-    /// `SpiderEndpoint`.
-    #[serde(default = "SpiderEndpoint::kind_name")]
-    pub kind: String,
-    /// Metadata: the pod's namespace and name.
-    pub metadata: ObjectMeta,
-    /// What the pod holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<EndpointStatus>,
+spiderpool_kind! {
+    /// A `SpiderEndpoint` (`spiderpool.spidernet.io/v2beta1`, namespaced, named after the pod:
+    /// its metadata holds the pod's namespace and name).
+    pub struct SpiderEndpoint (kind default "SpiderEndpoint::kind_name") {
+        /// What the pod holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub status: Option<EndpointStatus>,
+    }
 }
-
-impl_object!(SpiderEndpoint, Kind::SpiderEndpoint);
 
 /// `SpiderEndpoint.status`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -125,10 +116,6 @@ impl NicAllocation {
 }
 
 impl SpiderEndpoint {
-    fn kind_name() -> String {
-        "SpiderEndpoint".into()
-    }
-
     /// An endpoint for `namespace/name` with an empty allocation.
     pub fn new(namespace: &str, name: &str) -> Self {
         SpiderEndpoint {

@@ -441,8 +441,8 @@ impl AnnotationInput {
 
 /// Fuzz target `annotations`. Input: records, each a line `@name` followed by the lines of
 /// its value, e.g. `@subnets` / `[{"interface":"eth0","ipv4":["s"]}]` / `@ippool-ip-number`
-/// / `+1` (names in [`ALIASES`], or a full key; `@pod-namespace` and `@nic` feed
-/// `multus_network_for`). Checks `PodAnnotations::parse` of the whole map and of each key
+/// / `+1` (the name is a short alias such as `subnets` or a full key; `@pod-namespace` and
+/// `@nic` feed `multus_network_for`). Checks `PodAnnotations::parse` of the whole map and of each key
 /// alone (the keys are independent), the invariants of what it accepts and a render → parse
 /// round trip, `IpNumber`, `namespace_default_pools` and `multus_network_for`.
 pub fn check_annotations(data: &[u8]) {

@@ -22,7 +22,7 @@
 //!   ([`annotations`]), pool selection and auto-pool carving.
 //! - The [`store::Store`] trait: a versioned object store with optimistic concurrency and
 //!   Kubernetes semantics (status subresource, finalizers, label selectors), implemented in
-//!   memory here ([`MemStore`]), on sled and on the Kubernetes API in sibling crates, all
+//!   memory here ([`store::MemStore`]), on sled and on the Kubernetes API in sibling crates, all
 //!   held to one conformance suite (feature `conformance`). Backends only store; they never
 //!   choose an IP.
 //! - The [`Engine`], generic over the store: allocate (all NICs and families, all or

@@ -412,11 +412,41 @@ pub trait Object:
     }
 }
 
-/// Implements [`Object`] for a struct with a `metadata: ObjectMeta` field.
-macro_rules! impl_object {
-    ($t:ty, $kind:expr) => {
-        impl $crate::meta::Object for $t {
-            const KIND: $crate::meta::Kind = $kind;
+/// Declares a Spiderpool kind: a struct with `apiVersion`, `kind` and `metadata` as
+/// Kubernetes writes them, followed by the given fields, and its [`Object`] impl.
+///
+/// `$kind_default` names the serde default of `kind`, always `"<Name>::kind_name"` (serde
+/// takes the path as a string literal, which a macro cannot build from an identifier).
+macro_rules! spiderpool_kind {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident (kind default $kind_default:tt) {
+            $($fields:tt)*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            /// `spiderpool.spidernet.io/v2beta1`.
+            #[serde(default = "crate::meta::spiderpool_api_version")]
+            pub api_version: String,
+            #[doc = concat!("`", stringify!($name), "`.")]
+            #[serde(default = $kind_default)]
+            pub kind: String,
+            /// Metadata.
+            pub metadata: $crate::meta::ObjectMeta,
+            $($fields)*
+        }
+
+        impl $name {
+            fn kind_name() -> String {
+                stringify!($name).into()
+            }
+        }
+
+        impl $crate::meta::Object for $name {
+            const KIND: $crate::meta::Kind = $crate::meta::Kind::$name;
             fn meta(&self) -> &$crate::meta::ObjectMeta {
                 &self.metadata
             }
@@ -426,7 +456,50 @@ macro_rules! impl_object {
         }
     };
 }
-pub(crate) use impl_object;
+pub(crate) use spiderpool_kind;
+
+/// Declares the spec of a kind that lends the addresses of one CIDR (pools to pods, subnets
+/// to pools): the fields pools and subnets share, with Spiderpool's names, followed by the
+/// given fields.
+macro_rules! cidr_spec {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $($fields:tt)*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            /// 4 or 6; derived from `subnet` when absent.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub ip_version: Option<i64>,
+            /// The CIDR, kept as written (`10.6.0.1/16` means 10.6.0.0/16).
+            pub subnet: ipnet::IpNet,
+            /// The IPs lent: by a pool to pods, by a subnet to pools.
+            #[serde(default, skip_serializing_if = "crate::range::IpSet::is_empty")]
+            pub ips: $crate::range::IpSet,
+            /// IPs of `ips` never lent.
+            #[serde(
+                default,
+                rename = "excludeIPs",
+                skip_serializing_if = "crate::range::IpSet::is_empty"
+            )]
+            pub exclude_ips: $crate::range::IpSet,
+            /// Gateway given to pods. A pool without one inherits the gateway of the subnet
+            /// of its CIDR.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub gateway: Option<std::net::IpAddr>,
+            /// Routes given to pods. A pool without them inherits the subnet's (when absent,
+            /// not when empty).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub routes: Option<Vec<$crate::addressing::Route>>,
+            $($fields)*
+        }
+    };
+}
+pub(crate) use cidr_spec;
 
 /// Serde default for `apiVersion` of Spiderpool kinds.
 pub(crate) fn spiderpool_api_version() -> String {

@@ -10,89 +10,58 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::addressing::{
-    Addressing, JsonString, Route, check_name, cidr_label, family_of, usable_ips,
-};
+use crate::addressing::{Addressing, JsonString, check_name, cidr_label, family_of, usable_ips};
 use crate::allocator::Allocator;
 use crate::error::{Error, Problem};
-use crate::meta::{Kind, LabelSelector, ObjectMeta, impl_object, spiderpool_api_version};
+use crate::meta::{
+    Kind, LabelSelector, ObjectMeta, cidr_spec, spiderpool_api_version, spiderpool_kind,
+};
 use crate::range::{IpFamily, IpSet};
 use crate::subnet::{SpiderSubnet, clamp_count, immutable};
 use crate::{FINALIZER, LABEL_IPPOOL_CIDR, LABEL_OWNER_APP_UID, LABEL_OWNER_SUBNET};
 
-/// A `SpiderIPPool` (`spiderpool.spidernet.io/v2beta1`, cluster-scoped).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpiderIPPool {
-    /// `spiderpool.spidernet.io/v2beta1`.
-    #[serde(default = "spiderpool_api_version")]
-    pub api_version: String,
-    /// `SpiderIPPool`.
-    #[serde(default = "SpiderIPPool::kind_name")]
-    pub kind: String,
-    /// Metadata.
-    pub metadata: ObjectMeta,
-    /// Spec.
-    pub spec: PoolSpec,
-    /// Status, written by the engine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<PoolStatus>,
+spiderpool_kind! {
+    /// A `SpiderIPPool` (`spiderpool.spidernet.io/v2beta1`, cluster-scoped).
+    pub struct SpiderIPPool (kind default "SpiderIPPool::kind_name") {
+        /// Spec.
+        pub spec: PoolSpec,
+        /// Status, written by the engine.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub status: Option<PoolStatus>,
+    }
 }
 
-impl_object!(SpiderIPPool, Kind::SpiderIPPool);
-
-/// `SpiderIPPool.spec`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PoolSpec {
-    /// 4 or 6; derived from `subnet` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_version: Option<i64>,
-    /// The CIDR, kept as written.
-    pub subnet: IpNet,
-    /// The IPs of the pool.
-    #[serde(default, skip_serializing_if = "IpSet::is_empty")]
-    pub ips: IpSet,
-    /// IPs of `ips` never handed out.
-    #[serde(
-        default,
-        rename = "excludeIPs",
-        skip_serializing_if = "IpSet::is_empty"
-    )]
-    pub exclude_ips: IpSet,
-    /// Gateway given to pods (inherited from the subnet of the same CIDR when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<IpAddr>,
-    /// Routes given to pods (inherited from the subnet when absent, not when empty).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<Vec<Route>>,
-    /// Only pods matching this selector (auto pools: only their application).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_affinity: Option<LabelSelector>,
-    /// Only pods in namespaces matching this selector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_affinity: Option<LabelSelector>,
-    /// Only pods in these namespaces (takes precedence over `namespaceAffinity`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub namespace_name: Vec<String>,
-    /// Only pods on nodes matching this selector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_affinity: Option<LabelSelector>,
-    /// Only pods on these nodes (takes precedence over `nodeAffinity`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub node_name: Vec<String>,
-    /// Only NICs attached through these NetworkAttachmentDefinitions (`ns/name`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub multus_name: Vec<String>,
-    /// A cluster default pool, used when nothing else selects a pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<bool>,
-    /// No new allocations (release still works).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disable: Option<bool>,
-    /// Removed from Spiderpool in 2025; accepted and dropped.
-    #[serde(default, skip_serializing)]
-    pub vlan: Option<serde_json::Value>,
+cidr_spec! {
+    /// `SpiderIPPool.spec`.
+    pub struct PoolSpec {
+        /// Only pods matching this selector (auto pools: only their application).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub pod_affinity: Option<LabelSelector>,
+        /// Only pods in namespaces matching this selector.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub namespace_affinity: Option<LabelSelector>,
+        /// Only pods in these namespaces (takes precedence over `namespaceAffinity`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub namespace_name: Vec<String>,
+        /// Only pods on nodes matching this selector.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub node_affinity: Option<LabelSelector>,
+        /// Only pods on these nodes (takes precedence over `nodeAffinity`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub node_name: Vec<String>,
+        /// Only NICs attached through these NetworkAttachmentDefinitions (`ns/name`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub multus_name: Vec<String>,
+        /// A cluster default pool, used when nothing else selects a pool.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub default: Option<bool>,
+        /// No new allocations (release still works).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub disable: Option<bool>,
+        /// Removed from Spiderpool in 2025; accepted and dropped.
+        #[serde(default, skip_serializing)]
+        pub vlan: Option<serde_json::Value>,
+    }
 }
 
 /// `SpiderIPPool.status`.
@@ -158,10 +127,6 @@ pub struct IpRecord {
 }
 
 impl SpiderIPPool {
-    fn kind_name() -> String {
-        "SpiderIPPool".into()
-    }
-
     /// A pool with just the fields a user writes.
     pub fn new(name: &str, subnet: IpNet, ips: IpSet) -> Self {
         SpiderIPPool {

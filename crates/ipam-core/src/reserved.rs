@@ -4,27 +4,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::addressing::check_name;
 use crate::error::{Error, Problem};
-use crate::meta::{Kind, ObjectMeta, impl_object, spiderpool_api_version};
+use crate::meta::{Kind, ObjectMeta, spiderpool_api_version, spiderpool_kind};
 use crate::range::{IpFamily, IpSet};
 use crate::subnet::immutable;
 
-/// A `SpiderReservedIP` (`spiderpool.spidernet.io/v2beta1`, cluster-scoped).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpiderReservedIP {
-    /// `spiderpool.spidernet.io/v2beta1`.
-    #[serde(default = "spiderpool_api_version")]
-    pub api_version: String,
-    /// `SpiderReservedIP`.
-    #[serde(default = "SpiderReservedIP::kind_name")]
-    pub kind: String,
-    /// Metadata.
-    pub metadata: ObjectMeta,
-    /// Spec.
-    pub spec: ReservedIpSpec,
+spiderpool_kind! {
+    /// A `SpiderReservedIP` (`spiderpool.spidernet.io/v2beta1`, cluster-scoped).
+    pub struct SpiderReservedIP (kind default "SpiderReservedIP::kind_name") {
+        /// Spec.
+        pub spec: ReservedIpSpec,
+    }
 }
-
-impl_object!(SpiderReservedIP, Kind::SpiderReservedIP);
 
 /// `SpiderReservedIP.spec`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,10 +29,6 @@ pub struct ReservedIpSpec {
 }
 
 impl SpiderReservedIP {
-    fn kind_name() -> String {
-        "SpiderReservedIP".into()
-    }
-
     /// A reservation of `ips`.
     pub fn new(name: &str, ips: IpSet) -> Self {
         SpiderReservedIP {

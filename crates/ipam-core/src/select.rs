@@ -15,7 +15,7 @@ use crate::annotations::{
 };
 use crate::engine::{NicRequest, PodContext};
 use crate::error::Error;
-use crate::meta::Kind;
+use crate::meta::{Kind, LabelSelector};
 use crate::pool::SpiderIPPool;
 use crate::range::IpFamily;
 use crate::workload::AppRef;
@@ -194,6 +194,41 @@ fn expand(
     Ok(out)
 }
 
+/// A pool's limit to some nodes or namespaces: a list of names, which takes precedence, or
+/// a label selector.
+struct Scope {
+    /// `node` or `namespace`.
+    what: &'static str,
+    /// The spec key of the names.
+    names_key: &'static str,
+    /// The spec key of the selector.
+    selector_key: &'static str,
+}
+
+impl Scope {
+    /// Why `name` (with `labels`) is outside the pool's `names` or `selector`, if it is.
+    fn refuses(
+        &self,
+        names: &[String],
+        selector: Option<&LabelSelector>,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let Scope {
+            what,
+            names_key,
+            selector_key,
+        } = self;
+        if !names.is_empty() {
+            return (!names.iter().any(|n| n == name))
+                .then(|| format!("{names_key} {names:?} does not include {what} {name:?}"));
+        }
+        let sel = selector?;
+        (!sel.matches(labels))
+            .then(|| format!("{selector_key} {sel} does not match {what} {name:?}"))
+    }
+}
+
 /// Why a pool cannot serve this NIC, if it cannot.
 fn filter_reason(
     pool: &SpiderIPPool,
@@ -210,35 +245,31 @@ fn filter_reason(
     if pool.family() != family {
         return Some(format!("is {}, not {family}", pool.family()));
     }
-    if !pool.spec.node_name.is_empty() {
-        if !pool.spec.node_name.contains(&ctx.node) {
-            return Some(format!(
-                "nodeName {:?} does not include node {:?}",
-                pool.spec.node_name, ctx.node
-            ));
-        }
-    } else if let Some(sel) = &pool.spec.node_affinity
-        && !sel.matches(&ctx.node_labels)
-    {
-        return Some(format!(
-            "nodeAffinity {sel} does not match node {:?}",
-            ctx.node
-        ));
+    let node = Scope {
+        what: "node",
+        names_key: "nodeName",
+        selector_key: "nodeAffinity",
+    };
+    if let Some(reason) = node.refuses(
+        &pool.spec.node_name,
+        pool.spec.node_affinity.as_ref(),
+        &ctx.node,
+        &ctx.node_labels,
+    ) {
+        return Some(reason);
     }
-    if !pool.spec.namespace_name.is_empty() {
-        if !pool.spec.namespace_name.contains(&ctx.namespace) {
-            return Some(format!(
-                "namespaceName {:?} does not include namespace {:?}",
-                pool.spec.namespace_name, ctx.namespace
-            ));
-        }
-    } else if let Some(sel) = &pool.spec.namespace_affinity
-        && !sel.matches(&ctx.namespace_labels)
-    {
-        return Some(format!(
-            "namespaceAffinity {sel} does not match namespace {:?}",
-            ctx.namespace
-        ));
+    let namespace = Scope {
+        what: "namespace",
+        names_key: "namespaceName",
+        selector_key: "namespaceAffinity",
+    };
+    if let Some(reason) = namespace.refuses(
+        &pool.spec.namespace_name,
+        pool.spec.namespace_affinity.as_ref(),
+        &ctx.namespace,
+        &ctx.namespace_labels,
+    ) {
+        return Some(reason);
     }
     if let Some(sel) = &pool.spec.pod_affinity {
         if pool.is_auto() {

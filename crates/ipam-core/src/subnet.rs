@@ -11,64 +11,31 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::addressing::{
-    Addressing, JsonString, Route, check_name, cidr_label, family_of, usable_ips,
-};
+use crate::addressing::{Addressing, JsonString, check_name, cidr_label, family_of, usable_ips};
 use crate::error::{Error, Problem};
-use crate::meta::{Kind, ObjectMeta, impl_object, spiderpool_api_version};
+use crate::meta::{Kind, ObjectMeta, cidr_spec, spiderpool_api_version, spiderpool_kind};
 use crate::pool::SpiderIPPool;
 use crate::range::{IpFamily, IpSet};
 use crate::{FINALIZER, LABEL_SUBNET_CIDR};
 
-/// A `SpiderSubnet` (`spiderpool.spidernet.io/v2beta1`, cluster-scoped).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpiderSubnet {
-    /// `spiderpool.spidernet.io/v2beta1`.
-    #[serde(default = "spiderpool_api_version")]
-    pub api_version: String,
-    /// `SpiderSubnet`.
-    #[serde(default = "SpiderSubnet::kind_name")]
-    pub kind: String,
-    /// Metadata.
-    pub metadata: ObjectMeta,
-    /// Spec.
-    pub spec: SubnetSpec,
-    /// Status, written by the engine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<SubnetStatus>,
+spiderpool_kind! {
+    /// A `SpiderSubnet` (`spiderpool.spidernet.io/v2beta1`, cluster-scoped).
+    pub struct SpiderSubnet (kind default "SpiderSubnet::kind_name") {
+        /// Spec.
+        pub spec: SubnetSpec,
+        /// Status, written by the engine.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub status: Option<SubnetStatus>,
+    }
 }
 
-impl_object!(SpiderSubnet, Kind::SpiderSubnet);
-
-/// `SpiderSubnet.spec`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SubnetSpec {
-    /// 4 or 6; derived from `subnet` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_version: Option<i64>,
-    /// The CIDR, kept as written (`10.6.0.1/16` means 10.6.0.0/16).
-    pub subnet: IpNet,
-    /// The IPs pools may take.
-    #[serde(default, skip_serializing_if = "IpSet::is_empty")]
-    pub ips: IpSet,
-    /// IPs never handed to pools.
-    #[serde(
-        default,
-        rename = "excludeIPs",
-        skip_serializing_if = "IpSet::is_empty"
-    )]
-    pub exclude_ips: IpSet,
-    /// Gateway inherited by pools of this CIDR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<IpAddr>,
-    /// Routes inherited by pools of this CIDR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<Vec<Route>>,
-    /// Removed from Spiderpool in 2025; accepted so old YAML applies, and dropped.
-    #[serde(default, skip_serializing)]
-    pub vlan: Option<serde_json::Value>,
+cidr_spec! {
+    /// `SpiderSubnet.spec`.
+    pub struct SubnetSpec {
+        /// Removed from Spiderpool in 2025; accepted so old YAML applies, and dropped.
+        #[serde(default, skip_serializing)]
+        pub vlan: Option<serde_json::Value>,
+    }
 }
 
 /// `SpiderSubnet.status`.
@@ -117,10 +84,6 @@ pub struct PoolClaim {
 }
 
 impl SpiderSubnet {
-    fn kind_name() -> String {
-        "SpiderSubnet".into()
-    }
-
     /// A subnet with just the fields a user writes.
     pub fn new(name: &str, subnet: IpNet, ips: IpSet, gateway: Option<IpAddr>) -> Self {
         SpiderSubnet {
