@@ -1,17 +1,27 @@
 //! Whole-process CNI benchmark: `berth-ipam` (agent mode and embedded mode) against Debian's
 //! `host-local`, each invoked as a container runtime invokes an IPAM plugin — one process per
-//! ADD or DEL, config on stdin, `CNI_*` in the environment.
+//! ADD or DEL, config on stdin, `CNI_*` and `K8S_POD_*` in the environment.
 //!
-//! For each scenario (an empty store, then a store already holding 5,000 allocations) it runs N
-//! ADDs of distinct containers, then their N DELs, rotating through the contenders
-//! invocation by invocation so that they share the machine's state, and prints the median time
-//! of one invocation per contender and the ratios to host-local. Nothing is asserted.
+//! Each scenario (an empty store, then a store already holding 5,000 allocations) is measured
+//! in two ways, with distinct containers, and prints p50 and p99 of one invocation per
+//! contender and their ratios to host-local's. Nothing is asserted.
+//!
+//! - **Back to back**, the headline: as a runtime starting many pods calls one plugin, each
+//!   contender makes its ADDs in a row, then its DELs in a row, with nothing in between. The
+//!   contenders take turns in two passes, the second in reverse order, half of the containers
+//!   each, so that drift in the machine's state does not favour the first.
+//! - **Interleaved**: the contenders rotate invocation by invocation, so each one is idle while
+//!   the others run (an agent gets a pause between its calls).
 //!
 //! ```text
 //! cargo build --release -p cni-plugin -p berth
 //! scripts/build-plugins                               # optional: the static plugin too
 //! cargo bench -p berth-benches --bench cni            # N = 200; BERTH_BENCH_N=500 for more
 //! ```
+//!
+//! `BERTH_BENCH_MODE=back-to-back` or `interleaved` runs one mode only. `BERTH_BENCH_BUSY=K`
+//! keeps K threads spinning at the lowest priority for the whole run: a node busy with other
+//! work, as nodes are when many pods start.
 //!
 //! When `scripts/build-plugins` has built the static `berth-ipam`, it runs beside the ordinary
 //! one in agent mode. A last row, `/bin/true` fed the same way, is the floor: what starting any
@@ -63,6 +73,13 @@ impl Contender {
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/usr/lib/cni")
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container};\
+                     K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID=uid-{container}"
+                ),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -91,9 +108,108 @@ impl Contender {
     }
 }
 
-fn median(v: &mut [Duration]) -> Duration {
+/// p50 and p99 of `v` (nearest rank).
+fn percentiles(v: &[Duration]) -> (Duration, Duration) {
+    let mut v = v.to_vec();
     v.sort_unstable();
-    v[v.len() / 2]
+    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (rank(0.50), rank(0.99))
+}
+
+/// How the contenders' calls are ordered.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Each contender's calls in a row.
+    BackToBack,
+    /// The contenders in turn, call by call.
+    Interleaved,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::BackToBack => "back to back",
+            Mode::Interleaved => "interleaved",
+        }
+    }
+
+    /// Runs `n` ADDs and their DELs per contender, containers `<prefix><i>`; returns the
+    /// ADD and DEL times per contender.
+    fn run(
+        self,
+        contenders: &[Contender],
+        n: usize,
+        prefix: &str,
+        netns: &Path,
+    ) -> Vec<(Vec<Duration>, Vec<Duration>)> {
+        let mut times = vec![(Vec::new(), Vec::new()); contenders.len()];
+        let id = |i: usize| format!("{prefix}{i}");
+        match self {
+            Mode::Interleaved => {
+                for (command, pick) in [("ADD", 0), ("DEL", 1)] {
+                    for i in 0..n {
+                        for (k, c) in contenders.iter().enumerate() {
+                            let took = c.invoke(command, &id(i), netns);
+                            if pick == 0 {
+                                &mut times[k].0
+                            } else {
+                                &mut times[k].1
+                            }
+                            .push(took);
+                        }
+                    }
+                }
+            }
+            Mode::BackToBack => {
+                let half = n / 2;
+                let order: Vec<usize> = (0..contenders.len()).collect();
+                let passes = [
+                    (order.clone(), 0..half),
+                    (order.into_iter().rev().collect::<Vec<_>>(), half..n),
+                ];
+                for (order, range) in passes {
+                    for k in order {
+                        let c = &contenders[k];
+                        for i in range.clone() {
+                            times[k].0.push(c.invoke("ADD", &id(i), netns));
+                        }
+                        for i in range.clone() {
+                            times[k].1.push(c.invoke("DEL", &id(i), netns));
+                        }
+                    }
+                }
+            }
+        }
+        times
+    }
+}
+
+/// `k` processes spinning at the lowest priority until dropped: other work on the node, which
+/// takes what CPU the plugins leave, as a build beside them would.
+struct Busy(Vec<Child>);
+
+impl Busy {
+    fn start(k: usize) -> Busy {
+        Busy(
+            (0..k)
+                .map(|_| {
+                    Command::new("nice")
+                        .args(["-n", "19", "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("start a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A data dir with one pool covering a /16 and `preload` allocations in it.
@@ -189,6 +305,17 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(200)
     };
+    let modes: Vec<Mode> = match std::env::var("BERTH_BENCH_MODE").as_deref() {
+        Ok("back-to-back") => vec![Mode::BackToBack],
+        Ok("interleaved") => vec![Mode::Interleaved],
+        Ok("both") | Err(_) => vec![Mode::BackToBack, Mode::Interleaved],
+        Ok(other) => panic!("BERTH_BENCH_MODE={other}: say back-to-back, interleaved or both"),
+    };
+    let busy: usize = std::env::var("BERTH_BENCH_BUSY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let _busy = Busy::start(busy);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -201,10 +328,14 @@ fn main() {
     let netns = temp.path().join("netns");
     std::fs::write(&netns, "").unwrap();
 
-    println!("whole-process CNI ADD/DEL, {n} containers per scenario, medians per invocation");
     println!(
-        "{:<46} {:>10} {:>10} {:>10} {:>10}",
-        "scenario / contender", "ADD", "DEL", "ADD ratio", "DEL ratio"
+        "whole-process CNI ADD/DEL, {n} containers per scenario and mode, one process per call; \
+         p50 and p99 per call, ratios to host-local's{}",
+        if busy > 0 {
+            format!("; {busy} busy loops at nice 19 beside")
+        } else {
+            String::new()
+        }
     );
     let full = if testing { PRELOAD_SMOKE } else { PRELOAD };
     for (scenario, preload) in [
@@ -286,34 +417,53 @@ fn main() {
             binary: "/bin/true".into(),
             config: String::new(),
         });
-        let mut add: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
-        let mut del: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
-        for i in 0..n {
-            for (k, c) in contenders.iter().enumerate() {
-                add[k].push(c.invoke("ADD", &format!("bench{i}"), &netns));
-            }
-        }
-        for i in 0..n {
-            for (k, c) in contenders.iter().enumerate() {
-                del[k].push(c.invoke("DEL", &format!("bench{i}"), &netns));
-            }
+        for mode in &modes {
+            let prefix = match mode {
+                Mode::BackToBack => "b2b",
+                Mode::Interleaved => "rot",
+            };
+            let times = mode.run(&contenders, n, prefix, &netns);
+            report(&format!("{scenario}, {}", mode.name()), &contenders, &times);
         }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(agent.id().to_string())
             .status();
         let _ = agent.wait();
-        let base = (median(&mut add[0].clone()), median(&mut del[0].clone()));
-        for (k, c) in contenders.iter().enumerate() {
-            let (a, d) = (median(&mut add[k]), median(&mut del[k]));
-            println!(
-                "{:<46} {:>8.2}ms {:>8.2}ms {:>10.3} {:>10.3}",
-                format!("{scenario}: {}", c.name),
-                a.as_secs_f64() * 1e3,
-                d.as_secs_f64() * 1e3,
-                a.as_secs_f64() / base.0.as_secs_f64(),
-                d.as_secs_f64() / base.1.as_secs_f64()
-            );
-        }
+    }
+}
+
+/// Prints one table: p50 and p99 of ADD and DEL per contender, and their ratios to the first
+/// contender's (host-local).
+fn report(title: &str, contenders: &[Contender], times: &[(Vec<Duration>, Vec<Duration>)]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("\n{title}");
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9}   {:>17} {:>17}",
+        "contender",
+        "ADD p50",
+        "ADD p99",
+        "DEL p50",
+        "DEL p99",
+        "ADD ratio p50/p99",
+        "DEL ratio p50/p99"
+    );
+    let base_add = percentiles(&times[0].0);
+    let base_del = percentiles(&times[0].1);
+    for (c, (add, del)) in contenders.iter().zip(times) {
+        let (a50, a99) = percentiles(add);
+        let (d50, d99) = percentiles(del);
+        println!(
+            "{:<28} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms   {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            c.name,
+            ms(a50),
+            ms(a99),
+            ms(d50),
+            ms(d99),
+            ms(a50) / ms(base_add.0),
+            ms(a99) / ms(base_add.1),
+            ms(d50) / ms(base_del.0),
+            ms(d99) / ms(base_del.1),
+        );
     }
 }
