@@ -90,8 +90,10 @@ enum Command {
     Gc,
     /// Serve the data dir on a unix socket: berth-ipam calls (agent mode) and berth commands
     /// then go through this process, which holds the store. Stops on SIGTERM or SIGINT.
+    /// Under systemd socket activation (`LISTEN_FDS`, see deploy/systemd/) it serves the
+    /// socket it is passed and leaves its file to systemd.
     Agent {
-        /// The socket (created 0600).
+        /// The socket (created 0600); ignored when a socket is passed by socket activation.
         #[arg(long, default_value = cni_plugin::agent::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
@@ -423,6 +425,17 @@ async fn gc_through_agent(socket: &std::path::Path) -> Result<(), CliError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A socket passed by systemd socket activation, taken while this is the only thread.
+    let activated = match &cli.command {
+        Command::Agent { .. } => match cni_plugin::agent::activated_listener() {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     // The agent serves many connections at once; a command needs one thread.
     let rt = match &cli.command {
         Command::Agent { .. } => tokio::runtime::Builder::new_multi_thread()
@@ -443,12 +456,19 @@ fn main() -> ExitCode {
         if let Command::Agent { socket } = &cli.command {
             let stop = cni_plugin::agent::termination_signal()
                 .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
-            let bound = cni_plugin::agent::bind_data_dir(&cli.data_dir, socket).await?;
+            let (listen, how) = match activated {
+                Some(listener) => (
+                    cni_plugin::agent::Listen::Activated(listener),
+                    " (socket activated)",
+                ),
+                None => (cni_plugin::agent::Listen::Bind(socket.clone()), ""),
+            };
+            let bound = cni_plugin::agent::bind_data_dir_on(&cli.data_dir, listen).await?;
             // Printed once the socket listens: whoever started the agent can wait for it.
             println!(
-                "berth agent: serving {} on {}",
+                "berth agent: serving {} on {}{how}",
                 cli.data_dir.display(),
-                socket.display()
+                bound.socket().display()
             );
             bound.serve(stop).await?;
             return Ok(());

@@ -103,8 +103,8 @@ mod store;
 
 pub use client::{AgentClient, Answer, DEFAULT_TIMEOUT};
 pub use server::{
-    AgentOptions, DataDirAgent, Listening, MAX_BODY, bind, bind_data_dir, serve, serve_data_dir,
-    termination_signal,
+    AgentOptions, DataDirAgent, Listen, Listening, MAX_BODY, activated_listener, adopt, bind,
+    bind_data_dir, bind_data_dir_on, serve, serve_data_dir, termination_signal,
 };
 pub use store::AgentStore;
 

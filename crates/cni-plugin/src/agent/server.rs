@@ -64,11 +64,80 @@ struct State<S> {
 /// Fails when the socket cannot be set up, e.g. because another agent listens on it.
 pub async fn bind(options: &AgentOptions) -> Result<Listening, Error> {
     let listener = bind_socket(&options.socket).await?;
+    listening(listener, options.clone(), true)
+}
+
+/// Serves on a socket that a service manager created and listens on (systemd socket
+/// activation: [`activated_listener`]), and records it in `data_dir`, if named. The socket's
+/// file belongs to the service manager: the agent neither replaces nor removes it.
+pub fn adopt(
+    listener: std::os::unix::net::UnixListener,
+    data_dir: Option<PathBuf>,
+) -> Result<Listening, Error> {
+    let socket = activated_path(&listener)?;
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(listener))
+        .map_err(|e| Error::io(format!("listening on {}", socket.display()), e))?;
+    listening(listener, AgentOptions { socket, data_dir }, false)
+}
+
+/// The listening unix socket a service manager passed to this process (systemd socket
+/// activation: `LISTEN_FDS` names it, `LISTEN_PID` this process), if any.
+///
+/// Call it before the process starts threads: it clears `LISTEN_FDS` and `LISTEN_PID`, so
+/// that no child takes the socket for its own, and changing the environment is only sound
+/// while one thread runs.
+pub fn activated_listener() -> Result<Option<std::os::unix::net::UnixListener>, Error> {
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        return Ok(None);
+    }
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 1 {
+        tracing::warn!(
+            passed = fds.len(),
+            "socket activation passed several sockets; the agent serves the first"
+        );
+    }
+    fds.take_unix_listener(0).map_err(|e| {
+        Error::io(
+            "taking the socket passed by socket activation (LISTEN_FDS): it must be a \
+             listening unix stream socket (ListenStream=/path in the .socket unit)"
+                .to_string(),
+            e,
+        )
+    })
+}
+
+/// The path of an activated listener.
+fn activated_path(listener: &std::os::unix::net::UnixListener) -> Result<PathBuf, Error> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the activated socket's address".to_string(), e))?;
+    addr.as_pathname()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::Agent {
+            msg: "the socket passed by socket activation has no path: use ListenStream=/path \
+                  (berth-ipam finds the agent by path)"
+                .into(),
+            source: None,
+        })
+}
+
+/// A listener set up, recorded in the data dir if one is named. `owns_socket`: the agent made
+/// the socket's file, so it removes it when it stops (or fails here).
+fn listening(
+    listener: UnixListener,
+    options: AgentOptions,
+    owns_socket: bool,
+) -> Result<Listening, Error> {
     if let Some(dir) = &options.data_dir
         && let Err(source) = record::write_record(dir, &options.socket)
     {
         drop(listener);
-        let _ = std::fs::remove_file(&options.socket);
+        if owns_socket {
+            let _ = std::fs::remove_file(&options.socket);
+        }
         return Err(Error::io(
             format!("recording the agent socket in {}", dir.display()),
             source,
@@ -76,7 +145,8 @@ pub async fn bind(options: &AgentOptions) -> Result<Listening, Error> {
     }
     Ok(Listening {
         listener,
-        options: options.clone(),
+        options,
+        owns_socket,
     })
 }
 
@@ -97,6 +167,8 @@ where
 pub struct Listening {
     listener: UnixListener,
     options: AgentOptions,
+    /// Whether the agent made the socket's file (not so under socket activation).
+    owns_socket: bool,
 }
 
 impl Listening {
@@ -119,14 +191,19 @@ impl Listening {
         S: Store + 'static,
         F: Future<Output = ()>,
     {
-        let Listening { listener, options } = self;
-        serve_on(listener, &options, engine, shutdown).await
+        let Listening {
+            listener,
+            options,
+            owns_socket,
+        } = self;
+        serve_on(listener, &options, owns_socket, engine, shutdown).await
     }
 }
 
 async fn serve_on<S, F>(
     listener: UnixListener,
     options: &AgentOptions,
+    owns_socket: bool,
     engine: Arc<Engine<S>>,
     shutdown: F,
 ) -> Result<(), Error>
@@ -166,7 +243,9 @@ where
     if let Some(dir) = &options.data_dir {
         record::remove_record(dir, &options.socket);
     }
-    if let Err(e) = std::fs::remove_file(&options.socket) {
+    // An activated socket stays: the service manager listens on it again and starts the
+    // agent at the next connection.
+    if owns_socket && let Err(e) = std::fs::remove_file(&options.socket) {
         tracing::warn!(socket = %options.socket.display(), error = %e, "cannot remove the socket");
     }
     tracing::info!(
@@ -190,11 +269,34 @@ pub struct DataDirAgent {
     listening: Listening,
 }
 
+/// Where an agent listens.
+#[derive(Debug)]
+pub enum Listen {
+    /// A socket the agent binds itself at this path ([`bind`]).
+    Bind(PathBuf),
+    /// A socket a service manager made and passed ([`activated_listener`], [`adopt`]).
+    Activated(std::os::unix::net::UnixListener),
+}
+
 /// Opens the sled store in `data_dir` (waiting for its lock), binds `socket` and records it in
 /// the data dir. Refuses a data dir that a live agent already serves. The socket accepts
 /// connections when this returns.
 pub async fn bind_data_dir(data_dir: &Path, socket: &Path) -> Result<DataDirAgent, Error> {
-    if let Some(other) = record::live_agent(data_dir).await {
+    bind_data_dir_on(data_dir, Listen::Bind(socket.to_path_buf())).await
+}
+
+/// [`bind_data_dir`], listening where `listen` says: on a socket of its own or on one a
+/// service manager passed (systemd socket activation).
+pub async fn bind_data_dir_on(data_dir: &Path, listen: Listen) -> Result<DataDirAgent, Error> {
+    let own = match &listen {
+        Listen::Bind(path) => path.clone(),
+        Listen::Activated(listener) => activated_path(listener)?,
+    };
+    // Under socket activation a record naming our own socket is not another agent: the
+    // service manager listens there (and a connect would land in our own backlog).
+    let mine = matches!(listen, Listen::Activated(_))
+        && record::read_record(data_dir).as_deref() == Some(own.as_path());
+    if !mine && let Some(other) = record::live_agent(data_dir).await {
         return Err(Error::Agent {
             msg: format!(
                 "the data dir {} is already served by the berth agent at {}",
@@ -209,13 +311,19 @@ pub async fn bind_data_dir(data_dir: &Path, socket: &Path) -> Result<DataDirAgen
         .await
         .map_err(|e| Error::internal("opening the store", Some(Box::new(e))))?
         .map_err(open_error)?;
-    let options = AgentOptions {
-        socket: socket.to_path_buf(),
-        data_dir: Some(data_dir.to_path_buf()),
+    let listening = match listen {
+        Listen::Bind(socket) => {
+            bind(&AgentOptions {
+                socket,
+                data_dir: Some(data_dir.to_path_buf()),
+            })
+            .await?
+        }
+        Listen::Activated(listener) => adopt(listener, Some(data_dir.to_path_buf()))?,
     };
     Ok(DataDirAgent {
         engine: Arc::new(Engine::new(store)),
-        listening: bind(&options).await?,
+        listening,
     })
 }
 
