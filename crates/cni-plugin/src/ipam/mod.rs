@@ -113,7 +113,8 @@ impl BerthIpam {
     /// more (sled's flushes go to tokio's blocking pool).
     fn block_on<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_io()
+            .enable_time()
             .build()
             .map_err(|source| Error::io("starting the async runtime", source))?
             .block_on(work)
