@@ -7,6 +7,7 @@
 //! berth delete KIND NAME...
 //! berth gc                         free what dead containers hold, repair after crashes
 //! berth agent [--socket PATH]      serve the data dir to berth-ipam (and to berth) on a socket
+//!   [--enable-ip-conflict-detection] [--enable-gateway-detection]   the networks' defaults
 //! ```
 //!
 //! Every command works on the store in `--data-dir` (or `BERTH_DATA_DIR`, default
@@ -96,6 +97,14 @@ enum Command {
         /// The socket (created 0600); ignored when a socket is passed by socket activation.
         #[arg(long, default_value = cni_plugin::agent::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Probe every address berth-ipam hands out for a conflict (ARP / NDP) unless the
+        /// network config's `enable_ip_conflict_detection` says otherwise.
+        #[arg(long)]
+        enable_ip_conflict_detection: bool,
+        /// Ask every address's gateway before ADD answers unless the network config's
+        /// `enable_gateway_detection` says otherwise.
+        #[arg(long)]
+        enable_gateway_detection: bool,
     },
 }
 
@@ -453,7 +462,12 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        if let Command::Agent { socket } = &cli.command {
+        if let Command::Agent {
+            socket,
+            enable_ip_conflict_detection,
+            enable_gateway_detection,
+        } = &cli.command
+        {
             let stop = cni_plugin::agent::termination_signal()
                 .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
             let (listen, how) = match activated {
@@ -463,7 +477,12 @@ fn main() -> ExitCode {
                 ),
                 None => (cni_plugin::agent::Listen::Bind(socket.clone()), ""),
             };
-            let bound = cni_plugin::agent::bind_data_dir_on(&cli.data_dir, listen).await?;
+            let bound = cni_plugin::agent::bind_data_dir_on(&cli.data_dir, listen)
+                .await?
+                .with_detection(cni_plugin::ipam::probe::Detection {
+                    ip_conflict: *enable_ip_conflict_detection,
+                    gateway: *enable_gateway_detection,
+                });
             // Printed once the socket listens: whoever started the agent can wait for it.
             println!(
                 "berth agent: serving {} on {}{how}",

@@ -21,6 +21,8 @@ pub mod code {
     //! | 104 | [`UNKNOWN_OWNER`] | `BERTH_OWNER` names a workload that is not registered |
     //! | 105 | [`NOT_HELD`] | CHECK: the attachment does not hold the IPs `prevResult` lists |
     //! | 106 | [`INVALID_POD_CONFIG`] | the pod's IPAM annotations (its workload's pod template) are invalid |
+    //! | 107 | [`IP_CONFLICT`] | ADD, conflict detection: another host answered for the NIC's address |
+    //! | 108 | [`GATEWAY_UNREACHABLE`] | ADD, gateway detection: the address's gateway did not answer |
 
     /// A pool has no free IP for this NIC.
     pub const POOL_EXHAUSTED: u32 = 100;
@@ -36,6 +38,11 @@ pub mod code {
     pub const NOT_HELD: u32 = 105;
     /// The pod's `ipam.spidernet.io/*` annotations or its workload are invalid.
     pub const INVALID_POD_CONFIG: u32 = 106;
+    /// Another host on the segment answered an ARP probe or a neighbour solicitation for
+    /// the NIC's address.
+    pub const IP_CONFLICT: u32 = 107;
+    /// The gateway of the NIC's address answered no ARP request or neighbour solicitation.
+    pub const GATEWAY_UNREACHABLE: u32 = 108;
 }
 
 /// Everything that can fail in `berth-ipam`, the agent and the data-dir code.
@@ -78,6 +85,17 @@ pub enum Error {
     /// CHECK: the attachment does not hold what `prevResult` says (code 105).
     #[error("{0}")]
     NotHeld(String),
+
+    /// A check of the pod's NIC before ADD answered failed: a conflict (code 107), an
+    /// unreachable gateway (108), or the probe could not run (5). `aftermath` says what
+    /// became of the NIC's IPs.
+    #[error("{probe}; {aftermath}")]
+    Probe {
+        /// What the probe found.
+        probe: crate::ipam::probe::Error,
+        /// What was done with the IPs (released, or kept for a StatefulSet pod).
+        aftermath: String,
+    },
 
     /// `BERTH_OWNER` is not `<Deployment|StatefulSet>/<name>` (code 7).
     #[error("invalid BERTH_OWNER {value:?}: {reason}")]
@@ -124,6 +142,11 @@ impl Error {
             Error::Agent { .. } => code::AGENT,
             Error::UnknownOwner(_) => code::UNKNOWN_OWNER,
             Error::NotHeld(_) => code::NOT_HELD,
+            Error::Probe { probe, .. } => match probe {
+                crate::ipam::probe::Error::Conflict { .. } => code::IP_CONFLICT,
+                crate::ipam::probe::Error::GatewayUnreachable { .. } => code::GATEWAY_UNREACHABLE,
+                crate::ipam::probe::Error::Setup { .. } => spec::IO,
+            },
             Error::InvalidOwner { .. } => spec::INVALID_CONFIG,
         }
     }
@@ -245,5 +268,36 @@ mod tests {
         };
         assert_eq!(owner.to_cni_error().code, 7);
         assert_eq!(Error::not_available("x").code(), 50);
+    }
+
+    #[test]
+    fn probe_failures_are_107_and_108_with_ip_and_mac_in_the_message() {
+        use crate::ipam::probe;
+        let conflict = Error::Probe {
+            probe: probe::Error::Conflict {
+                nic: "eth0".into(),
+                ip: "10.6.168.171".parse().unwrap(),
+                mac: netns_routing::link::Mac([2, 0, 0, 0, 0, 0x99]),
+            },
+            aftermath: "released 10.6.168.171".into(),
+        };
+        let cni = conflict.to_cni_error();
+        assert_eq!(cni.code, 107);
+        assert!(
+            cni.msg.contains("10.6.168.171") && cni.msg.contains("02:00:00:00:00:99"),
+            "{}",
+            cni.msg
+        );
+        let gateway = Error::Probe {
+            probe: probe::Error::GatewayUnreachable {
+                nic: "eth0".into(),
+                gateway: "10.6.0.1".parse().unwrap(),
+                from: "10.6.168.171".parse().unwrap(),
+                tries: 3,
+                timeout: std::time::Duration::from_millis(100),
+            },
+            aftermath: String::new(),
+        };
+        assert_eq!(gateway.code(), 108);
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// CNI error codes of `berth-route` (Berth's own range, after `berth-ipam`'s 100–106).
+/// CNI error codes of `berth-route` (Berth's own range, after `berth-ipam`'s 100–108).
 pub mod code {
     /// A netlink request failed while programming the pod or the node.
     pub const NETLINK: u32 = 110;

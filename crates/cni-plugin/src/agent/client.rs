@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::agent::protocol::{
-    self, AddArgs, AddResponse, CheckArgs, DelArgs, GcResponse, Healthy, NetworkGcArgs,
+    self, AddArgs, AddResponse, CheckArgs, DelArgs, DelResponse, GcResponse, Healthy, NetworkGcArgs,
 };
 use berth_cni::CniError;
 use berth_cni::error::BoxError;
@@ -163,10 +163,9 @@ impl AgentClient {
     }
 
     /// `DELETE /v1/ipam/ip`.
-    pub async fn del(&self, args: &DelArgs) -> Result<(), Error> {
-        self.ipam::<_, serde_json::Value>(Method::DELETE, protocol::PATH_IP, Some(args))
+    pub async fn del(&self, args: &DelArgs) -> Result<DelResponse, Error> {
+        self.ipam(Method::DELETE, protocol::PATH_IP, Some(args))
             .await
-            .map(drop)
     }
 
     /// `POST /v1/ipam/check`.

@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | `GET /v1/ipam/healthy` | — | `{"status": "ok"}`; code 50 when the store does not answer (STATUS) |
 //! | `POST /v1/ipam/ip` | [`AddArgs`](protocol::AddArgs) | [`AddResponse`](protocol::AddResponse) |
-//! | `DELETE /v1/ipam/ip` | [`DelArgs`](protocol::DelArgs) | `{}` |
+//! | `DELETE /v1/ipam/ip` | [`DelArgs`](protocol::DelArgs) | [`DelResponse`](protocol::DelResponse) |
 //! | `POST /v1/ipam/check` | [`CheckArgs`](protocol::CheckArgs) | `{}`; code 105 when the IPs are not held |
 //! | `POST /v1/ipam/gc` | [`NetworkGcArgs`](protocol::NetworkGcArgs) | [`GcResponse`](protocol::GcResponse) |
 //! | `POST /v1/gc` | `{}` | [`GcResponse`](protocol::GcResponse) (`berth gc`: netns liveness) |
@@ -36,7 +36,8 @@
 //!  "network": "macvlan-conf-ens192", "owner": "Deployment/test-app", "node": "node1"}
 //! → 200
 //! {"ips": [{"version": 4, "address": "10.6.168.171/16", "nic": "eth0",
-//!           "ipPool": "auto4-test-app-eth0-1a2b3", "gateway": "10.6.0.1"}],
+//!           "ipPool": "auto4-test-app-eth0-1a2b3", "gateway": "10.6.0.1",
+//!           "enableIPConflictDetection": true}],
 //!  "routes": [{"ifName": "eth0", "dst": "0.0.0.0/0", "gw": "10.6.0.1"}]}
 //! → 500
 //! {"cniVersion": "1.1.0", "code": 100, "msg": "IP pools [\"auto4-…\"] of eth0 (IPv4) are exhausted; …"}
@@ -44,7 +45,7 @@
 //! DELETE /v1/ipam/ip
 //! {"containerID": "4f9e1c0c", "ifName": "eth0", "podNamespace": "default",
 //!  "podName": "test-app-7d9f-x2x9k", "podUID": "0b6b…", "netNamespace": "/var/run/netns/p1"}
-//! → 200 {}
+//! → 200 {"released": [{"pool": "auto4-…", "ip": "10.6.168.171", "pod": "default/test-app-7d9f-x2x9k"}]}
 //!
 //! POST /v1/ipam/check
 //! {"containerID": "4f9e1c0c", "ifName": "eth0", "podNamespace": "default",

@@ -13,12 +13,13 @@ use serde_json::Value;
 
 use berth_cni::config::GcAttachment;
 
+use crate::ipam::probe::Detection;
 use crate::owner::Owner;
 use berth_cni::result::{CniResult, IpConfig, Route};
 
 /// `GET`: 200 when the agent and its store answer.
 pub const PATH_HEALTHY: &str = "/v1/ipam/healthy";
-/// `POST` [`AddArgs`] → [`AddResponse`]; `DELETE` [`DelArgs`] → `{}`.
+/// `POST` [`AddArgs`] → [`AddResponse`]; `DELETE` [`DelArgs`] → [`DelResponse`].
 pub const PATH_IP: &str = "/v1/ipam/ip";
 /// `POST` [`CheckArgs`] → `{}`.
 pub const PATH_CHECK: &str = "/v1/ipam/check";
@@ -115,6 +116,22 @@ pub struct IpAddress {
     /// The pool's gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
+    /// Spiderpool's `enableIPConflictDetection`: the agent's default for probing this
+    /// address; the network's `enable_ip_conflict_detection` overrides it.
+    #[serde(
+        rename = "enableIPConflictDetection",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub enable_ip_conflict_detection: bool,
+    /// Spiderpool's `enableGatewayDetection`: the agent's default for asking this address's
+    /// gateway; the network's `enable_gateway_detection` overrides it.
+    #[serde(
+        rename = "enableGatewayDetection",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub enable_gateway_detection: bool,
 }
 
 /// One route of an [`AddResponse`] (Spiderpool's `Route`).
@@ -130,6 +147,15 @@ pub struct NicRoute {
 }
 
 impl AddResponse {
+    /// The answer with the agent's detection defaults marked on every address.
+    pub fn with_detection(mut self, defaults: Detection) -> Self {
+        for ip in &mut self.ips {
+            ip.enable_ip_conflict_detection = defaults.ip_conflict;
+            ip.enable_gateway_detection = defaults.gateway;
+        }
+        self
+    }
+
     /// The abbreviated CNI result of an IPAM plugin for the interface `ifname`: its
     /// addresses with their gateways and its routes (entries of other NICs are left out, as
     /// Spiderpool's plugin does); no interfaces, no DNS.
@@ -176,6 +202,19 @@ pub struct DelArgs {
     /// The pod's uid.
     #[serde(rename = "podUID", default)]
     pub pod_uid: String,
+}
+
+/// What DEL of one NIC did (the answer of `DELETE /v1/ipam/ip`; agents before it answered
+/// `{}`, which reads as nothing released).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelResponse {
+    /// IPs freed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<ReleasedIp>,
+    /// IPs detached from the container but kept for its StatefulSet pod name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_for_statefulset: Vec<ReleasedIp>,
 }
 
 /// CHECK of one NIC (`POST /v1/ipam/check`): the container must still hold `ips` on

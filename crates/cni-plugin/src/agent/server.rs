@@ -36,6 +36,7 @@ use berth_cni::error::code;
 
 use crate::error::Error;
 use crate::ipam::ops;
+use crate::ipam::probe::Detection;
 use berth_cni::version::Version;
 
 /// Largest request body the agent reads (a `/v1/store/*` write of a big pool).
@@ -55,6 +56,7 @@ pub struct AgentOptions {
 struct State<S> {
     engine: Arc<Engine<S>>,
     node: String,
+    detection: Detection,
 }
 
 /// Binds the agent's socket ([`AgentOptions::socket`], mode 0600) and records it in the data
@@ -147,6 +149,7 @@ fn listening(
         listener,
         options,
         owns_socket,
+        detection: Detection::default(),
     })
 }
 
@@ -169,12 +172,22 @@ pub struct Listening {
     options: AgentOptions,
     /// Whether the agent made the socket's file (not so under socket activation).
     owns_socket: bool,
+    detection: Detection,
 }
 
 impl Listening {
     /// The socket.
     pub fn socket(&self) -> &Path {
         &self.options.socket
+    }
+
+    /// The agent's detection defaults: every ADD answer marks its addresses with them
+    /// (Spiderpool's `enableIPConflictDetection` / `enableGatewayDetection`), and
+    /// `berth-ipam` probes accordingly unless the network config says otherwise. Off unless
+    /// set.
+    pub fn with_detection(mut self, detection: Detection) -> Self {
+        self.detection = detection;
+        self
     }
 
     /// Answers `berth-ipam` and remote-store requests on the socket with `engine`, one task per
@@ -195,8 +208,9 @@ impl Listening {
             listener,
             options,
             owns_socket,
+            detection,
         } = self;
-        serve_on(listener, &options, owns_socket, engine, shutdown).await
+        serve_on(listener, &options, owns_socket, engine, detection, shutdown).await
     }
 }
 
@@ -205,16 +219,18 @@ async fn serve_on<S, F>(
     options: &AgentOptions,
     owns_socket: bool,
     engine: Arc<Engine<S>>,
+    detection: Detection,
     shutdown: F,
 ) -> Result<(), Error>
 where
     S: Store + 'static,
     F: Future<Output = ()>,
 {
-    tracing::info!(socket = %options.socket.display(), data_dir = ?options.data_dir, "berth agent listening");
+    tracing::info!(socket = %options.socket.display(), data_dir = ?options.data_dir, ?detection, "berth agent listening");
     let state = Arc::new(State {
         engine,
         node: ops::node_name(),
+        detection,
     });
     let (stop_tx, stop_rx) = watch::channel(());
     let mut connections = JoinSet::new();
@@ -331,6 +347,12 @@ impl DataDirAgent {
     /// The socket.
     pub fn socket(&self) -> &Path {
         self.listening.socket()
+    }
+
+    /// The agent's detection defaults ([`Listening::with_detection`]).
+    pub fn with_detection(mut self, detection: Detection) -> Self {
+        self.listening = self.listening.with_detection(detection);
+        self
     }
 
     /// Serves the data dir's store until `shutdown` completes ([`Listening::serve`]), then
@@ -494,14 +516,14 @@ async fn route<S: Store + 'static>(
             .await
         }
         (&Method::POST, protocol::PATH_IP) => {
-            ipam(async { ops::add(engine, &decode::<AddArgs>(body)?, &state.node).await }).await
-        }
-        (&Method::DELETE, protocol::PATH_IP) => {
             ipam(async {
-                ops::del(engine, &decode::<DelArgs>(body)?).await?;
-                Ok(serde_json::json!({}))
+                let answer = ops::add(engine, &decode::<AddArgs>(body)?, &state.node).await?;
+                Ok(answer.with_detection(state.detection))
             })
             .await
+        }
+        (&Method::DELETE, protocol::PATH_IP) => {
+            ipam(async { ops::del(engine, &decode::<DelArgs>(body)?).await }).await
         }
         (&Method::POST, protocol::PATH_CHECK) => {
             ipam(async {

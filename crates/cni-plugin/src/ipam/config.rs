@@ -73,6 +73,14 @@ pub struct IpamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub data_dir: Option<PathBuf>,
+    /// `enable_ip_conflict_detection`: probe each address with ARP / NDP before answering ADD
+    /// ([`probe`](crate::ipam::probe)). Absent: the agent's default (off in embedded mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_ip_conflict_detection: Option<bool>,
+    /// `enable_gateway_detection`: ask each address's gateway before answering ADD. Absent:
+    /// the agent's default (off in embedded mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_gateway_detection: Option<bool>,
     /// Every other key, kept as given (e.g. Spiderpool's `log_file_max_size`).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -113,7 +121,9 @@ mod tests {
                 "log_file_path": "/var/log/spidernet/spiderpool.log",
                 "log_file_max_size": 100,
                 "ipam_unix_socket_path": "/var/run/spidernet/spiderpool.sock",
-                "data_dir": "/var/lib/berth"
+                "data_dir": "/var/lib/berth",
+                "enable_ip_conflict_detection": true,
+                "enable_gateway_detection": false
             }
         }));
         let ipam = IpamConfig::of(&c).unwrap();
@@ -131,6 +141,8 @@ mod tests {
             Some(PathBuf::from("/var/run/spidernet/spiderpool.sock"))
         );
         assert_eq!(ipam.data_dir, Some(PathBuf::from("/var/lib/berth")));
+        assert_eq!(ipam.enable_ip_conflict_detection, Some(true));
+        assert_eq!(ipam.enable_gateway_detection, Some(false));
         assert_eq!(
             ipam.extra,
             json!({"log_file_max_size": 100})
@@ -148,6 +160,10 @@ mod tests {
         assert!(!ipam.clean_gateway);
         assert_eq!(ipam.data_dir, None);
         assert!(ipam.extra.is_empty());
+        assert_eq!(
+            ipam.enable_ip_conflict_detection, None,
+            "absent: the agent decides"
+        );
         let none = parse(json!({"cniVersion": "1.0.0", "name": "n"}));
         assert_eq!(IpamConfig::of(&none).unwrap(), IpamConfig::default());
         // Serializing gives back only what was set.

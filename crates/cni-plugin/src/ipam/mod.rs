@@ -39,6 +39,16 @@
 //!   path. The result has the address with the pool subnet's prefix length, the gateway, a
 //!   `0.0.0.0/0` (`::/0`) route via the gateway unless `clean_gateway`, and the pool's
 //!   routes, written in the request's `cniVersion`. A retried ADD returns the same result.
+//!
+//!   With `enable_ip_conflict_detection` / `enable_gateway_detection` (or the agent's
+//!   defaults, when the network config does not say), the NIC is probed before the result is
+//!   returned ([`probe`]): a conflict (code 107, naming the IP and the MAC that answered) or
+//!   an unreachable gateway (108) fails ADD and releases the IPs this ADD allocated on the
+//!   NIC, so the runtime's retry gets others (the allocator hands out fresh addresses, round
+//!   robin from the pool's cursor, before any released one). A StatefulSet pod keeps its
+//!   IPs: the error says so, and every retry finds the same conflict until the other holder
+//!   is gone. The probe runs after the store is closed, so in embedded mode other plugins do
+//!   not wait for it.
 //! - DEL releases what the container holds on `CNI_IFNAME`; unknown containers succeed.
 //! - CHECK fails with code 105 unless the container still holds every address of
 //!   `prevResult` on `CNI_IFNAME`.
@@ -52,6 +62,7 @@ pub mod identity;
 pub mod liveness;
 pub mod mode;
 pub mod ops;
+pub mod probe;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -66,7 +77,7 @@ pub use liveness::NetnsLiveness;
 pub use mode::{DEFAULT_DATA_DIR, Mode, ModeDefaults, resolve_mode};
 
 use crate::agent::AgentClient;
-use crate::agent::protocol::{AddArgs, CheckArgs, DelArgs, NetworkGcArgs};
+use crate::agent::protocol::{AddArgs, AddResponse, CheckArgs, DelArgs, NetworkGcArgs};
 use berth_cni::config::{NetworkConfig, peek_ipam};
 use berth_cni::error::code as spec;
 use berth_cni::logging::{init_file_logging, init_stderr_logging, level_filter};
@@ -185,6 +196,29 @@ impl Plugin for BerthIpam {
     }
 }
 
+/// What to probe on `ifname`: each of its addresses, with the network config's
+/// `enable_ip_conflict_detection` / `enable_gateway_detection` where set, else the flags the
+/// agent marked the address with (its defaults; never set in embedded mode).
+pub fn probe_targets(answer: &AddResponse, ifname: &str, ipam: &IpamConfig) -> Vec<probe::Target> {
+    answer
+        .ips
+        .iter()
+        .filter(|ip| ip.nic == ifname)
+        .map(|ip| {
+            let gateway = ipam
+                .enable_gateway_detection
+                .unwrap_or(ip.enable_gateway_detection);
+            probe::Target {
+                address: ip.address.addr(),
+                conflict: ipam
+                    .enable_ip_conflict_detection
+                    .unwrap_or(ip.enable_ip_conflict_detection),
+                gateway: ip.gateway.filter(|_| gateway),
+            }
+        })
+        .collect()
+}
+
 impl BerthIpam {
     fn add_nic(&self, r: &AttachmentRequest) -> Result<CniResult, Error> {
         let pod = PodIdentity::of(&r.args, &r.container_id);
@@ -201,8 +235,8 @@ impl BerthIpam {
             pod_namespace: pod.namespace,
             pod_name: pod.name,
             pod_uid: pod.uid,
-            default_ipv4_ippool: ipam.default_ipv4_ippool,
-            default_ipv6_ippool: ipam.default_ipv6_ippool,
+            default_ipv4_ippool: ipam.default_ipv4_ippool.clone(),
+            default_ipv6_ippool: ipam.default_ipv6_ippool.clone(),
             clean_gateway: ipam.clean_gateway,
             network: Some(r.config.name.clone()),
             owner,
@@ -214,7 +248,74 @@ impl BerthIpam {
                 Backend::Local(engine) => ops::add(&engine, &args, &ops::node_name()).await,
             }
         })?;
+        let targets = probe_targets(&answer, &r.ifname, &ipam);
+        if targets.iter().any(|t| t.conflict || t.gateway.is_some()) {
+            self.probe_nic(r, &args, &targets)?;
+        }
         Ok(answer.to_cni_result(&r.ifname))
+    }
+
+    /// Probes the NIC ([`probe`]); on failure releases what this ADD allocated on it and
+    /// fails with what was found and what became of the IPs.
+    fn probe_nic(
+        &self,
+        r: &AttachmentRequest,
+        args: &AddArgs,
+        targets: &[probe::Target],
+    ) -> Result<(), Error> {
+        let Some(netns) = &r.netns else {
+            return Err(Error::invalid_config(
+                "IP conflict or gateway detection is enabled but CNI_NETNS is not set",
+            ));
+        };
+        let started = Instant::now();
+        let timing = probe::Timing::default();
+        let outcome =
+            self.block_on(async { Ok(probe::probe(netns, &r.ifname, targets, &timing).await) })?;
+        let Err(found) = outcome else {
+            tracing::info!(ifname = %r.ifname, ?targets, elapsed = ?started.elapsed(), "probed: no conflict, gateways answer");
+            return Ok(());
+        };
+        tracing::warn!(ifname = %r.ifname, error = %found, elapsed = ?started.elapsed(), "probe failed: releasing");
+        let del = DelArgs {
+            container_id: args.container_id.clone(),
+            if_name: args.if_name.clone(),
+            net_namespace: r.netns.as_ref().map(|p| p.display().to_string()),
+            pod_namespace: args.pod_namespace.clone(),
+            pod_name: args.pod_name.clone(),
+            pod_uid: args.pod_uid.clone(),
+        };
+        let released = self.block_on(async {
+            match self.backend(&r.config).await? {
+                Backend::Agent(agent) => agent.del(&del).await,
+                Backend::Local(engine) => ops::del(&engine, &del).await,
+            }
+        });
+        let list = |ips: &[crate::agent::protocol::ReleasedIp]| {
+            ips.iter()
+                .map(|r| r.ip.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let aftermath = match released {
+            Ok(d) if !d.kept_for_statefulset.is_empty() => format!(
+                "StatefulSet pod {} keeps its IPs ({}): free the address on the other host, \
+                 then the pod starts with it",
+                d.kept_for_statefulset[0].pod,
+                list(&d.kept_for_statefulset)
+            ),
+            Ok(d) if !d.released.is_empty() => format!(
+                "released {} of {}; the next ADD gets other IPs",
+                list(&d.released),
+                d.released[0].pod
+            ),
+            Ok(_) => "nothing was held to release".to_owned(),
+            Err(e) => format!("and releasing the IPs failed: {e}"),
+        };
+        Err(Error::Probe {
+            probe: found,
+            aftermath,
+        })
     }
 
     fn del_nic(&self, r: &AttachmentRequest) -> Result<(), Error> {
@@ -233,6 +334,7 @@ impl BerthIpam {
                 Backend::Local(engine) => ops::del(&engine, &args).await,
             }
         })
+        .map(drop)
     }
 
     fn check_nic(&self, r: &AttachmentRequest) -> Result<(), Error> {

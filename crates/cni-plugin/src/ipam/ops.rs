@@ -12,8 +12,8 @@ use ipam_core::{NicRequest, PodContext};
 use ipnet::IpNet;
 
 use crate::agent::protocol::{
-    AddArgs, AddResponse, CheckArgs, DelArgs, GcResponse, IpAddress, NetworkGcArgs, NicRoute,
-    ReleasedIp,
+    AddArgs, AddResponse, CheckArgs, DelArgs, DelResponse, GcResponse, IpAddress, NetworkGcArgs,
+    NicRoute, ReleasedIp,
 };
 use crate::error::Error;
 use crate::ipam::liveness::NetnsLiveness;
@@ -171,19 +171,22 @@ pub fn response_of(nic: &NicAddresses) -> AddResponse {
                 nic: nic.interface.clone(),
                 ip_pool: ip.pool.clone(),
                 gateway: ip.gateway,
+                enable_ip_conflict_detection: false,
+                enable_gateway_detection: false,
             })
             .collect(),
         routes,
     }
 }
 
-/// DEL of one NIC: releases what the container holds on it. Unknown containers succeed; a
-/// StatefulSet pod its StatefulSet keeps keeps its IPs for its next incarnation.
-pub async fn del<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<(), Error> {
+/// DEL of one NIC: releases what the container holds on it, and says what. Unknown
+/// containers succeed; a StatefulSet pod its StatefulSet keeps keeps its IPs for its next
+/// incarnation.
+pub async fn del<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<DelResponse, Error> {
     durably(engine, del_now(engine, args)).await
 }
 
-async fn del_now<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<(), Error> {
+async fn del_now<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<DelResponse, Error> {
     validate(&args.container_id, &args.if_name, None)?;
     let request = ReleaseRequest {
         namespace: namespace_or_default(&args.pod_namespace).to_owned(),
@@ -201,7 +204,20 @@ async fn del_now<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<(), Err
         kept_for_statefulset = ?released.kept_for_statefulset,
         "released"
     );
-    Ok(())
+    let pod = format!("{}/{}", request.namespace, request.name);
+    let entry = |PoolIp { pool, ip }| ReleasedIp {
+        pool,
+        ip,
+        pod: pod.clone(),
+    };
+    Ok(DelResponse {
+        released: released.ips.into_iter().map(entry).collect(),
+        kept_for_statefulset: released
+            .kept_for_statefulset
+            .into_iter()
+            .map(entry)
+            .collect(),
+    })
 }
 
 /// CHECK of one NIC: every address of `prevResult` is held by this container on this

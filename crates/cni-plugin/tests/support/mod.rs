@@ -226,6 +226,8 @@ pub const AGENT_DATA_DIR_VAR: &str = "BERTH_TEST_AGENT_DATA_DIR";
 pub const AGENT_SOCKET_VAR: &str = "BERTH_TEST_AGENT_SOCKET";
 /// Its log file.
 pub const AGENT_LOG_VAR: &str = "BERTH_TEST_AGENT_LOG";
+/// Its detection defaults: `ip_conflict`, `gateway`, or both, comma-separated.
+pub const AGENT_DETECTION_VAR: &str = "BERTH_TEST_AGENT_DETECTION";
 /// The line the re-executed agent prints once its socket listens.
 const LISTENING: &str = "berth-test-agent: listening";
 
@@ -251,9 +253,14 @@ pub fn agent_entry() {
         .unwrap();
     runtime.block_on(async {
         let shutdown = cni_plugin::agent::termination_signal().unwrap();
+        let detection = std::env::var(AGENT_DETECTION_VAR).unwrap_or_default();
         let bound = cni_plugin::agent::bind_data_dir(Path::new(&dir), Path::new(&socket))
             .await
-            .unwrap();
+            .unwrap()
+            .with_detection(cni_plugin::ipam::probe::Detection {
+                ip_conflict: detection.contains("ip_conflict"),
+                gateway: detection.contains("gateway"),
+            });
         // The parent waits for this line: the socket listens from here on.
         println!("{LISTENING}");
         bound.serve(shutdown).await.unwrap();
@@ -270,11 +277,23 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(entry: &str, data_dir: &Path, socket: &Path, log: &Path) -> AgentProcess {
+        AgentProcess::start_with(entry, data_dir, socket, log, &[])
+    }
+
+    /// [`AgentProcess::start`] with more environment (e.g. [`AGENT_DETECTION_VAR`]).
+    pub fn start_with(
+        entry: &str,
+        data_dir: &Path,
+        socket: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([entry, "--exact", "--nocapture", "--test-threads=1"])
             .env(AGENT_DATA_DIR_VAR, data_dir)
             .env(AGENT_SOCKET_VAR, socket)
             .env(AGENT_LOG_VAR, log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
