@@ -99,7 +99,7 @@ impl Plugin for BerthRoute {
         let nic = Nic::from_result(&r.ifname, prev);
         let routing = self.routing(r, &config);
         let plan = block_on(routing.add(&attachment(r), &nic))?;
-        tracing::info!(nic = %nic.name, "wired:\n{plan}");
+        tracing::debug!(nic = %nic.name, "wired:\n{plan}");
         Ok(prev.clone())
     }
 

@@ -121,7 +121,7 @@ impl BerthIpam {
 
     async fn backend(&self, config: &NetworkConfig) -> Result<Backend, Error> {
         let mode = resolve_mode(&IpamConfig::of(config)?, &self.defaults);
-        tracing::info!(%mode, network = %config.name, "IPAM mode");
+        tracing::debug!(%mode, network = %config.name, "IPAM mode");
         match mode {
             Mode::Agent { socket, .. } => Ok(Backend::Agent(AgentClient::new(socket))),
             Mode::Embedded { data_dir, .. } => {
