@@ -78,7 +78,7 @@ pub async fn open_data_dir(dir: &Path, options: &DataDirOptions) -> Result<DataD
     let deadline = Instant::now() + options.lock_timeout;
     loop {
         if let Some(socket) = record::live_agent(dir).await {
-            tracing::info!(data_dir = %dir.display(), socket = %socket.display(), "the data dir is served by a berth agent; going through it");
+            tracing::debug!(data_dir = %dir.display(), socket = %socket.display(), "the data dir is served by a berth agent; going through it");
             return Ok(DataDirStore::Agent(AgentStore::new(socket)));
         }
         let left = deadline.saturating_duration_since(Instant::now());

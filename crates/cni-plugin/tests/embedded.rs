@@ -468,3 +468,60 @@ fn logs_go_to_the_log_file_and_stdout_holds_only_the_answer() {
     );
     assert!(log.contains("incompatible CNI versions"), "{log}");
 }
+
+#[test]
+fn at_info_each_call_is_one_line_saying_what_it_did() {
+    let s = Scratch::new();
+    apply(&s.data_dir(), vec![pool("pool-a", "10.66.0.10-10.66.0.20")]);
+    let mut ipam = s.embedded_ipam();
+    ipam["default_ipv4_ippool"] = json!(["pool-a"]);
+    ipam["log_level"] = json!("INFO");
+    let ns = s.fake_netns("one-line");
+    let ns = ns.to_str().unwrap();
+    let good = conf("1.0.0", NET, ipam.clone());
+    run(&attach_env("ADD", "c1", "eth0", ns, ""), &good).ok();
+    run(&attach_env("DEL", "c1", "eth0", ns, ""), &good).ok();
+    ipam["default_ipv4_ippool"] = json!(["no-such-pool"]);
+    run(
+        &attach_env("ADD", "c2", "net1", ns, ""),
+        &conf("1.0.0", NET, ipam),
+    )
+    .err();
+    let log = s.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    let says = |line: &str, words: &[&str]| {
+        for w in words {
+            assert!(line.contains(w), "{w:?} not in {line:?}");
+        }
+    };
+    let common = [&format!("network={NET}")[..], "elapsed="];
+    says(
+        lines[0],
+        &[
+            " INFO ",
+            "CNI ADD ok",
+            "container_id=c1",
+            "ifname=eth0",
+            "ips=10.66.0.10/16",
+        ],
+    );
+    says(lines[0], &common);
+    says(
+        lines[1],
+        &[" INFO ", "CNI DEL ok", "container_id=c1", "ifname=eth0"],
+    );
+    says(lines[1], &common);
+    says(
+        lines[2],
+        &[
+            " WARN ",
+            "CNI ADD failed",
+            "container_id=c2",
+            "ifname=net1",
+            "code=",
+        ],
+    );
+    says(lines[2], &common);
+    assert!(!lines[1].contains("ips="), "{}", lines[1]);
+}

@@ -46,6 +46,25 @@ where
     Ok(Option::<u32>::deserialize(d)?.filter(|v| *v != 0))
 }
 
+/// A limit written as a Go `omitempty` integer (Spiderpool's `log_file_max_size`, …): a
+/// whole number, 0 or more; `null`, absent and 0 → `None`, since Go cannot tell 0 from
+/// unset. Anything else — negative, fractional, a string such as `"100M"` — is an error
+/// naming `key` and its `unit`. Call it from a one-line `deserialize_with` function per key.
+pub fn limit<'de, D>(d: D, key: &str, unit: &str) -> Result<Option<u64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => {
+            Ok(n.as_u64().filter(|n| *n != 0))
+        }
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "{key} must be a whole number of {unit}, 0 or more (0: the default), not {other}"
+        ))),
+    }
+}
+
 /// `null`, absent or `""` → `None`; else a path.
 pub fn non_empty_path<'de, D>(d: D) -> Result<Option<std::path::PathBuf>, D::Error>
 where

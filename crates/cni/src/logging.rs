@@ -1,18 +1,22 @@
 //! Where a plugin logs: `tracing` to a file, never to stdout.
 //!
 //! stdout of a CNI plugin carries the result and nothing else, so the subscriber writes to a
-//! file the config names (parent dirs created, appended to, one `write` per line so that
-//! concurrent plugin processes do not interleave inside a line). When the file cannot be
-//! opened, or there is no config to name one (VERSION, unreadable stdin), logs go to stderr,
-//! which runtimes collect. [`level_filter`] reads a level the way Spiderpool's `log_level`
+//! file the config names: parent dirs created, appended to with one `write` per record so
+//! that concurrent plugin processes do not interleave inside a line, and kept to a size by
+//! [`Rotation`] in a way that holds while many plugin processes write the file at once
+//! ([`rotating`]). When the file cannot be opened, or there is no config to name one
+//! (VERSION, unreadable stdin), logs go to stderr, which runtimes collect. [`level_filter`] reads a level the way Spiderpool's `log_level`
 //! is written (`DEBUG`, `INFO`, `WARN`/`WARNING`, `ERROR`, `TRACE`, `OFF`; any case),
 //! [`DEFAULT_LEVEL`] when absent or unknown.
 
-use std::fs::OpenOptions;
+pub mod rotating;
+
 use std::path::Path;
 use std::sync::Mutex;
 
 use tracing_subscriber::filter::LevelFilter;
+
+pub use rotating::{RotatingFile, Rotation};
 
 /// The level when the config sets no (or no known) `log_level`.
 pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;
@@ -42,14 +46,15 @@ pub enum LogTarget {
 }
 
 /// Installs the process-wide subscriber: `level` and up to `path` (or stderr when the file
-/// cannot be opened). Call it once, early; later calls change nothing.
+/// cannot be opened), rotated by the default [`Rotation`]. Call it once, early; later calls
+/// change nothing.
 pub fn init_file_logging(path: &Path, level: LevelFilter) -> LogTarget {
-    let opened = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
-    match opened {
+    init_file_logging_with(path, level, Rotation::default())
+}
+
+/// [`init_file_logging`] with the given [`Rotation`].
+pub fn init_file_logging_with(path: &Path, level: LevelFilter, rotation: Rotation) -> LogTarget {
+    match RotatingFile::open(path, rotation) {
         Ok(file) => {
             let installed = tracing_subscriber::fmt()
                 .with_writer(Mutex::new(file))

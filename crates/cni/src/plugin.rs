@@ -5,6 +5,10 @@ use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tracing::field::display;
 
 use crate::args::CniArgs;
 use crate::command::Command;
@@ -195,12 +199,17 @@ impl Output {
         }
     }
 
-    /// The error result for `err`, written in `version`.
+    /// The error result for `err`, written in `version`; logged at WARN.
     pub fn error(err: &Error, version: Version) -> Output {
         let cni = err.to_cni_error();
         tracing::warn!(code = cni.code, msg = %cni.msg, details = %cni.details, "CNI error");
+        Output::error_result(err, version)
+    }
+
+    /// The error result for `err`, written in `version`, not logged.
+    fn error_result(err: &Error, version: Version) -> Output {
         Output {
-            stdout: cni.to_json(version),
+            stdout: err.to_cni_error().to_json(version),
             exit_code: 1,
         }
     }
@@ -219,55 +228,83 @@ pub fn run<P: Plugin + ?Sized>(plugin: &P, env: &HashMap<String, String>, stdin:
 /// - any error, including a panic in the plugin (code 999): the error result, written in
 ///   the config's `cniVersion` when stdin names a supported one, else in
 ///   [`Version::LATEST`]; exit code 1.
+///
+/// Each call is logged as one line that says what it did: the command, the container and
+/// interface (or the network, for GC and STATUS), the addresses of an ADD's result or the
+/// error, and how long it took — at INFO, at WARN when it failed, at DEBUG for VERSION. The
+/// rest of the invocation (pid, netns, `cniVersion`) is logged at DEBUG before the call.
 pub fn run_with<P, F>(plugin: &P, lookup: F, stdin: &[u8]) -> Output
 where
     P: Plugin + ?Sized,
     F: Fn(&str) -> Option<String>,
 {
+    let started = Instant::now();
     let error_version = || peek_version(stdin).unwrap_or(Version::LATEST);
     let invocation = match Invocation::parse_with(lookup, stdin, plugin.args_keys()) {
         Ok(invocation) => invocation,
         Err(err) => return Output::error(&err, error_version()),
     };
     log_invocation(&invocation);
-    let outcome = catch_unwind(AssertUnwindSafe(|| dispatch(plugin, &invocation)));
-    let version = invocation
-        .config()
-        .map_or(Version::LATEST, |c| c.cni_version);
-    match outcome {
-        Ok(Ok(stdout)) => Output::success(stdout),
-        Ok(Err(err)) => Output::error(&err, version),
-        Err(panic) => {
+    let outcome =
+        catch_unwind(AssertUnwindSafe(|| dispatch(plugin, &invocation))).unwrap_or_else(|panic| {
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            let err = Error::Internal {
+            Err(Error::Internal {
                 msg: format!("plugin panicked: {msg}"),
                 source: None,
-            };
-            Output::error(&err, version)
+            })
+        });
+    log_outcome(&invocation, &outcome, started.elapsed());
+    let version = invocation
+        .config()
+        .map_or(Version::LATEST, |c| c.cni_version);
+    match outcome {
+        Ok(done) => Output::success(done.stdout),
+        Err(err) => Output::error_result(&err, version),
+    }
+}
+
+/// What a successful call printed, and the addresses it handed out (ADD).
+struct Done {
+    stdout: Vec<u8>,
+    ips: Vec<IpNet>,
+}
+
+impl From<Vec<u8>> for Done {
+    fn from(stdout: Vec<u8>) -> Done {
+        Done {
+            stdout,
+            ips: Vec::new(),
         }
     }
 }
 
-fn dispatch<P: Plugin + ?Sized>(plugin: &P, invocation: &Invocation) -> Result<Vec<u8>, Error> {
+fn dispatch<P: Plugin + ?Sized>(plugin: &P, invocation: &Invocation) -> Result<Done, Error> {
     match invocation {
-        Invocation::Add(r) => Ok(plugin.add(r)?.to_json(r.config.cni_version)),
-        Invocation::Del(r) => plugin.del(r).map(|()| Vec::new()),
-        Invocation::Check(r) => plugin.check(r).map(|()| Vec::new()),
-        Invocation::Gc(r) => plugin.gc(r).map(|()| Vec::new()),
-        Invocation::Status(r) => plugin.status(r).map(|()| Vec::new()),
-        Invocation::Version => Ok(
-            serde_json::to_vec(&VersionInfo::default()).expect("version info always serializes")
-        ),
+        Invocation::Add(r) => {
+            let result = plugin.add(r)?;
+            Ok(Done {
+                stdout: result.to_json(r.config.cni_version),
+                ips: result.ips.iter().map(|ip| ip.address).collect(),
+            })
+        }
+        Invocation::Del(r) => plugin.del(r).map(|()| Vec::new().into()),
+        Invocation::Check(r) => plugin.check(r).map(|()| Vec::new().into()),
+        Invocation::Gc(r) => plugin.gc(r).map(|()| Vec::new().into()),
+        Invocation::Status(r) => plugin.status(r).map(|()| Vec::new().into()),
+        Invocation::Version => Ok(serde_json::to_vec(&VersionInfo::default())
+            .expect("version info always serializes")
+            .into()),
     }
 }
 
+/// The detail of an invocation, at DEBUG; [`log_outcome`] says what it did.
 fn log_invocation(invocation: &Invocation) {
     match invocation {
-        Invocation::Add(r) | Invocation::Del(r) | Invocation::Check(r) => tracing::info!(
+        Invocation::Add(r) | Invocation::Del(r) | Invocation::Check(r) => tracing::debug!(
             command = %invocation.command(),
             pid = std::process::id(),
             container_id = %r.container_id,
@@ -277,7 +314,7 @@ fn log_invocation(invocation: &Invocation) {
             cni_version = %r.config.cni_version,
             "CNI invocation"
         ),
-        Invocation::Gc(r) | Invocation::Status(r) => tracing::info!(
+        Invocation::Gc(r) | Invocation::Status(r) => tracing::debug!(
             command = %invocation.command(),
             pid = std::process::id(),
             network = %r.config.name,
@@ -285,6 +322,53 @@ fn log_invocation(invocation: &Invocation) {
             "CNI invocation"
         ),
         Invocation::Version => tracing::debug!("CNI VERSION"),
+    }
+}
+
+/// The one line of a call (see [`run_with`]).
+fn log_outcome(invocation: &Invocation, outcome: &Result<Done, Error>, elapsed: Duration) {
+    let command = invocation.command();
+    let attachment = match invocation {
+        Invocation::Add(r) | Invocation::Del(r) | Invocation::Check(r) => Some(r),
+        _ => None,
+    };
+    let container_id = attachment.map(|r| display(&r.container_id));
+    let ifname = attachment.map(|r| display(&r.ifname));
+    let network = invocation.config().map(|c| display(&c.name));
+    match outcome {
+        Ok(_) if command == Command::Version => tracing::debug!(?elapsed, "CNI VERSION ok"),
+        Ok(done) => {
+            let ips = (!done.ips.is_empty()).then(|| {
+                display(
+                    done.ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            });
+            tracing::info!(
+                container_id,
+                ifname,
+                network,
+                ips,
+                ?elapsed,
+                "CNI {command} ok"
+            );
+        }
+        Err(err) => {
+            let cni = err.to_cni_error();
+            tracing::warn!(
+                container_id,
+                ifname,
+                network,
+                code = cni.code,
+                msg = ?cni.msg,
+                details = (!cni.details.is_empty()).then_some(&cni.details),
+                ?elapsed,
+                "CNI {command} failed"
+            );
+        }
     }
 }
 

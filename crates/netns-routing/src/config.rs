@@ -12,6 +12,7 @@
 //! | `vethMTU` | coordinator | `1500` | MTU of both veth ends |
 //! | `mode` | coordinator | `underlay` | `auto`/`underlay`: wire; `disable(d)`: pass `prevResult` through; `overlay`: refused |
 //! | `log_options.{log_file, log_level}`, `logOptions.{logFile, logLevel}` | veth / coordinator | `/var/log/berth/berth-route.log`, `INFO` | logging |
+//! | `log_options.{log_max_size, log_max_age, log_max_count}`, `logOptions.{logFileMaxSize, logFileMaxAge, logFileMaxCount}` | veth / coordinator | 10 MiB, 30 days, 5 files ([`Rotation`]) | log rotation; 0 is the default |
 //!
 //! Other keys are ignored (the seed's `hardware_prefix`, `rp_filter`, … are not supported).
 //!
@@ -31,6 +32,9 @@
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+
+use berth_cni::de;
+use berth_cni::logging::Rotation;
 
 use crate::error::Error;
 use crate::plan::{DEFAULT_FIRST_NIC, DEFAULT_VETH_MTU, Settings};
@@ -103,6 +107,34 @@ pub struct LogOptions {
     /// `log_level` / `logLevel`.
     #[serde(alias = "logLevel")]
     pub log_level: Option<String>,
+    /// `log_max_size` / `logFileMaxSize`, in MiB.
+    #[serde(alias = "logFileMaxSize", deserialize_with = "log_max_size")]
+    pub log_max_size: Option<u64>,
+    /// `log_max_age` / `logFileMaxAge`, in days.
+    #[serde(alias = "logFileMaxAge", deserialize_with = "log_max_age")]
+    pub log_max_age: Option<u64>,
+    /// `log_max_count` / `logFileMaxCount`: rotated files kept.
+    #[serde(alias = "logFileMaxCount", deserialize_with = "log_max_count")]
+    pub log_max_count: Option<u64>,
+}
+
+impl LogOptions {
+    /// How the log file rotates, defaults for the limits unset.
+    pub fn rotation(&self) -> Rotation {
+        Rotation::from_limits(self.log_max_size, self.log_max_age, self.log_max_count)
+    }
+}
+
+fn log_max_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de::limit(d, "log_max_size", "MiB")
+}
+
+fn log_max_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de::limit(d, "log_max_age", "days")
+}
+
+fn log_max_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de::limit(d, "log_max_count", "rotated files")
 }
 
 fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
@@ -159,6 +191,9 @@ impl RouteConfig {
         LogOptions {
             log_file: a.log_file.or(b.log_file),
             log_level: a.log_level.or(b.log_level),
+            log_max_size: a.log_max_size.or(b.log_max_size),
+            log_max_age: a.log_max_age.or(b.log_max_age),
+            log_max_count: a.log_max_count.or(b.log_max_count),
         }
     }
 
@@ -244,7 +279,7 @@ mod tests {
             "podRPFilter": -1,
             "vethMTU": 9000,
             "mode": "auto",
-            "logOptions": {"logLevel": "debug", "logFile": "/tmp/c.log"}
+            "logOptions": {"logLevel": "debug", "logFile": "/tmp/c.log", "logFileMaxSize": 1, "logFileMaxCount": 2}
         }));
         let s = c.settings(None);
         let cidrs: Vec<String> = s.hijack.iter().map(ToString::to_string).collect();
@@ -265,9 +300,32 @@ mod tests {
         );
         assert_eq!(c.logging().log_file.as_deref(), Some("/tmp/c.log"));
         assert_eq!(
+            c.logging().rotation(),
+            Rotation::from_limits(Some(1), None, Some(2))
+        );
+        assert_eq!(
             c.settings(Some("net2".into())).default_route_nic(),
             "net2",
             "the pod annotation wins"
+        );
+    }
+
+    #[test]
+    fn log_rotation_keys_in_either_spelling() {
+        let veth = parse(
+            json!({"log_options": {"log_max_size": 3, "log_max_age": 4, "log_max_count": 0}}),
+        );
+        assert_eq!(
+            veth.logging().rotation(),
+            Rotation::from_limits(Some(3), Some(4), None)
+        );
+        assert_eq!(parse(json!({})).logging().rotation(), Rotation::default());
+        let bad: Result<RouteConfig, _> =
+            serde_json::from_value(json!({"logOptions": {"logFileMaxAge": -2}}));
+        let err = bad.unwrap_err().to_string();
+        assert!(
+            err.contains("log_max_age must be a whole number of days, 0 or more"),
+            "{err}"
         );
     }
 

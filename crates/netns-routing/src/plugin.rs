@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 
-use berth_cni::logging::{init_file_logging, init_stderr_logging, level_filter};
+use berth_cni::logging::{init_file_logging_with, init_stderr_logging, level_filter};
 use berth_cni::{AttachmentRequest, CniResult, NetworkRequest, Plugin};
 
 use crate::config::{DEFAULT_LOG_FILE, Mode, RouteConfig, default_route_nic_annotation};
@@ -99,7 +99,7 @@ impl Plugin for BerthRoute {
         let nic = Nic::from_result(&r.ifname, prev);
         let routing = self.routing(r, &config);
         let plan = block_on(routing.add(&attachment(r), &nic))?;
-        tracing::info!(nic = %nic.name, "wired:\n{plan}");
+        tracing::debug!(nic = %nic.name, "wired:\n{plan}");
         Ok(prev.clone())
     }
 
@@ -143,13 +143,21 @@ impl Plugin for BerthRoute {
     }
 
     /// Logs to `log_options.log_file` / `logOptions.logFile` ([`DEFAULT_LOG_FILE`] when
-    /// neither is set), to stderr when stdin is not a readable config.
+    /// neither is set), rotated by their size, age and count limits; to stderr when stdin is
+    /// not a readable config.
     fn prepare(&self, stdin: &[u8]) {
         match serde_json::from_slice::<RouteConfig>(stdin) {
             Ok(config) => {
                 let log = config.logging();
-                let path = log.log_file.unwrap_or_else(|| DEFAULT_LOG_FILE.into());
-                init_file_logging(path.as_ref(), level_filter(log.log_level.as_deref()));
+                let path = log
+                    .log_file
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_LOG_FILE.into());
+                init_file_logging_with(
+                    path.as_ref(),
+                    level_filter(log.log_level.as_deref()),
+                    log.rotation(),
+                );
             }
             Err(_) => {
                 init_stderr_logging(level_filter(None));

@@ -493,7 +493,7 @@ async fn handle<S: Store + 'static>(
                 None,
             ))
         });
-    tracing::debug!(%method, %path, status = answer.status().as_u16(), elapsed = ?started.elapsed(), "request");
+    tracing::info!(%method, %path, status = answer.status().as_u16(), elapsed = ?started.elapsed(), "request");
     Ok(answer)
 }
 

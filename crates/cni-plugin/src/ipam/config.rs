@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use berth_cni::NetworkConfig;
 use berth_cni::de;
-use serde::{Deserialize, Serialize};
+use berth_cni::logging::Rotation;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -59,6 +60,30 @@ pub struct IpamConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub log_file_path: Option<PathBuf>,
+    /// `log_file_max_size`: the log rotates before it passes this many MiB (default
+    /// [`Rotation::DEFAULT_MAX_SIZE_MB`]; 0 is the default, as in Spiderpool).
+    #[serde(
+        default,
+        deserialize_with = "log_file_max_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_file_max_size: Option<u64>,
+    /// `log_file_max_age`: rotated logs last written more days ago than this are deleted
+    /// (default [`Rotation::DEFAULT_MAX_AGE_DAYS`]; 0 is the default).
+    #[serde(
+        default,
+        deserialize_with = "log_file_max_age",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_file_max_age: Option<u64>,
+    /// `log_file_max_count`: rotated logs kept (default [`Rotation::DEFAULT_MAX_COUNT`]; 0 is
+    /// the default).
+    #[serde(
+        default,
+        deserialize_with = "log_file_max_count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_file_max_count: Option<u64>,
     /// `ipam_unix_socket_path`: the agent's socket (agent mode).
     #[serde(
         default,
@@ -81,7 +106,7 @@ pub struct IpamConfig {
     /// the agent's default (off in embedded mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_gateway_detection: Option<bool>,
-    /// Every other key, kept as given (e.g. Spiderpool's `log_file_max_size`).
+    /// Every other key, kept as given (e.g. Spiderpool's `match_master_subnet`).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -92,6 +117,29 @@ impl IpamConfig {
     pub fn of(config: &NetworkConfig) -> Result<IpamConfig, Error> {
         Ok(config.ipam_keys()?.unwrap_or_default())
     }
+
+    /// How the log file rotates: `log_file_max_size`, `log_file_max_age`,
+    /// `log_file_max_count`, defaults for those unset.
+    pub fn rotation(&self) -> Rotation {
+        Rotation::from_limits(
+            self.log_file_max_size,
+            self.log_file_max_age,
+            self.log_file_max_count,
+        )
+    }
+}
+
+// Spiderpool's units: lumberjack's MiB, days, files.
+fn log_file_max_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de::limit(d, "log_file_max_size", "MiB")
+}
+
+fn log_file_max_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de::limit(d, "log_file_max_age", "days")
+}
+
+fn log_file_max_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de::limit(d, "log_file_max_count", "rotated files")
 }
 
 #[cfg(test)]
@@ -120,6 +168,9 @@ mod tests {
                 "log_level": "DEBUG",
                 "log_file_path": "/var/log/spidernet/spiderpool.log",
                 "log_file_max_size": 100,
+                "log_file_max_age": 30,
+                "log_file_max_count": 7,
+                "match_master_subnet": false,
                 "ipam_unix_socket_path": "/var/run/spidernet/spiderpool.sock",
                 "data_dir": "/var/lib/berth",
                 "enable_ip_conflict_detection": true,
@@ -144,8 +195,20 @@ mod tests {
         assert_eq!(ipam.enable_ip_conflict_detection, Some(true));
         assert_eq!(ipam.enable_gateway_detection, Some(false));
         assert_eq!(
+            (
+                ipam.log_file_max_size,
+                ipam.log_file_max_age,
+                ipam.log_file_max_count
+            ),
+            (Some(100), Some(30), Some(7))
+        );
+        assert_eq!(
+            ipam.rotation(),
+            Rotation::from_limits(Some(100), Some(30), Some(7))
+        );
+        assert_eq!(
             ipam.extra,
-            json!({"log_file_max_size": 100})
+            json!({"match_master_subnet": false})
                 .as_object()
                 .unwrap()
                 .clone()
@@ -164,6 +227,7 @@ mod tests {
             ipam.enable_ip_conflict_detection, None,
             "absent: the agent decides"
         );
+        assert_eq!(ipam.rotation(), Rotation::default());
         let none = parse(json!({"cniVersion": "1.0.0", "name": "n"}));
         assert_eq!(IpamConfig::of(&none).unwrap(), IpamConfig::default());
         // Serializing gives back only what was set.
@@ -182,5 +246,61 @@ mod tests {
         let c =
             parse(json!({"cniVersion": "1.0.0", "name": "n", "ipam": {"clean_gateway": "yes"}}));
         assert_eq!(IpamConfig::of(&c).unwrap_err().code(), 6);
+    }
+
+    #[test]
+    fn log_rotation_keys_zero_is_the_default_and_invalid_values_are_named() {
+        let ipam = |keys: Value| {
+            let mut obj = json!({"type": "spiderpool"});
+            obj.as_object_mut()
+                .unwrap()
+                .extend(keys.as_object().unwrap().clone());
+            IpamConfig::of(&parse(
+                json!({"cniVersion": "1.0.0", "name": "n", "ipam": obj}),
+            ))
+        };
+        let zero = ipam(json!({
+            "log_file_max_size": 0, "log_file_max_age": 0, "log_file_max_count": null
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                zero.log_file_max_size,
+                zero.log_file_max_age,
+                zero.log_file_max_count
+            ),
+            (None, None, None)
+        );
+        assert_eq!(zero.rotation(), Rotation::default());
+        for (key, value, says) in [
+            (
+                "log_file_max_size",
+                json!(-1),
+                "log_file_max_size must be a whole number of MiB, 0 or more (0: the default), not -1",
+            ),
+            (
+                "log_file_max_age",
+                json!("30d"),
+                "log_file_max_age must be a whole number of days, 0 or more (0: the default), not \"30d\"",
+            ),
+            (
+                "log_file_max_count",
+                json!(2.5),
+                "log_file_max_count must be a whole number of rotated files, 0 or more (0: the default), not 2.5",
+            ),
+            (
+                "log_file_max_size",
+                json!("100"),
+                "log_file_max_size must be a whole number of MiB",
+            ),
+        ] {
+            let err = ipam(json!({ key: value })).unwrap_err();
+            assert_eq!(err.code(), 6, "{key}: {value}");
+            let shown = berth_cni::Error::from(err).to_cni_error();
+            assert!(
+                format!("{} {}", shown.msg, shown.details).contains(says),
+                "{key}: {value}: {shown:?}"
+            );
+        }
     }
 }

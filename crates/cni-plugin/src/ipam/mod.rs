@@ -80,7 +80,7 @@ use crate::agent::AgentClient;
 use crate::agent::protocol::{AddArgs, AddResponse, CheckArgs, DelArgs, NetworkGcArgs};
 use berth_cni::config::{NetworkConfig, peek_ipam};
 use berth_cni::error::code as spec;
-use berth_cni::logging::{init_file_logging, init_stderr_logging, level_filter};
+use berth_cni::logging::{init_file_logging_with, init_stderr_logging, level_filter};
 use berth_cni::{AttachmentRequest, CniResult, NetworkRequest, Plugin};
 
 use crate::datadir::{DataDirOptions, DataDirStore, open_data_dir};
@@ -133,7 +133,7 @@ impl BerthIpam {
 
     async fn backend(&self, config: &NetworkConfig) -> Result<Backend, Error> {
         let mode = resolve_mode(&IpamConfig::of(config)?, &self.defaults);
-        tracing::info!(%mode, network = %config.name, "IPAM mode");
+        tracing::debug!(%mode, network = %config.name, "IPAM mode");
         match mode {
             Mode::Agent { socket, .. } => Ok(Backend::Agent(AgentClient::new(socket))),
             Mode::Embedded { data_dir, .. } => {
@@ -179,15 +179,22 @@ impl Plugin for BerthIpam {
     }
 
     /// Logs to the config's `log_file_path` ([`DEFAULT_LOG_FILE`] when the `ipam` object
-    /// names none) at its `log_level`; to stderr when stdin has no readable `ipam` object
-    /// (VERSION, garbage), since then nothing says where the admin wants the logs.
+    /// names none) at its `log_level`, rotated by its `log_file_max_size`,
+    /// `log_file_max_age` and `log_file_max_count` ([`IpamConfig::rotation`]); to stderr
+    /// when stdin has no readable `ipam` object (VERSION, garbage, a key that does not
+    /// decode), since then nothing says where the admin wants the logs.
     fn prepare(&self, stdin: &[u8]) {
         match peek_ipam::<IpamConfig>(stdin) {
             Some(ipam) => {
                 let path = ipam
                     .log_file_path
+                    .clone()
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_FILE));
-                init_file_logging(&path, level_filter(ipam.log_level.as_deref()));
+                init_file_logging_with(
+                    &path,
+                    level_filter(ipam.log_level.as_deref()),
+                    ipam.rotation(),
+                );
             }
             None => {
                 init_stderr_logging(level_filter(None));

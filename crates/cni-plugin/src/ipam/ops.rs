@@ -122,7 +122,7 @@ async fn add_now<S: Store>(
                 None,
             )
         })?;
-    tracing::info!(
+    tracing::debug!(
         container_id = %args.container_id,
         ifname = %args.if_name,
         pod = %format!("{namespace}/{}", args.pod_name),
@@ -197,7 +197,7 @@ async fn del_now<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<DelResp
         app: None,
     };
     let released = engine.release(&request).await?;
-    tracing::info!(
+    tracing::debug!(
         container_id = %args.container_id,
         ifname = %args.if_name,
         released = ?released.ips,
@@ -279,7 +279,7 @@ async fn network_gc_now<S: Store>(
 ) -> Result<GcResponse, Error> {
     let mut out = GcResponse::default();
     let Some(valid) = &args.valid_attachments else {
-        tracing::info!(network = %args.network, "GC without cni.dev/valid-attachments: releasing nothing");
+        tracing::debug!(network = %args.network, "GC without cni.dev/valid-attachments: releasing nothing");
         return Ok(out);
     };
     let valid: BTreeSet<(&str, &str)> = valid
