@@ -24,6 +24,7 @@ use berth::core::{
     SpiderSubnet, StatefulSet, WorkloadKind,
 };
 use berth::{manifest, table};
+use berth_cni::error::chain;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// kubectl-like commands on Berth's embedded IPAM store.
@@ -119,7 +120,7 @@ enum CliError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Plugin(#[from] cni_plugin::Error),
     #[error("{0} of the objects failed (see above)")]
     Partial(usize),
@@ -181,9 +182,12 @@ async fn apply<S: Store>(
         let key = obj.key();
         match engine.apply(obj).await {
             Ok(outcome) => println!("{}", table::applied(&key, outcome)),
+            // The store itself failed (a dead agent, a broken disk): every further object
+            // would fail the same way, so stop and say why once.
+            Err(e @ Error::Backend { .. }) => return Err(e.into()),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", chain(&e));
             }
         }
     }
@@ -337,9 +341,10 @@ async fn delete<S: Store>(
                 };
                 println!("{} \"{name}\" deleted{note}", table::resource(kind));
             }
+            Err(e @ Error::Backend { .. }) => return Err(e.into()),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", chain(&e));
             }
         }
     }
@@ -464,7 +469,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Partial(_)) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }

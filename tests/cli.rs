@@ -428,3 +428,127 @@ fn unsafe_free_kill(pid: u32, signal: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn a_data_dir_that_cannot_be_opened_is_named_with_the_os_error() {
+    let d = data_dir();
+    let file = d.data.parent().unwrap().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let err = fails(berth(&file, &["get", "ss"]));
+    assert!(
+        err.contains(&format!("{}: not a directory", file.display())),
+        "{err}"
+    );
+    let below = file.join("data");
+    let err = fails(berth(&below, &["get", "ss"]));
+    assert!(
+        err.contains(&below.display().to_string()) && err.contains("(os error 20)"),
+        "{err}"
+    );
+
+    // A dir this user may not enter. Root may enter anything, so as root the command runs
+    // as nobody.
+    let locked = d.data.parent().unwrap().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        d.data.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = Command::new(BERTH);
+    cmd.arg("--data-dir")
+        .arg(locked.join("data"))
+        .args(["get", "ss"]);
+    if is_root() {
+        std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    }
+    let err = fails(cmd.output().unwrap());
+    assert!(
+        err.contains(&locked.join("data").display().to_string())
+            && err.contains("Permission denied (os error 13)"),
+        "{err}"
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn apply_through_an_agent_that_died_stops_at_the_first_store_error_and_names_its_cause() {
+    use std::io::Write;
+    let d = data_dir();
+    std::fs::create_dir(&d.data).unwrap();
+    // An agent that answers the CLI's liveness probe, then dies: its socket file stays and
+    // refuses every connection, as a killed agent's does.
+    let socket = d.data.parent().unwrap().join("agent.sock");
+    std::fs::write(d.data.join("agent"), format!("{}\n", socket.display())).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut child = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The probe; then the "agent" dies. The CLI reads its input only after opening the store.
+    drop(listener.accept().unwrap());
+    drop(listener);
+    let mut input = std::fs::read_to_string(seed("subnets.yaml")).unwrap();
+    input.push_str("---\n");
+    input.push_str(&std::fs::read_to_string(seed("deployment.yaml")).unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let err = fails(child.wait_with_output().unwrap());
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line, not one per object: {err}"
+    );
+    assert!(
+        err.contains(&socket.display().to_string()) && err.contains("Connection refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stale_agent_record_is_ignored() {
+    let d = data_dir();
+    let socket = d.data.parent().unwrap().join("agent.sock");
+    let mut agent = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(agent.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(socket.exists(), "SIGKILL leaves the socket file");
+    ok(berth(
+        &d.data,
+        &[
+            "apply",
+            "-f",
+            &seed("subnets.yaml"),
+            "-f",
+            &seed("deployment.yaml"),
+        ],
+    ));
+    assert!(subnets(&d.data).contains("subnet-test-ens192"));
+}
