@@ -168,6 +168,13 @@ async fn apply<S: Store>(
         };
         objects.extend(manifest::parse(f, &text)?);
     }
+    // kubectl refuses this too: an empty file is more likely a mistake than a wish.
+    if objects.is_empty() {
+        return Err(CliError::Usage(format!(
+            "no objects passed to apply (in {})",
+            files.join(", ")
+        )));
+    }
     let mut failed = 0;
     for mut obj in objects {
         use berth::core::engine::AnyObject;

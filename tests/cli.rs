@@ -479,6 +479,18 @@ fn is_root() -> bool {
 }
 
 #[test]
+fn an_empty_manifest_is_refused_like_kubectl_does() {
+    let d = data_dir();
+    for input in ["", "---\n", "# nothing\n"] {
+        let err = fails(berth_stdin(&d.data, &["apply", "-f", "-"], input));
+        assert!(
+            err.contains("no objects passed to apply"),
+            "{input:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn apply_through_an_agent_that_died_stops_at_the_first_store_error_and_names_its_cause() {
     use std::io::Write;
     let d = data_dir();
