@@ -11,11 +11,13 @@
 //!
 //! Every command works on the store in `--data-dir` (or `BERTH_DATA_DIR`, default
 //! `/var/lib/berth`). The store has one owner at a time: while `berth agent` serves the data dir,
-//! commands go through it; otherwise a second `berth` waits for the first to finish.
+//! commands go through it; otherwise a second `berth` waits for the first to finish (saying
+//! which pid holds the lock after a second), up to `--lock-timeout SECS`.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use berth::core::engine::{Engine, GcReport};
 use berth::core::store::{Store, TypedStore};
@@ -39,6 +41,17 @@ struct Cli {
         default_value = "/var/lib/berth"
     )]
     data_dir: PathBuf,
+
+    /// How long to wait, in seconds, for another process that holds the data dir's lock (a
+    /// running `berth` or `berth-ipam`) before giving up.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_LOCK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 30
+    )]
+    lock_timeout: u64,
 
     /// Namespace of Deployments, StatefulSets and SpiderEndpoints.
     #[arg(short = 'n', long, global = true, default_value = "default")]
@@ -465,7 +478,7 @@ fn main() -> ExitCode {
             bound.serve(stop).await?;
             return Ok(());
         }
-        let store = cni_plugin::open_data_dir(&cli.data_dir, &Default::default()).await?;
+        let store = open(&cli).await?;
         if let (Command::Gc, Some(socket)) = (&cli.command, store.agent_socket()) {
             let socket = socket.to_path_buf();
             return gc_through_agent(&socket).await;
@@ -477,7 +490,55 @@ fn main() -> ExitCode {
         Err(CliError::Partial(_)) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
+            if lock_timed_out(&e) {
+                eprintln!(
+                    "(berth waits --lock-timeout SECS, or BERTH_LOCK_TIMEOUT, for the lock: {} s now)",
+                    cli.lock_timeout
+                );
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Opens the data dir, saying on stderr, once, who holds its lock when that takes about a
+/// second: without it a busy data dir looks like a hang.
+async fn open(cli: &Cli) -> Result<cni_plugin::DataDirStore, CliError> {
+    let options = cni_plugin::DataDirOptions {
+        lock_timeout: Duration::from_secs(cli.lock_timeout),
+        ..Default::default()
+    };
+    let mut said = false;
+    let store = cni_plugin::open_data_dir_waiting(&cli.data_dir, &options, |wait| {
+        if !said {
+            said = true;
+            let holder = wait
+                .holder
+                .map_or("another process".to_string(), |pid| format!("pid {pid}"));
+            eprintln!(
+                "berth: {holder} holds the lock of the data dir {} ({}); waiting for it, up to \
+                 {} s (--lock-timeout)",
+                cli.data_dir.display(),
+                cli.data_dir.join(berth::sled::LOCK_FILE).display(),
+                cli.lock_timeout
+            );
+        }
+    })
+    .await?;
+    Ok(store)
+}
+
+/// Whether `err` is a wait for the data dir's lock that ran out.
+fn lock_timed_out(err: &CliError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if matches!(
+            e.downcast_ref::<berth::sled::OpenError>(),
+            Some(berth::sled::OpenError::Locked { .. })
+        ) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }

@@ -564,3 +564,82 @@ fn a_stale_agent_record_is_ignored() {
     ));
     assert!(subnets(&d.data).contains("subnet-test-ens192"));
 }
+
+#[test]
+fn a_command_waiting_for_the_lock_says_who_holds_it_and_gives_up_after_lock_timeout() {
+    use std::io::Write;
+    let d = data_dir();
+    ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));
+    // `apply -f -` opens the store, then reads its input: it holds the lock until stdin ends.
+    let mut holder = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let lock = d.data.join("lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != pid.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder wrote no pid"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let started = std::time::Instant::now();
+    let err = fails(berth(&d.data, &["--lock-timeout", "2", "get", "ss"]));
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2) && waited < std::time::Duration::from_secs(8),
+        "{waited:?}"
+    );
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.contains(&format!("pid {pid} holds the lock of the data dir"))
+            && first.contains("waiting"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("in use by another process (pid {pid})"))
+            && err.contains("--lock-timeout SECS"),
+        "{err}"
+    );
+    // The environment variable works too, and a command that gets the lock in time succeeds.
+    let mut waiter = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .env("BERTH_LOCK_TIMEOUT", "20")
+        .args(["get", "ss"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says so after about a second of waiting; then the holder lets go.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(waiter.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(
+        said.contains(&format!("pid {pid} holds the lock")),
+        "{said}"
+    );
+    assert!(said.contains("up to 20 s"), "{said}");
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin
+        .write_all(
+            std::fs::read_to_string(seed("deployment.yaml"))
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    drop(stdin);
+    ok(holder.wait_with_output().unwrap());
+    assert!(ok(waiter.wait_with_output().unwrap()).contains("subnet-test-ens192"));
+}
