@@ -262,6 +262,14 @@ fn invalid_objects_are_refused_by_name_and_nothing_is_stored() {
         (pool("far", "10.7.0.5", ""), "SpiderIPPool \"far\" is invalid: spec.ips 10.7.0.5 lie outside the subnet 10.6.0.0/16"),
         ("apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: [x\n".to_string(), "not YAML or JSON"),
         ("{\"kind\": \"SpiderIPPool\", \"apiVersion\": \"spiderpool.spidernet.io/v2beta1\", \"metadata\": {\"name\": \"typo\"}, \"spec\": {\"subnet\": \"10.6.0.0/16\", \"ipz\": []}}".to_string(), "unknown field `ipz`"),
+        (
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderSubnet\nmetadata: {name: x}\nspec: {subnet: 10.6.0.0/33}\n".to_string(),
+            "SpiderSubnet \"x\" cannot be read: spec.subnet: invalid CIDR \"10.6.0.0/33\": prefix length \"33\" is not a number from 0 to 32",
+        ),
+        (
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: y}\nspec: {subnet: 10.6.0.0/banana}\n".to_string(),
+            "SpiderIPPool \"y\" cannot be read: spec.subnet: invalid CIDR \"10.6.0.0/banana\": prefix length \"banana\"",
+        ),
     ];
     for (doc, want) in &cases {
         let err = fails(berth_stdin(&d.data, &["apply", "-f", "-"], doc));

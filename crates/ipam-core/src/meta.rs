@@ -476,6 +476,7 @@ macro_rules! cidr_spec {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub ip_version: Option<i64>,
             /// The CIDR, kept as written (`10.6.0.1/16` means 10.6.0.0/16).
+            #[serde(deserialize_with = "crate::range::deserialize_spec_subnet")]
             pub subnet: ipnet::IpNet,
             /// The IPs lent: by a pool to pods, by a subnet to pools.
             #[serde(default, skip_serializing_if = "crate::range::IpSet::is_empty")]
