@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// kubectl-like commands on Berth's embedded IPAM store.
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, about, long_about = None)]
+#[command(name = "berth", version = berth_cni::BUILD, about, long_about = None)]
 struct Cli {
     /// Where the store lives.
     #[arg(

@@ -651,3 +651,20 @@ fn a_command_waiting_for_the_lock_says_who_holds_it_and_gives_up_after_lock_time
     ok(holder.wait_with_output().unwrap());
     assert!(ok(waiter.wait_with_output().unwrap()).contains("subnet-test-ens192"));
 }
+
+#[test]
+fn the_version_names_the_git_commit() {
+    let out = ok(Command::new(BERTH).arg("--version").output().unwrap());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        out,
+        format!("berth {} (commit {commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -176,6 +176,12 @@ pub trait Plugin {
     fn prepare(&self, stdin: &[u8]) {
         let _ = stdin;
     }
+
+    /// The plugin's version (and build), logged with every invocation, so that a log says
+    /// which build answered. Default: none.
+    fn version(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What one invocation prints on stdout and the status it exits with.
@@ -229,7 +235,7 @@ where
         Ok(invocation) => invocation,
         Err(err) => return Output::error(&err, error_version()),
     };
-    log_invocation(&invocation);
+    log_invocation(plugin.version(), &invocation);
     let outcome = catch_unwind(AssertUnwindSafe(|| dispatch(plugin, &invocation)));
     let version = invocation
         .config()
@@ -265,10 +271,12 @@ fn dispatch<P: Plugin + ?Sized>(plugin: &P, invocation: &Invocation) -> Result<V
     }
 }
 
-fn log_invocation(invocation: &Invocation) {
+fn log_invocation(version: Option<&str>, invocation: &Invocation) {
+    let version = version.unwrap_or("-");
     match invocation {
         Invocation::Add(r) | Invocation::Del(r) | Invocation::Check(r) => tracing::info!(
             command = %invocation.command(),
+            version,
             pid = std::process::id(),
             container_id = %r.container_id,
             ifname = %r.ifname,
@@ -279,12 +287,13 @@ fn log_invocation(invocation: &Invocation) {
         ),
         Invocation::Gc(r) | Invocation::Status(r) => tracing::info!(
             command = %invocation.command(),
+            version,
             pid = std::process::id(),
             network = %r.config.name,
             cni_version = %r.config.cni_version,
             "CNI invocation"
         ),
-        Invocation::Version => tracing::debug!("CNI VERSION"),
+        Invocation::Version => tracing::debug!(version, "CNI VERSION"),
     }
 }
 
