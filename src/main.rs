@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! berth apply -f FILE|-            create or update objects from YAML/JSON (several documents)
-//! berth get KIND [NAME] [-o wide|json|yaml]
+//! berth get KIND [NAME] [-o wide|json|yaml] [-l SELECTOR]
+//! berth describe sp|ss NAME       free IPs, holders, terminating state
 //! berth scale deployment|statefulset NAME --replicas N
 //! berth delete KIND NAME...
 //! berth gc                         free what dead containers hold, repair after crashes
@@ -22,8 +23,8 @@ use std::time::Duration;
 use berth::core::engine::{Engine, GcReport};
 use berth::core::store::{Store, TypedStore};
 use berth::core::{
-    Deployment, Error, Kind, Object, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP,
-    SpiderSubnet, StatefulSet, WorkloadKind,
+    Deployment, Error, Kind, LabelSelector, Object, ObjectKey, SpiderEndpoint, SpiderIPPool,
+    SpiderReservedIP, SpiderSubnet, StatefulSet, WorkloadKind,
 };
 use berth::{manifest, table};
 use berth_cni::error::chain;
@@ -80,6 +81,19 @@ enum Command {
         /// Output format.
         #[arg(short = 'o', long)]
         output: Option<Output>,
+        /// Only objects whose labels match, in kubectl's syntax: `a=b,c!=d`, `key`, `!key`,
+        /// `key in (x,y)`, `key notin (x,y)`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Show one SpiderIPPool (sp) or SpiderSubnet (ss) in detail: its free IPs, who holds
+    /// the others (a pool's pods, with container and NIC; a subnet's pools), and whether it
+    /// is terminating.
+    Describe {
+        /// spiderippool|sp or spidersubnet|ss.
+        kind: String,
+        /// The object's name.
+        name: String,
     },
     /// Set the replica count of a Deployment or StatefulSet and resize its auto pools.
     Scale {
@@ -259,6 +273,7 @@ async fn fetch<S: Store, T: Object>(
     kind: Kind,
     namespace: &str,
     name: Option<&str>,
+    selector: Option<&LabelSelector>,
 ) -> Result<Vec<T>, CliError> {
     let store = engine.store();
     match name {
@@ -270,7 +285,7 @@ async fn fetch<S: Store, T: Object>(
             }
         }
         None => Ok(store
-            .list(kind, Some(namespace), None)
+            .list(kind, Some(namespace), selector)
             .await?
             .into_iter()
             .map(berth::core::store::decode::<T>)
@@ -284,42 +299,53 @@ async fn get<S: Store>(
     kind: Kind,
     name: Option<&str>,
     output: Option<Output>,
+    selector: Option<&str>,
 ) -> Result<(), CliError> {
+    let selector = match selector {
+        Some(_) if name.is_some() => {
+            return Err(CliError::Usage(
+                "name cannot be provided when a selector is specified".into(),
+            ));
+        }
+        Some(text) => Some(text.parse::<LabelSelector>().map_err(CliError::Usage)?),
+        None => None,
+    };
+    let selector = selector.as_ref();
     let single = name.is_some();
     let wide = output == Some(Output::Wide);
     match kind {
         Kind::SpiderSubnet => show(
-            fetch::<_, SpiderSubnet>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderSubnet>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::subnets,
         ),
         Kind::SpiderIPPool => show(
-            fetch::<_, SpiderIPPool>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderIPPool>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             |p| table::pools(p, wide),
         ),
         Kind::SpiderEndpoint => show(
-            fetch::<_, SpiderEndpoint>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderEndpoint>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::endpoints,
         ),
         Kind::SpiderReservedIP => show(
-            fetch::<_, SpiderReservedIP>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderReservedIP>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::reserved_ips,
         ),
         Kind::Deployment => show(
-            fetch::<_, Deployment>(engine, kind, namespace, name).await?,
+            fetch::<_, Deployment>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::deployments,
         ),
         Kind::StatefulSet => show(
-            fetch::<_, StatefulSet>(engine, kind, namespace, name).await?,
+            fetch::<_, StatefulSet>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::statefulsets,
@@ -375,6 +401,30 @@ async fn delete<S: Store>(
     }
 }
 
+async fn describe<S: Store>(engine: &Engine<S>, kind: Kind, name: &str) -> Result<(), CliError> {
+    let store = engine.store();
+    let not_found = || CliError::Core(Error::NotFound(ObjectKey::cluster(kind, name)));
+    let text = match kind {
+        Kind::SpiderIPPool => {
+            let pool: SpiderIPPool = store.get_as(None, name).await?.ok_or_else(not_found)?;
+            table::describe_pool(&pool, &engine.reserved_ips().await?)
+        }
+        Kind::SpiderSubnet => {
+            let subnet: SpiderSubnet = store.get_as(None, name).await?.ok_or_else(not_found)?;
+            let pools: Vec<SpiderIPPool> = store.list_as(None).await?;
+            table::describe_subnet(&subnet, &pools, &engine.reserved_ips().await?)
+        }
+        other => {
+            return Err(CliError::Usage(format!(
+                "describe shows spiderippool (sp) and spidersubnet (ss), not {}",
+                other.name()
+            )));
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
 fn print_gc(report: &GcReport) {
     for r in &report.released {
         println!(
@@ -400,9 +450,23 @@ async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
     let ns = cli.namespace.as_str();
     match &cli.command {
         Command::Apply { files } => apply(&engine, ns, files).await,
-        Command::Get { kind, name, output } => {
-            get(&engine, ns, kind_of(kind)?, name.as_deref(), *output).await
+        Command::Get {
+            kind,
+            name,
+            output,
+            selector,
+        } => {
+            get(
+                &engine,
+                ns,
+                kind_of(kind)?,
+                name.as_deref(),
+                *output,
+                selector.as_deref(),
+            )
+            .await
         }
+        Command::Describe { kind, name } => describe(&engine, kind_of(kind)?, name).await,
         Command::Scale {
             kind,
             name,

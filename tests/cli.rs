@@ -668,3 +668,105 @@ fn the_version_names_the_git_commit() {
         format!("berth {} (commit {commit})\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn describe_shows_free_ips_holders_and_terminating_state_and_get_selects_by_label() {
+    let d = data_dir();
+    ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));
+    let pools = "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\n\
+        metadata: {name: manual-a, labels: {team: a}}\n\
+        spec: {subnet: 10.6.0.0/16, ips: [10.6.168.171-10.6.168.175]}\n---\n\
+        apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\n\
+        metadata: {name: manual-b, labels: {team: b, legacy: 'yes'}}\n\
+        spec: {subnet: 10.6.0.0/16, ips: [10.6.168.176]}\n---\n\
+        apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderReservedIP\n\
+        metadata: {name: keep}\nspec: {ips: [10.6.168.175]}\n";
+    ok(berth_stdin(&d.data, &["apply", "-f", "-"], pools));
+    // A pod takes an IP of manual-a, as berth-ipam would.
+    {
+        use berth::core::engine::{AllocateRequest, Engine};
+        use berth::core::{NicRequest, PodContext};
+        let store =
+            ipam_store_sled::SledStore::open(&d.data, ipam_store_sled::OpenOptions::new()).unwrap();
+        let engine = Engine::new(store);
+        let request = AllocateRequest {
+            pod: PodContext {
+                namespace: "default".into(),
+                name: "web-0".into(),
+                ..Default::default()
+            },
+            container_id: "c1".into(),
+            nics: vec![NicRequest {
+                interface: "eth0".into(),
+                default_ipv4_pools: vec!["manual-a".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(engine.allocate(&request))
+            .unwrap();
+    }
+    let pool = ok(berth(&d.data, &["describe", "sp", "manual-a"]));
+    let has = |text: &str, line: &str| {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line),
+            "no line {line:?} in\n{text}"
+        );
+    };
+    has(&pool, "Name: manual-a");
+    has(&pool, "Labels: ipam.spidernet.io/ippool-cidr=10-6-0-0-16");
+    has(&pool, "team=a");
+    has(&pool, "IPs: 10.6.168.171-10.6.168.175 (5)");
+    has(&pool, "Reserved IPs: 10.6.168.175 (1)");
+    has(&pool, "Allocated: 1 of 5");
+    has(&pool, "Free: 10.6.168.172-10.6.168.174 (3)");
+    has(&pool, "Status: Active");
+    has(&pool, "IP POD CONTAINER NIC");
+    has(&pool, "10.6.168.171 default/web-0 c1 eth0");
+    let subnet = ok(berth(&d.data, &["describe", "ss", "subnet-test-ens192"]));
+    has(&subnet, "Claimed: 6 of 10");
+    has(&subnet, "Free: 10.6.168.177-10.6.168.180 (4)");
+    has(&subnet, "manual-a 10.6.168.171-10.6.168.175 5 1 <none>");
+    has(&subnet, "manual-b 10.6.168.176 1 0 <none>");
+
+    // Deleted while a pod holds an IP: terminating, and describe says what it waits for.
+    ok(berth(&d.data, &["delete", "sp", "manual-a"]));
+    let pool = ok(berth(&d.data, &["describe", "spiderippool", "manual-a"]));
+    let status = pool.lines().find(|l| l.starts_with("Status:")).unwrap();
+    assert!(
+        status.contains("Terminating since ")
+            && status.ends_with("it goes when its 1 held IPs are released"),
+        "{pool}"
+    );
+    assert!(fails(berth(&d.data, &["describe", "sp", "nope"])).contains("not found"));
+    assert!(fails(berth(&d.data, &["describe", "deploy", "x"])).contains("describe shows"));
+
+    // get -l, in kubectl's syntax.
+    let names = |selector: &str| -> Vec<String> {
+        let out = berth(&d.data, &["get", "sp", "-l", selector]);
+        let table = ok(out);
+        table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("team=a"), ["manual-a"]);
+    assert_eq!(names("team!=a"), ["manual-b"]);
+    assert_eq!(names("team in (a,b)"), ["manual-a", "manual-b"]);
+    assert_eq!(names("team notin (b),!legacy"), ["manual-a"]);
+    assert_eq!(names("legacy"), ["manual-b"]);
+    assert!(names("team=c").is_empty());
+    let err = fails(berth(&d.data, &["get", "sp", "-l", "team in a"]));
+    assert!(
+        err.contains("invalid label selector \"team in a\""),
+        "{err}"
+    );
+    let err = fails(berth(&d.data, &["get", "sp", "manual-b", "-l", "team=b"]));
+    assert!(err.contains("selector"), "{err}");
+}
