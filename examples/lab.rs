@@ -11,7 +11,10 @@
 //! Needs root, `ip`, `ping`, `iptables` and Debian's `containernetworking-plugins`
 //! (`/usr/lib/cni/macvlan`). Everything happens inside namespaces the lab creates — the
 //! node, the gateway, the client and the pods — and in a temporary dir; both are removed at
-//! the end, also when a step fails.
+//! the end, also when a step fails, and when the lab is interrupted: SIGINT (Ctrl-C, which
+//! reaches the whole process group) or SIGTERM, sent to the lab alone or to its group, stops
+//! it at the next step and tears down as a failure does, then it exits 130 or 143. (`cargo
+//! run` execs the lab on Unix, so a signal to cargo's pid is one to the lab.)
 //!
 //! The lab binary is its own CNI plugins: it links itself as `spiderpool` and `veth` into
 //! the temporary plugin dir and, started under those names, runs `berth-ipam`'s and
@@ -24,6 +27,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use berth::core::engine::Engine;
 use berth::core::store::TypedStore;
@@ -49,6 +53,51 @@ const DEBIAN_CNI: &str = "/usr/lib/cni";
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
+/// The signal that interrupted the lab (SIGINT 2, SIGTERM 15), or 0.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// Catches SIGINT and SIGTERM from now on: a thread records the signal, and the lab stops at
+/// its next step ([`interrupted`]) and tears down on the way out. Killed by the default
+/// action instead, it would leave its namespaces and its temporary dir behind.
+fn catch_signals() -> Res<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut int, mut term) = {
+        let _entered = rt.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            loop {
+                let (signo, name) = tokio::select! {
+                    _ = int.recv() => (2, "SIGINT"),
+                    _ = term.recv() => (15, "SIGTERM"),
+                };
+                if INTERRUPTED.swap(signo, Ordering::SeqCst) == 0 {
+                    eprintln!("\n# {name}: stopping at the next step, then tearing down");
+                } else {
+                    eprintln!("\n# {name}: already tearing down");
+                }
+            }
+        })
+    });
+    Ok(())
+}
+
+/// An error once a signal came: every step starts with it.
+fn interrupted() -> Res<()> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        2 => Err("interrupted by SIGINT".into()),
+        _ => Err("interrupted by SIGTERM".into()),
+    }
+}
+
 fn main() -> ExitCode {
     let name = std::env::args_os()
         .next()
@@ -70,8 +119,20 @@ fn main() -> ExitCode {
         eprintln!("{DEBIAN_CNI}/macvlan is missing: apt-get install containernetworking-plugins");
         return ExitCode::from(2);
     }
+    if let Err(e) = catch_signals() {
+        eprintln!("cannot catch SIGINT and SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     // Guards inside `run` tear everything down while unwinding, also after a panic.
-    match std::panic::catch_unwind(run) {
+    let outcome = std::panic::catch_unwind(run);
+    // A signal to the whole group also kills the step's commands, which then fail: report
+    // the signal, not their failure.
+    let signo = INTERRUPTED.load(Ordering::SeqCst);
+    if signo != 0 {
+        eprintln!("\nlab interrupted: namespaces and the temporary store removed");
+        return ExitCode::from(128 + signo as u8);
+    }
+    match outcome {
         Ok(Ok(())) => {
             println!("\n# lab done: namespaces and the temporary store removed");
             ExitCode::SUCCESS
@@ -168,6 +229,7 @@ impl Lab {
         &self,
         f: impl AsyncFnOnce(&Engine<ipam_store_sled::SledStore>) -> Res<T>,
     ) -> Res<T> {
+        interrupted()?;
         let store = ipam_store_sled::SledStore::open(
             self.dir.path().join("data"),
             ipam_store_sled::OpenOptions::default(),
@@ -216,6 +278,7 @@ impl Lab {
 
     /// A pod of `test-app`: a namespace, then both networks added like Multus adds them.
     fn start_pod(&mut self) -> Res<()> {
+        interrupted()?;
         self.serial += 1;
         let serial = self.serial;
         let name = format!("test-app-6f4594ff67-{}", suffix(serial));
@@ -341,6 +404,7 @@ impl Lab {
 
     /// The article's claims, by traffic.
     fn prove(&self, index: usize) -> Res<()> {
+        interrupted()?;
         let pod = &self.pods[index];
         let ip = |nic: &str| -> String {
             pod.results[nic]["ips"][0]["address"]
@@ -411,6 +475,7 @@ fn suffix(n: u32) -> String {
 }
 
 fn run() -> Res<()> {
+    interrupted()?;
     let mut lab = Lab::new()?;
     println!(
         "# the seed's network in namespaces: node {} (ens192 {NODE_ENS192}/16, ens224 {NODE_ENS224}/16), \
@@ -444,6 +509,7 @@ fn run() -> Res<()> {
     println!("\n## Pods restarted: their IPs stay inside the pools");
     say("kubectl delete po -l app=test-app");
     while !lab.pods.is_empty() {
+        interrupted()?;
         lab.stop_pod(0)?;
     }
     lab.start_pod()?;

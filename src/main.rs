@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! berth apply -f FILE|-            create or update objects from YAML/JSON (several documents)
-//! berth get KIND [NAME] [-o wide|json|yaml]
+//! berth get KIND [NAME] [-o wide|json|yaml] [-l SELECTOR]
+//! berth describe sp|ss NAME       free IPs, holders, terminating state
 //! berth scale deployment|statefulset NAME --replicas N
 //! berth delete KIND NAME...
 //! berth gc                         free what dead containers hold, repair after crashes
@@ -12,24 +13,27 @@
 //!
 //! Every command works on the store in `--data-dir` (or `BERTH_DATA_DIR`, default
 //! `/var/lib/berth`). The store has one owner at a time: while `berth agent` serves the data dir,
-//! commands go through it; otherwise a second `berth` waits for the first to finish.
+//! commands go through it; otherwise a second `berth` waits for the first to finish (saying
+//! which pid holds the lock after a second), up to `--lock-timeout SECS`.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use berth::core::engine::{Engine, GcReport};
 use berth::core::store::{Store, TypedStore};
 use berth::core::{
-    Deployment, Error, Kind, Object, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP,
-    SpiderSubnet, StatefulSet, WorkloadKind,
+    Deployment, Error, Kind, LabelSelector, Object, ObjectKey, SpiderEndpoint, SpiderIPPool,
+    SpiderReservedIP, SpiderSubnet, StatefulSet, WorkloadKind,
 };
 use berth::{manifest, table};
+use berth_cni::error::chain;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// kubectl-like commands on Berth's embedded IPAM store.
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, about, long_about = None)]
+#[command(name = "berth", version = berth_cni::BUILD, about, long_about = None)]
 struct Cli {
     /// Where the store lives.
     #[arg(
@@ -39,6 +43,17 @@ struct Cli {
         default_value = "/var/lib/berth"
     )]
     data_dir: PathBuf,
+
+    /// How long to wait, in seconds, for another process that holds the data dir's lock (a
+    /// running `berth` or `berth-ipam`) before giving up.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_LOCK_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 30
+    )]
+    lock_timeout: u64,
 
     /// Namespace of Deployments, StatefulSets and SpiderEndpoints.
     #[arg(short = 'n', long, global = true, default_value = "default")]
@@ -67,6 +82,19 @@ enum Command {
         /// Output format.
         #[arg(short = 'o', long)]
         output: Option<Output>,
+        /// Only objects whose labels match, in kubectl's syntax: `a=b,c!=d`, `key`, `!key`,
+        /// `key in (x,y)`, `key notin (x,y)`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Show one SpiderIPPool (sp) or SpiderSubnet (ss) in detail: its free IPs, who holds
+    /// the others (a pool's pods, with container and NIC; a subnet's pools), and whether it
+    /// is terminating.
+    Describe {
+        /// spiderippool|sp or spidersubnet|ss.
+        kind: String,
+        /// The object's name.
+        name: String,
     },
     /// Set the replica count of a Deployment or StatefulSet and resize its auto pools.
     Scale {
@@ -130,7 +158,7 @@ enum CliError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Plugin(#[from] cni_plugin::Error),
     #[error("{0} of the objects failed (see above)")]
     Partial(usize),
@@ -178,6 +206,13 @@ async fn apply<S: Store>(
         };
         objects.extend(manifest::parse(f, &text)?);
     }
+    // kubectl refuses this too: an empty file is more likely a mistake than a wish.
+    if objects.is_empty() {
+        return Err(CliError::Usage(format!(
+            "no objects passed to apply (in {})",
+            files.join(", ")
+        )));
+    }
     let mut failed = 0;
     for mut obj in objects {
         use berth::core::engine::AnyObject;
@@ -192,9 +227,12 @@ async fn apply<S: Store>(
         let key = obj.key();
         match engine.apply(obj).await {
             Ok(outcome) => println!("{}", table::applied(&key, outcome)),
+            // The store itself failed (a dead agent, a broken disk): every further object
+            // would fail the same way, so stop and say why once.
+            Err(e @ Error::Backend { .. }) => return Err(e.into()),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", chain(&e));
             }
         }
     }
@@ -246,6 +284,7 @@ async fn fetch<S: Store, T: Object>(
     kind: Kind,
     namespace: &str,
     name: Option<&str>,
+    selector: Option<&LabelSelector>,
 ) -> Result<Vec<T>, CliError> {
     let store = engine.store();
     match name {
@@ -257,7 +296,7 @@ async fn fetch<S: Store, T: Object>(
             }
         }
         None => Ok(store
-            .list(kind, Some(namespace), None)
+            .list(kind, Some(namespace), selector)
             .await?
             .into_iter()
             .map(berth::core::store::decode::<T>)
@@ -271,42 +310,53 @@ async fn get<S: Store>(
     kind: Kind,
     name: Option<&str>,
     output: Option<Output>,
+    selector: Option<&str>,
 ) -> Result<(), CliError> {
+    let selector = match selector {
+        Some(_) if name.is_some() => {
+            return Err(CliError::Usage(
+                "name cannot be provided when a selector is specified".into(),
+            ));
+        }
+        Some(text) => Some(text.parse::<LabelSelector>().map_err(CliError::Usage)?),
+        None => None,
+    };
+    let selector = selector.as_ref();
     let single = name.is_some();
     let wide = output == Some(Output::Wide);
     match kind {
         Kind::SpiderSubnet => show(
-            fetch::<_, SpiderSubnet>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderSubnet>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::subnets,
         ),
         Kind::SpiderIPPool => show(
-            fetch::<_, SpiderIPPool>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderIPPool>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             |p| table::pools(p, wide),
         ),
         Kind::SpiderEndpoint => show(
-            fetch::<_, SpiderEndpoint>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderEndpoint>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::endpoints,
         ),
         Kind::SpiderReservedIP => show(
-            fetch::<_, SpiderReservedIP>(engine, kind, namespace, name).await?,
+            fetch::<_, SpiderReservedIP>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::reserved_ips,
         ),
         Kind::Deployment => show(
-            fetch::<_, Deployment>(engine, kind, namespace, name).await?,
+            fetch::<_, Deployment>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::deployments,
         ),
         Kind::StatefulSet => show(
-            fetch::<_, StatefulSet>(engine, kind, namespace, name).await?,
+            fetch::<_, StatefulSet>(engine, kind, namespace, name, selector).await?,
             single,
             output,
             table::statefulsets,
@@ -348,9 +398,10 @@ async fn delete<S: Store>(
                 };
                 println!("{} \"{name}\" deleted{note}", table::resource(kind));
             }
+            Err(e @ Error::Backend { .. }) => return Err(e.into()),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e}");
+                eprintln!("error: {}", chain(&e));
             }
         }
     }
@@ -359,6 +410,30 @@ async fn delete<S: Store>(
     } else {
         Ok(())
     }
+}
+
+async fn describe<S: Store>(engine: &Engine<S>, kind: Kind, name: &str) -> Result<(), CliError> {
+    let store = engine.store();
+    let not_found = || CliError::Core(Error::NotFound(ObjectKey::cluster(kind, name)));
+    let text = match kind {
+        Kind::SpiderIPPool => {
+            let pool: SpiderIPPool = store.get_as(None, name).await?.ok_or_else(not_found)?;
+            table::describe_pool(&pool, &engine.reserved_ips().await?)
+        }
+        Kind::SpiderSubnet => {
+            let subnet: SpiderSubnet = store.get_as(None, name).await?.ok_or_else(not_found)?;
+            let pools: Vec<SpiderIPPool> = store.list_as(None).await?;
+            table::describe_subnet(&subnet, &pools, &engine.reserved_ips().await?)
+        }
+        other => {
+            return Err(CliError::Usage(format!(
+                "describe shows spiderippool (sp) and spidersubnet (ss), not {}",
+                other.name()
+            )));
+        }
+    };
+    print!("{text}");
+    Ok(())
 }
 
 fn print_gc(report: &GcReport) {
@@ -386,9 +461,23 @@ async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
     let ns = cli.namespace.as_str();
     match &cli.command {
         Command::Apply { files } => apply(&engine, ns, files).await,
-        Command::Get { kind, name, output } => {
-            get(&engine, ns, kind_of(kind)?, name.as_deref(), *output).await
+        Command::Get {
+            kind,
+            name,
+            output,
+            selector,
+        } => {
+            get(
+                &engine,
+                ns,
+                kind_of(kind)?,
+                name.as_deref(),
+                *output,
+                selector.as_deref(),
+            )
+            .await
         }
+        Command::Describe { kind, name } => describe(&engine, kind_of(kind)?, name).await,
         Command::Scale {
             kind,
             name,
@@ -492,7 +581,7 @@ fn main() -> ExitCode {
             bound.serve(stop).await?;
             return Ok(());
         }
-        let store = cni_plugin::open_data_dir(&cli.data_dir, &Default::default()).await?;
+        let store = open(&cli).await?;
         if let (Command::Gc, Some(socket)) = (&cli.command, store.agent_socket()) {
             let socket = socket.to_path_buf();
             return gc_through_agent(&socket).await;
@@ -503,8 +592,56 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Partial(_)) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", chain(&e));
+            if lock_timed_out(&e) {
+                eprintln!(
+                    "(berth waits --lock-timeout SECS, or BERTH_LOCK_TIMEOUT, for the lock: {} s now)",
+                    cli.lock_timeout
+                );
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Opens the data dir, saying on stderr, once, who holds its lock when that takes about a
+/// second: without it a busy data dir looks like a hang.
+async fn open(cli: &Cli) -> Result<cni_plugin::DataDirStore, CliError> {
+    let options = cni_plugin::DataDirOptions {
+        lock_timeout: Duration::from_secs(cli.lock_timeout),
+        ..Default::default()
+    };
+    let mut said = false;
+    let store = cni_plugin::open_data_dir_waiting(&cli.data_dir, &options, |wait| {
+        if !said {
+            said = true;
+            let holder = wait
+                .holder
+                .map_or("another process".to_string(), |pid| format!("pid {pid}"));
+            eprintln!(
+                "berth: {holder} holds the lock of the data dir {} ({}); waiting for it, up to \
+                 {} s (--lock-timeout)",
+                cli.data_dir.display(),
+                cli.data_dir.join(berth::sled::LOCK_FILE).display(),
+                cli.lock_timeout
+            );
+        }
+    })
+    .await?;
+    Ok(store)
+}
+
+/// Whether `err` is a wait for the data dir's lock that ran out.
+fn lock_timed_out(err: &CliError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if matches!(
+            e.downcast_ref::<berth::sled::OpenError>(),
+            Some(berth::sled::OpenError::Locked { .. })
+        ) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }

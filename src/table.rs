@@ -3,8 +3,8 @@
 
 use ipam_core::engine::Applied;
 use ipam_core::{
-    Deployment, Kind, ObjectKey, SpiderEndpoint, SpiderIPPool, SpiderReservedIP, SpiderSubnet,
-    StatefulSet, Workload,
+    Deployment, IpSet, Kind, ObjectKey, ObjectMeta, SpiderEndpoint, SpiderIPPool, SpiderReservedIP,
+    SpiderSubnet, StatefulSet, Workload,
 };
 
 /// kubectl's resource name of a kind: `spiderippool.spiderpool.spidernet.io`, `deployment.apps`.
@@ -248,6 +248,167 @@ pub fn deployments(items: &[Deployment]) -> String {
 /// StatefulSets on record: `NAME REPLICAS IPPOOL-IP-NUMBER`.
 pub fn statefulsets(items: &[StatefulSet]) -> String {
     workloads(items.iter().map(|d| &d.0))
+}
+
+/// `Field:` lines of `kubectl describe`, values aligned; a multi-line value is indented.
+fn fields(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0) + 2;
+    let mut out = String::new();
+    for (key, value) in rows {
+        let mut lines = value.lines();
+        let first = lines.next().unwrap_or("");
+        out.push_str(format!("{:<width$}{first}", format!("{key}:")).trim_end());
+        out.push('\n');
+        for line in lines {
+            out.push_str(&format!("{:width$}{line}\n", ""));
+        }
+    }
+    out
+}
+
+/// A set as Spiderpool writes it, with its size: `10.6.168.172-10.6.168.173 (2)`.
+fn set_with_count(set: &IpSet) -> String {
+    if set.is_empty() {
+        "<none>".into()
+    } else {
+        format!("{set} ({})", set.len())
+    }
+}
+
+fn labels(meta: &ObjectMeta) -> String {
+    if meta.labels.is_empty() {
+        return "<none>".into();
+    }
+    meta.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Terminating (since when, and what it waits for), or `Active`.
+fn state(meta: &ObjectMeta, waits_for: impl FnOnce() -> String) -> String {
+    match &meta.deletion_timestamp {
+        Some(since) => format!("Terminating since {since}: {}", waits_for()),
+        None => "Active".into(),
+    }
+}
+
+/// `berth describe spiderippool NAME`: the pool's IPs, what of them is free, and who holds
+/// the rest (pod, container, NIC). `reserved` are the SpiderReservedIPs' IPs, never handed out.
+pub fn describe_pool(pool: &SpiderIPPool, reserved: &IpSet) -> String {
+    let usable = pool.usable_ips();
+    let reserved = usable.intersection(reserved);
+    let allocated = pool.allocated_ips();
+    let free = usable.difference(&reserved).difference(&allocated);
+    let mut status = state(&pool.metadata, || {
+        format!(
+            "it goes when its {} held IPs are released",
+            pool.allocated_count()
+        )
+    });
+    if pool.spec.disable == Some(true) {
+        status.push_str(" (disabled: no new allocations)");
+    }
+    let mut out = fields(&[
+        ("Name", pool.metadata.name.clone()),
+        ("Labels", labels(&pool.metadata)),
+        ("Subnet", pool.spec.subnet.to_string()),
+        (
+            "Gateway",
+            pool.spec.gateway.map_or("<none>".into(), |g| g.to_string()),
+        ),
+        ("IPs", set_with_count(&usable)),
+        ("Excluded IPs", set_with_count(&pool.spec.exclude_ips)),
+        ("Reserved IPs", set_with_count(&reserved)),
+        (
+            "Allocated",
+            format!("{} of {}", allocated.len(), usable.len()),
+        ),
+        ("Free", set_with_count(&free)),
+        ("Status", status),
+    ]);
+    let none = || "<none>".to_string();
+    let rows: Vec<Vec<String>> = pool
+        .iter_records()
+        .map(|(ip, r)| {
+            vec![
+                ip.to_string(),
+                r.pod.clone(),
+                r.container_id.clone().unwrap_or_else(none),
+                r.interface.clone().unwrap_or_else(none),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str(&fields(&[("Holders", none())]));
+    } else {
+        out.push_str("Holders:\n");
+        for line in render(&["IP", "POD", "CONTAINER", "NIC"], &rows).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+/// `berth describe spidersubnet NAME`: the subnet's IPs, what no pool holds, and the pools
+/// that hold the rest (with how many of them their pods hold; `pools` are the pools on
+/// record).
+pub fn describe_subnet(subnet: &SpiderSubnet, pools: &[SpiderIPPool], reserved: &IpSet) -> String {
+    let usable = subnet.usable_ips();
+    let reserved = usable.intersection(reserved);
+    let claims = subnet.claims();
+    let claimed = subnet.claimed_ips();
+    let free = usable.difference(&reserved).difference(&claimed);
+    let names: Vec<&str> = claims.keys().map(String::as_str).collect();
+    let mut out = fields(&[
+        ("Name", subnet.metadata.name.clone()),
+        ("Labels", labels(&subnet.metadata)),
+        ("Subnet", subnet.spec.subnet.to_string()),
+        (
+            "Gateway",
+            subnet
+                .spec
+                .gateway
+                .map_or("<none>".into(), |g| g.to_string()),
+        ),
+        ("IPs", set_with_count(&usable)),
+        ("Excluded IPs", set_with_count(&subnet.spec.exclude_ips)),
+        ("Reserved IPs", set_with_count(&reserved)),
+        ("Claimed", format!("{} of {}", claimed.len(), usable.len())),
+        ("Free", set_with_count(&free)),
+        (
+            "Status",
+            state(&subnet.metadata, || {
+                format!("it goes when pools {names:?} return its IPs")
+            }),
+        ),
+    ]);
+    let rows: Vec<Vec<String>> = claims
+        .iter()
+        .map(|(name, claim)| {
+            let pool = pools.iter().find(|p| &p.metadata.name == name);
+            vec![
+                name.clone(),
+                claim.ips.to_string(),
+                claim.ips.len().to_string(),
+                pool.map_or("<pool missing>".into(), |p| p.allocated_count().to_string()),
+                claim
+                    .application
+                    .as_ref()
+                    .map_or("<none>".into(), |a| a.to_string()),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str(&fields(&[("Pools", "<none>".into())]));
+    } else {
+        out.push_str("Pools:\n");
+        for line in render(&["POOL", "IPS", "COUNT", "ALLOCATED", "APPLICATION"], &rows).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -262,6 +262,14 @@ fn invalid_objects_are_refused_by_name_and_nothing_is_stored() {
         (pool("far", "10.7.0.5", ""), "SpiderIPPool \"far\" is invalid: spec.ips 10.7.0.5 lie outside the subnet 10.6.0.0/16"),
         ("apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: [x\n".to_string(), "not YAML or JSON"),
         ("{\"kind\": \"SpiderIPPool\", \"apiVersion\": \"spiderpool.spidernet.io/v2beta1\", \"metadata\": {\"name\": \"typo\"}, \"spec\": {\"subnet\": \"10.6.0.0/16\", \"ipz\": []}}".to_string(), "unknown field `ipz`"),
+        (
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderSubnet\nmetadata: {name: x}\nspec: {subnet: 10.6.0.0/33}\n".to_string(),
+            "SpiderSubnet \"x\" cannot be read: spec.subnet: invalid CIDR \"10.6.0.0/33\": prefix length \"33\" is not a number from 0 to 32",
+        ),
+        (
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: y}\nspec: {subnet: 10.6.0.0/banana}\n".to_string(),
+            "SpiderIPPool \"y\" cannot be read: spec.subnet: invalid CIDR \"10.6.0.0/banana\": prefix length \"banana\"",
+        ),
     ];
     for (doc, want) in &cases {
         let err = fails(berth_stdin(&d.data, &["apply", "-f", "-"], doc));
@@ -427,4 +435,338 @@ fn unsafe_free_kill(pid: u32, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_opened_is_named_with_the_os_error() {
+    let d = data_dir();
+    let file = d.data.parent().unwrap().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let err = fails(berth(&file, &["get", "ss"]));
+    assert!(
+        err.contains(&format!("{}: not a directory", file.display())),
+        "{err}"
+    );
+    let below = file.join("data");
+    let err = fails(berth(&below, &["get", "ss"]));
+    assert!(
+        err.contains(&below.display().to_string()) && err.contains("(os error 20)"),
+        "{err}"
+    );
+
+    // A dir this user may not enter. Root may enter anything, so as root the command runs
+    // as nobody.
+    let locked = d.data.parent().unwrap().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        d.data.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = Command::new(BERTH);
+    cmd.arg("--data-dir")
+        .arg(locked.join("data"))
+        .args(["get", "ss"]);
+    if is_root() {
+        std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    }
+    let err = fails(cmd.output().unwrap());
+    assert!(
+        err.contains(&locked.join("data").display().to_string())
+            && err.contains("Permission denied (os error 13)"),
+        "{err}"
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_empty_manifest_is_refused_like_kubectl_does() {
+    let d = data_dir();
+    for input in ["", "---\n", "# nothing\n"] {
+        let err = fails(berth_stdin(&d.data, &["apply", "-f", "-"], input));
+        assert!(
+            err.contains("no objects passed to apply"),
+            "{input:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn apply_through_an_agent_that_died_stops_at_the_first_store_error_and_names_its_cause() {
+    use std::io::Write;
+    let d = data_dir();
+    std::fs::create_dir(&d.data).unwrap();
+    // An agent that answers the CLI's liveness probe, then dies: its socket file stays and
+    // refuses every connection, as a killed agent's does.
+    let socket = d.data.parent().unwrap().join("agent.sock");
+    std::fs::write(d.data.join("agent"), format!("{}\n", socket.display())).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut child = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The probe; then the "agent" dies. The CLI reads its input only after opening the store.
+    drop(listener.accept().unwrap());
+    drop(listener);
+    let mut input = std::fs::read_to_string(seed("subnets.yaml")).unwrap();
+    input.push_str("---\n");
+    input.push_str(&std::fs::read_to_string(seed("deployment.yaml")).unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let err = fails(child.wait_with_output().unwrap());
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line, not one per object: {err}"
+    );
+    assert!(
+        err.contains(&socket.display().to_string()) && err.contains("Connection refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stale_agent_record_is_ignored() {
+    let d = data_dir();
+    let socket = d.data.parent().unwrap().join("agent.sock");
+    let mut agent = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(agent.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(socket.exists(), "SIGKILL leaves the socket file");
+    ok(berth(
+        &d.data,
+        &[
+            "apply",
+            "-f",
+            &seed("subnets.yaml"),
+            "-f",
+            &seed("deployment.yaml"),
+        ],
+    ));
+    assert!(subnets(&d.data).contains("subnet-test-ens192"));
+}
+
+#[test]
+fn a_command_waiting_for_the_lock_says_who_holds_it_and_gives_up_after_lock_timeout() {
+    use std::io::Write;
+    let d = data_dir();
+    ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));
+    // `apply -f -` opens the store, then reads its input: it holds the lock until stdin ends.
+    let mut holder = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let lock = d.data.join("lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != pid.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder wrote no pid"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    let started = std::time::Instant::now();
+    let err = fails(berth(&d.data, &["--lock-timeout", "2", "get", "ss"]));
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2) && waited < std::time::Duration::from_secs(8),
+        "{waited:?}"
+    );
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.contains(&format!("pid {pid} holds the lock of the data dir"))
+            && first.contains("waiting"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("in use by another process (pid {pid})"))
+            && err.contains("--lock-timeout SECS"),
+        "{err}"
+    );
+    // The environment variable works too, and a command that gets the lock in time succeeds.
+    let mut waiter = Command::new(BERTH)
+        .arg("--data-dir")
+        .arg(&d.data)
+        .env("BERTH_LOCK_TIMEOUT", "20")
+        .args(["get", "ss"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says so after about a second of waiting; then the holder lets go.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(waiter.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(
+        said.contains(&format!("pid {pid} holds the lock")),
+        "{said}"
+    );
+    assert!(said.contains("up to 20 s"), "{said}");
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin
+        .write_all(
+            std::fs::read_to_string(seed("deployment.yaml"))
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    drop(stdin);
+    ok(holder.wait_with_output().unwrap());
+    assert!(ok(waiter.wait_with_output().unwrap()).contains("subnet-test-ens192"));
+}
+
+#[test]
+fn the_version_names_the_git_commit() {
+    let out = ok(Command::new(BERTH).arg("--version").output().unwrap());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        out,
+        format!("berth {} (commit {commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn describe_shows_free_ips_holders_and_terminating_state_and_get_selects_by_label() {
+    let d = data_dir();
+    ok(berth(&d.data, &["apply", "-f", &seed("subnets.yaml")]));
+    let pools = "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\n\
+        metadata: {name: manual-a, labels: {team: a}}\n\
+        spec: {subnet: 10.6.0.0/16, ips: [10.6.168.171-10.6.168.175]}\n---\n\
+        apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\n\
+        metadata: {name: manual-b, labels: {team: b, legacy: 'yes'}}\n\
+        spec: {subnet: 10.6.0.0/16, ips: [10.6.168.176]}\n---\n\
+        apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderReservedIP\n\
+        metadata: {name: keep}\nspec: {ips: [10.6.168.175]}\n";
+    ok(berth_stdin(&d.data, &["apply", "-f", "-"], pools));
+    // A pod takes an IP of manual-a, as berth-ipam would.
+    {
+        use berth::core::engine::{AllocateRequest, Engine};
+        use berth::core::{NicRequest, PodContext};
+        let store =
+            ipam_store_sled::SledStore::open(&d.data, ipam_store_sled::OpenOptions::new()).unwrap();
+        let engine = Engine::new(store);
+        let request = AllocateRequest {
+            pod: PodContext {
+                namespace: "default".into(),
+                name: "web-0".into(),
+                ..Default::default()
+            },
+            container_id: "c1".into(),
+            nics: vec![NicRequest {
+                interface: "eth0".into(),
+                default_ipv4_pools: vec!["manual-a".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(engine.allocate(&request))
+            .unwrap();
+    }
+    let pool = ok(berth(&d.data, &["describe", "sp", "manual-a"]));
+    let has = |text: &str, line: &str| {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line),
+            "no line {line:?} in\n{text}"
+        );
+    };
+    has(&pool, "Name: manual-a");
+    has(&pool, "Labels: ipam.spidernet.io/ippool-cidr=10-6-0-0-16");
+    has(&pool, "team=a");
+    has(&pool, "IPs: 10.6.168.171-10.6.168.175 (5)");
+    has(&pool, "Reserved IPs: 10.6.168.175 (1)");
+    has(&pool, "Allocated: 1 of 5");
+    has(&pool, "Free: 10.6.168.172-10.6.168.174 (3)");
+    has(&pool, "Status: Active");
+    has(&pool, "IP POD CONTAINER NIC");
+    has(&pool, "10.6.168.171 default/web-0 c1 eth0");
+    let subnet = ok(berth(&d.data, &["describe", "ss", "subnet-test-ens192"]));
+    has(&subnet, "Claimed: 6 of 10");
+    has(&subnet, "Free: 10.6.168.177-10.6.168.180 (4)");
+    has(&subnet, "manual-a 10.6.168.171-10.6.168.175 5 1 <none>");
+    has(&subnet, "manual-b 10.6.168.176 1 0 <none>");
+
+    // Deleted while a pod holds an IP: terminating, and describe says what it waits for.
+    ok(berth(&d.data, &["delete", "sp", "manual-a"]));
+    let pool = ok(berth(&d.data, &["describe", "spiderippool", "manual-a"]));
+    let status = pool.lines().find(|l| l.starts_with("Status:")).unwrap();
+    assert!(
+        status.contains("Terminating since ")
+            && status.ends_with("it goes when its 1 held IPs are released"),
+        "{pool}"
+    );
+    assert!(fails(berth(&d.data, &["describe", "sp", "nope"])).contains("not found"));
+    assert!(fails(berth(&d.data, &["describe", "deploy", "x"])).contains("describe shows"));
+
+    // get -l, in kubectl's syntax.
+    let names = |selector: &str| -> Vec<String> {
+        let out = berth(&d.data, &["get", "sp", "-l", selector]);
+        let table = ok(out);
+        table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("team=a"), ["manual-a"]);
+    assert_eq!(names("team!=a"), ["manual-b"]);
+    assert_eq!(names("team in (a,b)"), ["manual-a", "manual-b"]);
+    assert_eq!(names("team notin (b),!legacy"), ["manual-a"]);
+    assert_eq!(names("legacy"), ["manual-b"]);
+    assert!(names("team=c").is_empty());
+    let err = fails(berth(&d.data, &["get", "sp", "-l", "team in a"]));
+    assert!(
+        err.contains("invalid label selector \"team in a\""),
+        "{err}"
+    );
+    let err = fails(berth(&d.data, &["get", "sp", "manual-b", "-l", "team=b"]));
+    assert!(err.contains("selector"), "{err}");
 }

@@ -75,7 +75,27 @@ impl DataDirStore {
 /// `options.lock_timeout`; [`Error::Store`] (102) when the dir or the database cannot be
 /// opened (the message says what to do).
 pub async fn open_data_dir(dir: &Path, options: &DataDirOptions) -> Result<DataDirStore, Error> {
-    let deadline = Instant::now() + options.lock_timeout;
+    open_data_dir_waiting(dir, options, |_| {}).await
+}
+
+/// A wait for another process's lock on a data dir, as [`open_data_dir_waiting`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockWait {
+    /// The pid the holder wrote into the lock file, if it could be read.
+    pub holder: Option<u32>,
+    /// How long the open has waited so far.
+    pub waited: Duration,
+}
+
+/// [`open_data_dir`], calling `waiting` every [`AGENT_POLL`] (about a second) that another
+/// process keeps the lock: a command run by a person can say why it does not answer.
+pub async fn open_data_dir_waiting(
+    dir: &Path,
+    options: &DataDirOptions,
+    mut waiting: impl FnMut(LockWait),
+) -> Result<DataDirStore, Error> {
+    let start = Instant::now();
+    let deadline = start + options.lock_timeout;
     loop {
         if let Some(socket) = record::live_agent(dir).await {
             tracing::debug!(data_dir = %dir.display(), socket = %socket.display(), "the data dir is served by a berth agent; going through it");
@@ -91,7 +111,12 @@ pub async fn open_data_dir(dir: &Path, options: &DataDirOptions) -> Result<DataD
             .map_err(|e| Error::internal("opening the store", Some(Box::new(e))))?;
         match opened {
             Ok(store) => return Ok(DataDirStore::Sled(store)),
-            Err(OpenError::Locked { .. }) if Instant::now() < deadline => continue,
+            Err(OpenError::Locked { holder, .. }) if Instant::now() < deadline => {
+                waiting(LockWait {
+                    holder,
+                    waited: start.elapsed(),
+                });
+            }
             Err(OpenError::Locked { dir: d, holder, .. }) => {
                 return Err(open_error(OpenError::Locked {
                     dir: d,

@@ -25,7 +25,7 @@ pub mod fuzzing;
 pub mod ipam;
 pub mod owner;
 
-pub use datadir::{DataDirOptions, DataDirStore, open_data_dir};
+pub use datadir::{DataDirOptions, DataDirStore, LockWait, open_data_dir, open_data_dir_waiting};
 pub use error::Error;
 pub use ipam::{BerthIpam, IpamConfig, NetnsLiveness};
 pub use owner::{BERTH_OWNER, Owner};

@@ -467,6 +467,15 @@ fn logs_go_to_the_log_file_and_stdout_holds_only_the_answer() {
         "{log}"
     );
     assert!(log.contains("incompatible CNI versions"), "{log}");
+    // The invocation line says which build answered: version and git commit.
+    let invocation = log
+        .lines()
+        .find(|l| l.contains("CNI invocation"))
+        .expect("an invocation line");
+    assert!(
+        invocation.contains(&format!("version=\"{}\"", berth_cni::BUILD)),
+        "{invocation}"
+    );
 }
 
 #[test]

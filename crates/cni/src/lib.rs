@@ -103,3 +103,13 @@ pub use plugin::{
 };
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use version::{SUPPORTED, Version, VersionInfo};
+
+/// The version of these crates and the git commit of the Berth checkout they were built from
+/// (`0.1.0 (commit 1a2b3c4)`; `unknown` outside a git checkout), which Berth's programs report
+/// (`berth --version`, the plugins' log line of each call through [`Plugin::version`]).
+pub const BUILD: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BERTH_GIT_COMMIT"),
+    ")"
+);

@@ -180,6 +180,12 @@ pub trait Plugin {
     fn prepare(&self, stdin: &[u8]) {
         let _ = stdin;
     }
+
+    /// The plugin's version (and build), logged with every invocation, so that a log says
+    /// which build answered. Default: none.
+    fn version(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What one invocation prints on stdout and the status it exits with.
@@ -244,7 +250,8 @@ where
         Ok(invocation) => invocation,
         Err(err) => return Output::error(&err, error_version()),
     };
-    log_invocation(&invocation);
+    let version = plugin.version();
+    log_invocation(version, &invocation);
     let outcome =
         catch_unwind(AssertUnwindSafe(|| dispatch(plugin, &invocation))).unwrap_or_else(|panic| {
             let msg = panic
@@ -257,7 +264,7 @@ where
                 source: None,
             })
         });
-    log_outcome(&invocation, &outcome, started.elapsed());
+    log_outcome(version, &invocation, &outcome, started.elapsed());
     let version = invocation
         .config()
         .map_or(Version::LATEST, |c| c.cni_version);
@@ -301,11 +308,14 @@ fn dispatch<P: Plugin + ?Sized>(plugin: &P, invocation: &Invocation) -> Result<D
     }
 }
 
-/// The detail of an invocation, at DEBUG; [`log_outcome`] says what it did.
-fn log_invocation(invocation: &Invocation) {
+/// The detail of an invocation, at DEBUG; [`log_outcome`] says what it did. `version`: the
+/// plugin's build ([`Plugin::version`]).
+fn log_invocation(version: Option<&str>, invocation: &Invocation) {
+    let version = version.unwrap_or("-");
     match invocation {
         Invocation::Add(r) | Invocation::Del(r) | Invocation::Check(r) => tracing::debug!(
             command = %invocation.command(),
+            version,
             pid = std::process::id(),
             container_id = %r.container_id,
             ifname = %r.ifname,
@@ -316,17 +326,23 @@ fn log_invocation(invocation: &Invocation) {
         ),
         Invocation::Gc(r) | Invocation::Status(r) => tracing::debug!(
             command = %invocation.command(),
+            version,
             pid = std::process::id(),
             network = %r.config.name,
             cni_version = %r.config.cni_version,
             "CNI invocation"
         ),
-        Invocation::Version => tracing::debug!("CNI VERSION"),
+        Invocation::Version => tracing::debug!(version, "CNI VERSION"),
     }
 }
 
-/// The one line of a call (see [`run_with`]).
-fn log_outcome(invocation: &Invocation, outcome: &Result<Done, Error>, elapsed: Duration) {
+/// The one line of a call (see [`run_with`]), naming the plugin's build (`version`).
+fn log_outcome(
+    version: Option<&str>,
+    invocation: &Invocation,
+    outcome: &Result<Done, Error>,
+    elapsed: Duration,
+) {
     let command = invocation.command();
     let attachment = match invocation {
         Invocation::Add(r) | Invocation::Del(r) | Invocation::Check(r) => Some(r),
@@ -353,6 +369,7 @@ fn log_outcome(invocation: &Invocation, outcome: &Result<Done, Error>, elapsed: 
                 network,
                 ips,
                 ?elapsed,
+                version,
                 "CNI {command} ok"
             );
         }
@@ -366,6 +383,7 @@ fn log_outcome(invocation: &Invocation, outcome: &Result<Done, Error>, elapsed: 
                 msg = ?cni.msg,
                 details = (!cni.details.is_empty()).then_some(&cni.details),
                 ?elapsed,
+                version,
                 "CNI {command} failed"
             );
         }

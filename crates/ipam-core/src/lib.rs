@@ -101,7 +101,7 @@ pub use meta::{
     UnknownKind,
 };
 pub use pool::{IpRecord, PoolSpec, PoolStatus, SpiderIPPool, owning_subnet};
-pub use range::{IpFamily, IpRange, IpSet, cmp_ip, network_and_broadcast};
+pub use range::{IpFamily, IpRange, IpSet, cmp_ip, network_and_broadcast, parse_cidr};
 pub use reserved::{ReservedIpSpec, SpiderReservedIP};
 pub use subnet::{PoolClaim, SpiderSubnet, SubnetSpec, SubnetStatus};
 pub use workload::{

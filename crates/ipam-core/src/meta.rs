@@ -202,6 +202,151 @@ impl fmt::Display for LabelSelector {
     }
 }
 
+impl std::str::FromStr for LabelSelector {
+    type Err = String;
+
+    /// `kubectl`'s selector syntax (`-l`): requirements separated by commas, each `key=value`
+    /// (or `key==value`), `key!=value`, `key in (v1,v2)`, `key notin (v1,v2)`, `key` (exists)
+    /// or `!key` (does not exist). `key!=value` holds when the label is absent too, as in
+    /// Kubernetes: it is `NotIn` with one value. The error says which requirement is wrong.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut selector = LabelSelector::default();
+        for part in split_requirements(text)? {
+            let part = part.trim();
+            let fail = |why: &str| Err(format!("invalid label selector {text:?}: {part:?}: {why}"));
+            let mut set_based = |key: &str, operator: &str, values: Vec<String>| {
+                selector.match_expressions.push(LabelSelectorRequirement {
+                    key: key.to_owned(),
+                    operator: operator.to_owned(),
+                    values,
+                });
+            };
+            if part.is_empty() {
+                return fail("an empty requirement");
+            }
+            if let Some(key) = part.strip_prefix('!') {
+                let key = key.trim();
+                if !is_label_key(key) {
+                    return fail("not a label key");
+                }
+                set_based(key, "DoesNotExist", Vec::new());
+            } else if let Some((key, op, values)) = set_requirement(part) {
+                if !is_label_key(key) {
+                    return fail("not a label key");
+                }
+                let Some(inner) = values
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|v| v.strip_suffix(')'))
+                else {
+                    return fail("the values go in parentheses: key in (a,b)");
+                };
+                let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
+                if let Some(bad) = values.iter().find(|v| !is_label_value(v)) {
+                    return fail(&format!("{bad:?} is not a label value"));
+                }
+                set_based(key, op, values);
+            } else if let Some((key, op, value)) = ["!=", "==", "="]
+                .into_iter()
+                .find_map(|op| part.split_once(op).map(|(k, v)| (k.trim(), op, v.trim())))
+            {
+                if !is_label_key(key) {
+                    return fail("not a label key");
+                }
+                if !is_label_value(value) {
+                    return fail(&format!("{value:?} is not a label value"));
+                }
+                if op == "!=" {
+                    set_based(key, "NotIn", vec![value.to_owned()]);
+                } else if selector.match_labels.contains_key(key) {
+                    // A second value for one key: matchLabels holds one, In holds both.
+                    set_based(key, "In", vec![value.to_owned()]);
+                } else {
+                    selector
+                        .match_labels
+                        .insert(key.to_owned(), value.to_owned());
+                }
+            } else if is_label_key(part) {
+                set_based(part, "Exists", Vec::new());
+            } else {
+                return fail("not key=value, key!=value, key in (…), key notin (…), key or !key");
+            }
+        }
+        Ok(selector)
+    }
+}
+
+/// The comma-separated requirements of a selector string, keeping `in (a,b)` whole.
+fn split_requirements(text: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| format!("invalid label selector {text:?}: unbalanced ')'"))?
+            }
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("invalid label selector {text:?}: unclosed '('"));
+    }
+    parts.push(&text[start..]);
+    Ok(parts)
+}
+
+/// `key in (…)` / `key notin (…)`: the key, the operator, and the rest.
+fn set_requirement(part: &str) -> Option<(&str, &'static str, &str)> {
+    let (key, rest) = part.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start();
+    [("notin", "NotIn"), ("in", "In")]
+        .into_iter()
+        .find_map(|(word, op)| {
+            rest.strip_prefix(word)
+                .filter(|r| r.trim_start().starts_with('('))
+                .map(|r| (key, op, r))
+        })
+}
+
+/// A Kubernetes label key: an optional DNS prefix and `/`, then a name of alphanumerics,
+/// `-`, `_` and `.` (at most 63 characters, starting and ending alphanumeric).
+fn is_label_key(key: &str) -> bool {
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            if prefix.is_empty()
+                || prefix.len() > 253
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                return false;
+            }
+            name
+        }
+        None => key,
+    };
+    !name.is_empty() && is_label_value(name)
+}
+
+/// A Kubernetes label value: empty, or up to 63 alphanumerics, `-`, `_` and `.`, starting
+/// and ending alphanumeric.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
 /// The kinds Berth stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -476,6 +621,7 @@ macro_rules! cidr_spec {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub ip_version: Option<i64>,
             /// The CIDR, kept as written (`10.6.0.1/16` means 10.6.0.0/16).
+            #[serde(deserialize_with = "crate::range::deserialize_spec_subnet")]
             pub subnet: ipnet::IpNet,
             /// The IPs lent: by a pool to pods, by a subnet to pools.
             #[serde(default, skip_serializing_if = "crate::range::IpSet::is_empty")]
@@ -531,6 +677,54 @@ mod tests {
         assert!(!sel.matches(&labels(&[("tier", "web")])));
         assert!(LabelSelector::default().matches(&labels(&[])));
         assert_eq!(sel.to_string(), "zone=a,tier in (web,api),!legacy");
+    }
+
+    #[test]
+    fn selectors_parse_from_kubectls_syntax() {
+        let sel: LabelSelector = "app=web, tier!=db,zone in (a, b),legacy,!canary,x notin (1)"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            sel.to_string(),
+            "app=web,tier notin (db),zone in (a,b),legacy,!canary,x notin (1)"
+        );
+        assert!(sel.matches(&labels(&[("app", "web"), ("zone", "b"), ("legacy", "")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("zone", "c"), ("legacy", "")])));
+        assert!(!sel.matches(&labels(&[
+            ("app", "web"),
+            ("zone", "a"),
+            ("legacy", ""),
+            ("tier", "db")
+        ])));
+        assert!(!sel.matches(&labels(&[
+            ("app", "web"),
+            ("zone", "a"),
+            ("legacy", ""),
+            ("canary", "1")
+        ])));
+        // Spiderpool's own labels have prefixes; == is =; the same key twice needs both.
+        let sel: LabelSelector = "ipam.spidernet.io/ippool-cidr==10-6-0-0-16"
+            .parse()
+            .unwrap();
+        assert!(sel.matches(&labels(&[("ipam.spidernet.io/ippool-cidr", "10-6-0-0-16")])));
+        let sel: LabelSelector = "a=1,a=2".parse().unwrap();
+        assert!(!sel.matches(&labels(&[("a", "1")])));
+        assert_eq!(
+            "".parse::<LabelSelector>().unwrap_err(),
+            "invalid label selector \"\": \"\": an empty requirement"
+        );
+        for (bad, why) in [
+            ("a in b", "not key=value"),
+            ("a in (b", "unclosed '('"),
+            ("a=b)", "unbalanced ')'"),
+            ("a=b c", "\"b c\" is not a label value"),
+            ("=b", "not a label key"),
+            ("a,,b", "an empty requirement"),
+            ("a in (x y)", "\"x y\" is not a label value"),
+        ] {
+            let err = bad.parse::<LabelSelector>().unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
     }
 
     #[test]

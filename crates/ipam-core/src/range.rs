@@ -605,10 +605,70 @@ pub fn network_and_broadcast(net: &IpNet) -> IpSet {
     }
 }
 
+/// Parses a CIDR as Spiderpool's `spec.subnet` holds it, host bits allowed (`10.6.0.1/16`),
+/// saying what is wrong: ipnet says "invalid IP address syntax" for `/33` and `/banana` alike.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let Some((addr, len)) = text.split_once('/') else {
+        return Err("no prefix length: write ADDRESS/LENGTH, e.g. 10.6.0.0/16".into());
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len
+        .parse::<u8>()
+        .ok()
+        .filter(|l| *l <= max)
+        .ok_or_else(|| format!("prefix length {len:?} is not a number from 0 to {max}"))?;
+    IpNet::new(addr, len).map_err(|e| e.to_string())
+}
+
+/// Reads `spec.subnet` with [`parse_cidr`], naming the field in the error: the decoder's own
+/// message names neither the field nor the value.
+pub(crate) fn deserialize_spec_subnet<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_cidr(&text).map_err(|reason| {
+        serde::de::Error::custom(format!("spec.subnet: invalid CIDR {text:?}: {reason}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn cidrs_say_what_is_wrong() {
+        assert_eq!(
+            parse_cidr("10.6.0.1/16"),
+            Ok("10.6.0.1/16".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("fd00:6::/64"),
+            Ok("fd00:6::/64".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("10.6.0.0/33").unwrap_err(),
+            "prefix length \"33\" is not a number from 0 to 32"
+        );
+        assert_eq!(
+            parse_cidr("10.6.0.0/banana").unwrap_err(),
+            "prefix length \"banana\" is not a number from 0 to 32"
+        );
+        assert_eq!(
+            parse_cidr("fd00::/129").unwrap_err(),
+            "prefix length \"129\" is not a number from 0 to 128"
+        );
+        assert_eq!(
+            parse_cidr("10.6.0.300/16").unwrap_err(),
+            "\"10.6.0.300\" is not an IP address"
+        );
+        assert!(
+            parse_cidr("10.6.0.0")
+                .unwrap_err()
+                .starts_with("no prefix length")
+        );
+    }
     use std::collections::BTreeSet;
 
     fn ip(s: &str) -> IpAddr {

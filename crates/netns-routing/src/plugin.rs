@@ -90,6 +90,11 @@ fn prev_result(r: &AttachmentRequest) -> Result<&CniResult, berth_cni::Error> {
 }
 
 impl Plugin for BerthRoute {
+    /// Berth's version and commit, in the log line of every call.
+    fn version(&self) -> Option<&str> {
+        Some(berth_cni::BUILD)
+    }
+
     fn add(&self, r: &AttachmentRequest) -> Result<CniResult, berth_cni::Error> {
         let config = keys(&r.config)?;
         let prev = prev_result(r)?;

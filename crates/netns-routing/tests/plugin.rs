@@ -126,6 +126,16 @@ fn refusals() {
         std::fs::read_to_string(&log).unwrap().contains("CNI error"),
         "logged to the config's file"
     );
+    // Each call's invocation line says which build answered.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let invocation = text
+        .lines()
+        .find(|l| l.contains("CNI invocation"))
+        .expect("an invocation line");
+    assert!(
+        invocation.contains(&format!("version=\"{}\"", berth_cni::BUILD)),
+        "{invocation}"
+    );
 }
 
 #[test]

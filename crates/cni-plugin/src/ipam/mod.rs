@@ -151,6 +151,11 @@ impl BerthIpam {
 }
 
 impl Plugin for BerthIpam {
+    /// Berth's version and commit, in the log line of every call.
+    fn version(&self) -> Option<&str> {
+        Some(berth_cni::BUILD)
+    }
+
     fn add(&self, r: &AttachmentRequest) -> Result<CniResult, berth_cni::Error> {
         Ok(self.add_nic(r)?)
     }

@@ -149,7 +149,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Every reserved IP (of reservations that are not being deleted).
-    pub(crate) async fn reserved_ips(&self) -> Result<IpSet, Error> {
+    pub async fn reserved_ips(&self) -> Result<IpSet, Error> {
         Ok(self
             .store
             .list_as::<SpiderReservedIP>(None)

@@ -133,6 +133,10 @@ fn create_data_dir(dir: &Path) -> std::io::Result<()> {
     if existing == Some(dir) {
         return Ok(());
     }
+    // create_dir_all would say "File exists", which reads as if all were well.
+    if dir.exists() {
+        return Err(std::io::ErrorKind::NotADirectory.into());
+    }
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     for parent in ancestors().skip(1) {
         std::fs::File::open(parent)?.sync_all()?;
