@@ -77,6 +77,15 @@ pub fn adopt(
     data_dir: Option<PathBuf>,
 ) -> Result<Listening, Error> {
     let socket = activated_path(&listener)?;
+    adopt_at(listener, socket, data_dir)
+}
+
+/// [`adopt`] of a listener whose path the caller has read ([`activated_path`]).
+fn adopt_at(
+    listener: std::os::unix::net::UnixListener,
+    socket: PathBuf,
+    data_dir: Option<PathBuf>,
+) -> Result<Listening, Error> {
     let listener = listener
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(listener))
@@ -335,7 +344,7 @@ pub async fn bind_data_dir_on(data_dir: &Path, listen: Listen) -> Result<DataDir
             })
             .await?
         }
-        Listen::Activated(listener) => adopt(listener, Some(data_dir.to_path_buf()))?,
+        Listen::Activated(listener) => adopt_at(listener, own, Some(data_dir.to_path_buf()))?,
     };
     Ok(DataDirAgent {
         engine: Arc::new(Engine::new(store)),

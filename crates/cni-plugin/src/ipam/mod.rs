@@ -132,8 +132,14 @@ impl BerthIpam {
     }
 
     async fn backend(&self, config: &NetworkConfig) -> Result<Backend, Error> {
-        let mode = resolve_mode(&IpamConfig::of(config)?, &self.defaults);
-        tracing::debug!(%mode, network = %config.name, "IPAM mode");
+        self.backend_of(&IpamConfig::of(config)?, &config.name)
+            .await
+    }
+
+    /// [`BerthIpam::backend`] of an `ipam` object the caller has read already.
+    async fn backend_of(&self, ipam: &IpamConfig, network: &str) -> Result<Backend, Error> {
+        let mode = resolve_mode(ipam, &self.defaults);
+        tracing::debug!(%mode, network, "IPAM mode");
         match mode {
             Mode::Agent { socket, .. } => Ok(Backend::Agent(AgentClient::new(socket))),
             Mode::Embedded { data_dir, .. } => {
@@ -255,7 +261,7 @@ impl BerthIpam {
             node: None,
         };
         let answer = self.block_on(async {
-            match self.backend(&r.config).await? {
+            match self.backend_of(&ipam, &r.config.name).await? {
                 Backend::Agent(agent) => agent.add(&args).await,
                 Backend::Local(engine) => ops::add(&engine, &args, &ops::node_name()).await,
             }
