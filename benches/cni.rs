@@ -146,17 +146,14 @@ impl Mode {
         let id = |i: usize| format!("{prefix}{i}");
         match self {
             Mode::Interleaved => {
-                for (command, pick) in [("ADD", 0), ("DEL", 1)] {
-                    for i in 0..n {
-                        for (k, c) in contenders.iter().enumerate() {
-                            let took = c.invoke(command, &id(i), netns);
-                            if pick == 0 {
-                                &mut times[k].0
-                            } else {
-                                &mut times[k].1
-                            }
-                            .push(took);
-                        }
+                for i in 0..n {
+                    for (k, c) in contenders.iter().enumerate() {
+                        times[k].0.push(c.invoke("ADD", &id(i), netns));
+                    }
+                }
+                for i in 0..n {
+                    for (k, c) in contenders.iter().enumerate() {
+                        times[k].1.push(c.invoke("DEL", &id(i), netns));
                     }
                 }
             }
