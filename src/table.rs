@@ -359,7 +359,7 @@ pub fn describe_subnet(subnet: &SpiderSubnet, pools: &[SpiderIPPool], reserved: 
     let reserved = usable.intersection(reserved);
     let claims = subnet.claims();
     let claimed = subnet.claimed_ips();
-    let free = usable.difference(&reserved).difference(&claimed);
+    let free = subnet.free_ips(&reserved);
     let names: Vec<&str> = claims.keys().map(String::as_str).collect();
     let mut out = fields(&[
         ("Name", subnet.metadata.name.clone()),

@@ -133,14 +133,6 @@ impl AutoPoolSpec {
     }
 }
 
-/// The IPs a subnet can still hand to pools: its own minus every claim minus reserved IPs.
-pub fn subnet_free(subnet: &SpiderSubnet, reserved: &IpSet) -> IpSet {
-    subnet
-        .usable_ips()
-        .difference(&subnet.claimed_ips())
-        .difference(reserved)
-}
-
 /// The IPs a pool gives back to shrink by `excess`: the highest ones no pod holds.
 pub fn shrink_pick(pool: &SpiderIPPool, excess: u128) -> IpSet {
     pool.spec
@@ -192,7 +184,7 @@ mod tests {
             reclaim: true,
             desired: 3,
         };
-        let p = spec.build(&subnet, subnet_free(&subnet, &IpSet::new()).first_n(3));
+        let p = spec.build(&subnet, subnet.free_ips(&IpSet::new()).first_n(3));
         assert_eq!(p.metadata.name, "auto4-test-app-eth0-a5bd3");
         assert_eq!(p.spec.ips, ips!["10.6.168.171-10.6.168.173"]);
         assert_eq!(p.spec.gateway, Some("10.6.0.1".parse().unwrap()));

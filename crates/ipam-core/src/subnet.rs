@@ -134,6 +134,13 @@ impl SpiderSubnet {
             .fold(IpSet::new(), |acc, c| acc.union(&c.ips))
     }
 
+    /// The IPs the subnet can still hand to pools: its own minus every claim minus `reserved`.
+    pub fn free_ips(&self, reserved: &IpSet) -> IpSet {
+        self.usable_ips()
+            .difference(&self.claimed_ips())
+            .difference(reserved)
+    }
+
     /// Replaces the claims and recomputes the counts.
     pub fn set_claims(&mut self, claims: BTreeMap<String, PoolClaim>) {
         let allocated: IpSet = claims

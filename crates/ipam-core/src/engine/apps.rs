@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::Engine;
 use super::batch::{Matcher, PoolOp};
 use crate::annotations::{PodAnnotations, SUBNETS};
-use crate::autopool::{AutoPoolSpec, shrink_pick, subnet_free};
+use crate::autopool::{AutoPoolSpec, shrink_pick};
 use crate::endpoint::SpiderEndpoint;
 use crate::error::Error;
 use crate::meta::{Kind, Object, ObjectKey};
@@ -165,7 +165,7 @@ impl<S: Store> Engine<S> {
                     refused: format!("new claims: {pool} needs {need} more IPs"),
                 });
             }
-            let free = subnet_free(&subnet, &reserved).len();
+            let free = subnet.free_ips(&reserved).len();
             if free < need {
                 return Err(Error::SubnetExhausted {
                     subnet: subnet_name,
@@ -432,7 +432,7 @@ fn carve(
     spec: &AutoPoolSpec,
     pool: &str,
 ) -> Result<crate::range::IpSet, Error> {
-    let free = subnet_free(subnet, reserved);
+    let free = subnet.free_ips(reserved);
     let need = desired - held.len();
     if free.len() < need {
         return Err(Error::SubnetExhausted {
