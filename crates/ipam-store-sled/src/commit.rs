@@ -1,16 +1,16 @@
 //! Group commit: concurrent writers share one flush.
 //!
-//! A write is durable once a sync of the database ([`Disk::sync`]: sled's flush plus the
-//! `fdatasync` that sled leaves out) that started after the write has finished. Every committed
+//! A write is durable once a sync of the journal ([`Journal::sync`]: the records buffered so far
+//! appended to the journal file, and one `fdatasync`) that started after the write has finished. Every committed
 //! write takes a ticket from a counter. To become durable, a writer queues on one async mutex,
 //! the *flush lock*. The first in line reads the counter (every ticket up to it names a write
-//! already in sled's log), syncs, and publishes the counter as `flushed`. Whoever gets the lock
+//! whose record is already in the journal's buffer), syncs, and publishes the counter as `flushed`. Whoever gets the lock
 //! next checks `flushed` first: if its ticket is covered it returns without syncing; otherwise
 //! it syncs for itself and for everyone who committed meanwhile. So while one sync runs, the
 //! writes that arrive queue up and the next sync covers them all: under load the disk sees one
 //! sync per batch instead of one per write, and a lone writer still pays exactly one.
 //!
-//! sled's log is written in order and recovered as a prefix, so a sync also makes durable every
+//! The journal is written in order and recovered as a prefix, so a sync also makes durable every
 //! write before the one it was run for.
 //!
 //! The sync blocks on the disk: on a multi-threaded tokio runtime it runs through
@@ -21,9 +21,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::disk::Disk;
+use crate::journal::Journal;
 
-/// Why a flush failed: sled's error, or the flush task's panic.
+/// Why a flush failed: the journal's I/O error, or the flush task's panic.
 pub(crate) type FlushError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How writes are made durable before they return.
@@ -49,9 +49,9 @@ pub struct Stats {
 /// The group commit state of one store.
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
-    disk: Arc<Disk>,
+    journal: Arc<Journal>,
     policy: FlushPolicy,
-    /// Tickets handed out: the number of writes committed to sled's log.
+    /// Tickets handed out: the number of writes whose records are in the journal.
     committed: AtomicU64,
     /// Every ticket up to this one is durable.
     flushed: AtomicU64,
@@ -65,9 +65,9 @@ pub(crate) struct GroupCommit {
 pub(crate) struct Ticket(u64);
 
 impl GroupCommit {
-    pub(crate) fn new(disk: Disk, policy: FlushPolicy) -> Self {
+    pub(crate) fn new(journal: Arc<Journal>, policy: FlushPolicy) -> Self {
         GroupCommit {
-            disk: Arc::new(disk),
+            journal,
             policy,
             committed: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -76,8 +76,8 @@ impl GroupCommit {
         }
     }
 
-    /// Records a write that is in sled (its insert or compare-and-swap returned). Call it after
-    /// the write, never before: the ticket promises the write precedes any flush that sees it.
+    /// Records a write whose record is in the journal's buffer. Call it after the append, never
+    /// before: the ticket promises the record precedes any flush that sees it.
     pub(crate) fn committed(&self) -> Ticket {
         Ticket(self.committed.fetch_add(1, Ordering::AcqRel) + 1)
     }
@@ -107,21 +107,17 @@ impl GroupCommit {
 
     async fn flush(&self) -> Result<(), FlushError> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        // The sync blocks on the disk: it runs on tokio's blocking pool, not on an executor
-        // thread. Not on sled's own pool either (`flush_async`): sled writes its log buffers
-        // on that pool, and a flush waits for those writes, so a few concurrent flushes there
-        // take all of its threads and deadlock (64 concurrent `flush_async` calls hung for good).
-        // On a multi-threaded runtime the sync runs in place (the worker hands its other tasks
+        // The sync blocks on the disk. On a multi-threaded runtime the sync runs in place (the worker hands its other tasks
         // to its peers, which go on committing writes for the next sync): no hand-off to a
         // blocking thread and back. A single-threaded runtime would stop all its tasks for the
         // sync, so that the writes they would commit meanwhile miss it: there it runs on the
         // blocking pool.
         use tokio::runtime::{Handle, RuntimeFlavor};
         if let Ok(RuntimeFlavor::MultiThread) = Handle::try_current().map(|h| h.runtime_flavor()) {
-            return tokio::task::block_in_place(|| self.disk.sync()).map_err(Into::into);
+            return tokio::task::block_in_place(|| self.journal.sync()).map_err(Into::into);
         }
-        let disk = self.disk.clone();
-        match tokio::task::spawn_blocking(move || disk.sync()).await {
+        let journal = self.journal.clone();
+        match tokio::task::spawn_blocking(move || journal.sync()).await {
             Ok(synced) => synced.map_err(Into::into),
             // The sync panicked (or the runtime is shutting down).
             Err(join) => Err(join.into()),

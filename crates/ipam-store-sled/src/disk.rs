@@ -1,4 +1,5 @@
-//! What a flush must do so that a write survives a power loss, not only a process crash.
+//! What a checkpoint's sync of sled must do so that what it moved there survives a power loss,
+//! not only a process crash (before it returns, the journal files it covered stay).
 //!
 //! sled 0.34.7's `Db::flush` writes its log buffer and, on Linux, calls
 //! `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` on that range (`pagecache/iobuf.rs`,
@@ -15,8 +16,9 @@
 //! difference: without this, no `fsync`/`fdatasync` at all per write.
 //!
 //! One window remains that only sled could close: sled may write a log buffer on its own once
-//! it is full, so a log record can reach the disk before the blob it points to is synced. A
-//! crash in that window loses a large value that no caller was told is durable.
+//! it is full, so a log record can reach the disk before the blob it points to is synced. No
+//! write is lost in that window (the journal still holds it), but sled may find the blob
+//! missing when it recovers.
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -71,6 +71,31 @@ pub enum OpenError {
         source: std::io::Error,
     },
 
+    /// A journal file could not be read, cut or created.
+    #[error("cannot open the journal {path}")]
+    Journal {
+        /// The journal file or directory.
+        path: PathBuf,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A journal file that was synced whole holds a damaged record: the disk lost data.
+    #[error(
+        "{path}: damaged record at byte {offset} ({reason}) in a journal file that was synced \
+         whole: the disk lost data. Move the file aside to open the store without the writes \
+         from that record on"
+    )]
+    JournalDamaged {
+        /// The journal file.
+        path: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The store was written with another schema version than this build reads.
     #[error(
         "the data dir {dir} holds a Berth store of schema version {found}, but this build reads \

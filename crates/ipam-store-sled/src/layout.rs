@@ -1,10 +1,11 @@
-//! What lies where on disk (schema version 1).
+//! What lies where on disk (schema version 2).
 //!
 //! ```text
 //! <data dir>/            mode 0700 when Berth creates it
 //!   lock                 the lock file, holding the holder's pid (see `lock.rs`)
-//!   db/                  the sled database
-//!     default tree       berth-schema = "1"
+//!   journal/             the write-ahead journal (see `journal.rs`): the writes sled may lack
+//!   db/                  the sled database, as of the last checkpoint
+//!     default tree       berth-schema = "2"
 //!     tree "SpiderSubnet", "SpiderIPPool", "SpiderReservedIP"      (cluster-scoped)
 //!                        key  = name
 //!     tree "SpiderEndpoint", "Deployment", "StatefulSet"           (namespaced)
@@ -15,6 +16,10 @@
 //! One tree per kind keeps each kind's keys apart without a prefix. Keys sort bytewise as
 //! (namespace, name) because no namespace contains a NUL, so a full scan lists in the order the
 //! `Store` contract asks for, and `namespace 0x00` is the prefix of one namespace.
+//!
+//! Version 1 had no journal (every write went into sled and was flushed there); it opens as a
+//! version 2 store with an empty journal, and its record is rewritten. A release that reads
+//! version 1 only refuses a version 2 store, since it would not replay the journal.
 
 use std::io;
 use std::path::Path;
@@ -27,7 +32,11 @@ use crate::error::OpenError;
 
 /// The schema version this build reads and writes. Bump it on any change to the layout above
 /// (tree names, key encoding, value encoding) and say how to migrate.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The schema versions this build opens by rewriting their record: 1 is 2 without the journal,
+/// so a store of version 1 is one of version 2 whose journal is empty.
+const MIGRATES_FROM: &[&str] = &["1"];
 
 /// The key of the schema record in sled's default tree.
 pub(crate) const SCHEMA_KEY: &[u8] = b"berth-schema";
@@ -85,8 +94,8 @@ pub(crate) fn open_db(path: &Path) -> Result<sled::Db, OpenError> {
     let deadline = Instant::now() + SLED_LOCK_GRACE;
     let mut pause = Duration::from_millis(2);
     loop {
-        // Every write is flushed before it returns, so sled's periodic flusher would have
-        // nothing to do: turn it off (one thread less, and no flush we did not ask for).
+        // sled is synced by checkpoints (the journal makes each write durable), so its periodic
+        // flusher would only add writes we did not ask for: off (and one thread less).
         let config = sled::Config::new().path(path).flush_every_ms(None);
         match config.open() {
             Ok(db) => return Ok(db),
@@ -151,6 +160,14 @@ pub(crate) fn check_schema(db: &sled::Db, dir: &Path) -> Result<(), OpenError> {
     };
     match db.get(SCHEMA_KEY).map_err(sled_error)? {
         Some(found) if *found == *SCHEMA_VERSION.to_string().as_bytes() => Ok(()),
+        Some(found) if MIGRATES_FROM.iter().any(|v| *found == *v.as_bytes()) => {
+            tracing::info!(dir = %dir.display(), from = %String::from_utf8_lossy(&found),
+                to = SCHEMA_VERSION, "migrating the store's schema");
+            // Made durable with the rest of the layout when the store finishes opening.
+            db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                .map_err(sled_error)?;
+            Ok(())
+        }
         Some(found) => Err(OpenError::SchemaMismatch {
             dir: dir.to_path_buf(),
             found: String::from_utf8_lossy(&found).into_owned(),

@@ -12,17 +12,18 @@
 //! ```text
 //! <data dir>/      created with mode 0700 (an existing dir keeps its mode)
 //!   lock           the lock file; holds the pid of the process that has the store open
-//!   db/            the sled database (sled 0.34.7)
+//!   journal/       the write-ahead journal: the writes sled does not hold yet
+//!   db/            the sled database (sled 0.34.7), as of the last checkpoint
 //! ```
 //!
 //! The database has one tree per [`Kind`](ipam_core::Kind), named after it
 //! (`SpiderIPPool`, …). The key is the object's name, or `namespace NUL name` for namespaced
 //! kinds, so a scan lists in (namespace, name) order and one namespace is a prefix scan. The
-//! value is the JSON document. sled's default tree holds the record `berth-schema = "1"`
-//! ([`SCHEMA_VERSION`]); opening a store of another version, or a sled database with data but
-//! without the record, fails with [`OpenError::SchemaMismatch`] or
-//! [`OpenError::NotABerthStore`], whose messages say what to do.
-//!
+//! value is the JSON document. sled's default tree holds the record `berth-schema = "2"`
+//! ([`SCHEMA_VERSION`]); a store of version 1 (no journal) is opened and marked 2; opening a
+//! store of another version, or a sled database with data but without the record, fails with
+//! [`OpenError::SchemaMismatch`] or [`OpenError::NotABerthStore`], whose messages say what to do.
+
 //! # Versions and concurrency
 //!
 //! A `resourceVersion` is a number from sled's `generate_id`, which never repeats, even across
@@ -32,27 +33,40 @@
 //! between, it reads again and re-applies. So each object is linearizable on its own, and the
 //! versions of one object increase with every write. Nothing is atomic across objects.
 //!
-//! # Durability: group commit
+//! # Durability: a journal, group commit, checkpoints
 //!
-//! A write returns only once a sync of the database that started after it has finished, so a
-//! write that returned survives a crash of the process, of the kernel, or of the power. A sync
-//! is sled's `flush` *plus an `fdatasync`* of sled's log file and of any new value file: on
-//! Linux sled's flush only calls `sync_file_range`, which commits no metadata and leaves the
-//! disk's write cache unflushed (see `disk.rs` for the details and the one window left). sled's
-//! periodic flusher is off: nothing is left for it to do.
+//! A write returns only once it is durable: it survives a crash of the process, of the kernel,
+//! or of the power. A write is one *record* (every key it sets or removes, with a checksum)
+//! appended to the journal, `<data dir>/journal/`; it is durable once a sync of the journal that
+//! started after it has finished: the buffered records written to the file and one
+//! `fdatasync`. Meanwhile the write's keys sit in an in-memory *overlay* that every read looks at
+//! before sled, so a write is visible the moment it lands.
+//!
+//! sled is written by *checkpoints* only: once the journal holds [`OpenOptions::journal_limit`]
+//! bytes (4 MiB by default), a thread of the store puts the overlay into sled, syncs sled (its
+//! `flush` *plus an `fdatasync`* of its log and value files: on Linux sled's flush only calls
+//! `sync_file_range`, see `disk.rs`), and removes the journal files it covered. Opening replays
+//! whatever journal files are there into the overlay, and cuts off a record torn by a crash. So
+//! sled never holds a write that did not return, and the journal holds everything sled lacks.
+//!
+//! Why not sled's own log: a sled flush writes each atomic batch as two log buffers, each
+//! through sled's I/O thread pool (which wakes all seven of its threads per buffer) and each
+//! followed by a `sync_file_range`; with our `fdatasync` that made three waits on the disk and
+//! about thirty context switches per write. A journal record costs one `write` and one
+//! `fdatasync`, shared by concurrent writers.
 //!
 //! Concurrent writers share syncs: while one sync runs, the writes that land queue behind it
-//! and the next sync covers them all (see [`FlushPolicy`]; the `perf` example measures it). The
-//! sync runs through `tokio::task::spawn_blocking`, so no executor thread waits on the disk, and
-//! writes must be awaited inside a tokio runtime (either flavour). Reads and the
-//! compare-and-swap run inline in the async methods: they work in memory (a cold read may page
-//! in from disk).
+//! and the next sync covers them all (see [`FlushPolicy`]; the `perf` example measures it). On
+//! a multi-threaded tokio runtime the sync runs in place (`block_in_place`), on a
+//! current-thread one through `spawn_blocking`, so writes must be awaited inside a tokio
+//! runtime (either flavour). Reads and the landing of a write run inline in the async methods:
+//! they work in memory (a cold read may page in from disk).
 //!
-//! A write whose flush fails returns `Error::Backend` although other readers of this store may
+//! A write whose sync fails returns `Error::Backend` although other readers of this store may
 //! already see it (like a Kubernetes write that timed out: re-read before retrying). Likewise a
-//! read can see a write whose flush is still running; anything written after that read is
-//! flushed after it, because sled's log is recovered in order.
-//!
+//! read can see a write whose sync is still running; anything written after that read is
+//! synced after it, because the journal is written and recovered in order.
+
 //! # Locking: one process per data dir
 //!
 //! sled is single-process: its own lock on `db/db` fails at once when held. CNI calls are
@@ -66,7 +80,8 @@
 //! own lock a moment longer (spacejam/sled#1234, #1289), so a quick reopen, in this process or
 //! the next, may find it taken: `open` retries sled for up to 5 s once it holds the lock file.
 //! (Not seen here with the periodic flusher off, in 500 back-to-back reopens; the retry
-//! stays as a safety net.)
+//! stays as a safety net.) A checkpoint thread still running when the store is dropped is
+//! joined first.
 //!
 //! Watchers ([`Store::watch`](ipam_core::store::Store::watch)) see the writes made through this
 //! [`SledStore`], in the order they landed: with one process per data dir, those are all of them.
@@ -96,8 +111,10 @@
 mod commit;
 mod disk;
 mod error;
+mod journal;
 mod layout;
 mod lock;
+mod overlay;
 mod records;
 mod store;
 

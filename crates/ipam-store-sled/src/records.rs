@@ -11,7 +11,7 @@
 //!
 //! Reads put the records back into the document, so callers see Spiderpool's format; an
 //! allocation (`update_pool_records`) writes the document (small now) and the records that
-//! changed, in one atomic sled batch. No pool name contains a NUL, so a name's records are the
+//! changed, as one journal record (atomic). No pool name contains a NUL, so a name's records are the
 //! keys under `name 0x00`, and a scan of the tree tells documents from records by the NUL.
 
 use std::collections::BTreeMap;
@@ -119,17 +119,17 @@ pub(crate) fn join(
     Ok(())
 }
 
-/// Puts the records stored under a pool back into its document (see [`join`]).
+/// Puts the records stored under a pool back into its document (see [`join`]): `stored` is
+/// the pool tree's entries under the pool's record prefix.
 pub(crate) fn load(
-    tree: &sled::Tree,
     key: &ObjectKey,
     sled_key: &[u8],
+    stored: &[(sled::IVec, sled::IVec)],
     doc: &mut Value,
 ) -> Result<(), Error> {
     let p = prefix(sled_key);
     let mut records = BTreeMap::new();
-    for entry in tree.scan_prefix(&p) {
-        let (k, v) = entry.map_err(|e| Error::backend(format!("read the records of {key}"), e))?;
+    for (k, v) in stored {
         let ip_text = String::from_utf8_lossy(&k[p.len()..]);
         let ip: IpAddr = ip_text
             .parse()

@@ -30,3 +30,10 @@ async fn passes_the_conformance_suite_on_a_multi_thread_runtime() {
 async fn passes_the_conformance_suite_flushing_each_write() {
     run_all(OpenOptions::new().flush_policy(FlushPolicy::EachWrite)).await;
 }
+
+/// A journal limit of one byte: a checkpoint runs in the background after every write, so the
+/// suite's reads and writes meet checkpoints at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_conformance_suite_checkpointing_after_every_write() {
+    run_all(OpenOptions::new().journal_limit(1)).await;
+}

@@ -2,7 +2,8 @@
 //! data dir until it is killed with SIGKILL at a random moment (a quarter of the time before it
 //! even finished opening the store and applying its objects); then the store must open, hold
 //! every allocation the child saw acknowledged (unless a release of it had started), have no IP
-//! with two holders, and converge under GC to a settled state. Hundreds of runs on one data dir
+//! with two holders, and converge under GC to a settled state. The journal is kept small, so
+//! that kills also land in checkpoints. Hundreds of runs on one data dir
 //! (`BERTH_KILL_RUNS`, default 200; `BERTH_KILL_VERBOSE=1` prints each run).
 
 use std::io::{BufRead, BufReader};
@@ -21,6 +22,12 @@ use ipam_core::{NicRequest, PodContext};
 use ipam_store_sled::{OpenOptions, SledStore};
 
 const CHILD_ENV: &str = "BERTH_KILL_TEST_CHILD_DIR";
+
+/// A small journal: checkpoints run every few writes (in the child's background, and at the
+/// parent's open), so kills land in them too, not only between journal syncs.
+fn options() -> OpenOptions {
+    OpenOptions::default().journal_limit(8 << 10)
+}
 
 fn app(replicas: i32) -> Workload {
     let annotations = [
@@ -66,7 +73,7 @@ fn child_process() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let store = SledStore::open(Path::new(&dir), OpenOptions::default()).unwrap();
+        let store = SledStore::open(Path::new(&dir), options()).unwrap();
         let engine = Engine::new(store);
         for (name, net, range) in [
             ("s-eth0", "10.6.0.0/16", "10.6.1.1-10.6.1.40"),
@@ -283,7 +290,7 @@ fn sigkill_at_random_points_never_corrupts_or_duplicates() {
         }
 
         rt.block_on(async {
-            let store = SledStore::open(&dir, OpenOptions::default()).unwrap_or_else(|e| {
+            let store = SledStore::open(&dir, options()).unwrap_or_else(|e| {
                 panic!("run {run}: the store does not open after SIGKILL: {e}")
             });
             // Every acknowledged allocation is there, unless acknowledged as released later.

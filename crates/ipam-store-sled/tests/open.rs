@@ -125,17 +125,17 @@ fn quick_reopens_succeed() {
 #[test]
 fn another_schema_version_is_refused_with_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
-    raw_sled(tmp.path(), "__sled__default", "berth-schema", "2");
+    raw_sled(tmp.path(), "__sled__default", "berth-schema", "3");
     let err = SledStore::open(tmp.path(), OpenOptions::new()).unwrap_err();
     assert!(
-        matches!(&err, OpenError::SchemaMismatch { found, .. } if found == "2"),
+        matches!(&err, OpenError::SchemaMismatch { found, .. } if found == "3"),
         "{err:?}"
     );
     let msg = err.to_string();
     for part in [
         &tmp.path().display().to_string(),
-        "schema version 2",
-        "reads schema version 1",
+        "schema version 3",
+        "reads schema version 2",
         "run the Berth release that wrote it",
     ] {
         assert!(msg.contains(part), "{msg:?} lacks {part:?}");
@@ -162,7 +162,7 @@ fn an_empty_sled_database_becomes_a_store() {
 #[test]
 fn open_errors_become_backend_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    raw_sled(tmp.path(), "__sled__default", "berth-schema", "2");
+    raw_sled(tmp.path(), "__sled__default", "berth-schema", "3");
     let err: ipam_core::Error = SledStore::open(tmp.path(), OpenOptions::new())
         .unwrap_err()
         .into();
@@ -205,7 +205,14 @@ async fn a_document_larger_than_a_log_segment_survives_a_reopen() {
     let mut big = serde_json::to_value(pool("big")).unwrap();
     big["metadata"]["annotations"] = json!({"note": "x".repeat(300 << 10)});
     let stored = store.create(Kind::SpiderIPPool, big).await.unwrap();
-    // sled keeps such a value in a file of its own, which the flush must sync too.
+    let key = ObjectKey::cluster(Kind::SpiderIPPool, "big");
+    // Durable in the journal first.
+    drop(store);
+    let store = open(tmp.path());
+    assert_eq!(store.get(&key).await.unwrap().unwrap(), stored);
+    // Then in sled, which keeps such a value in a file of its own, which the checkpoint's sync
+    // must sync too.
+    store.checkpoint().unwrap();
     let blobs = std::fs::read_dir(tmp.path().join("db/blobs"))
         .unwrap()
         .count();
@@ -215,7 +222,6 @@ async fn a_document_larger_than_a_log_segment_survives_a_reopen() {
     );
     drop(store);
     let store = open(tmp.path());
-    let key = ObjectKey::cluster(Kind::SpiderIPPool, "big");
     assert_eq!(store.get(&key).await.unwrap().unwrap(), stored);
 }
 

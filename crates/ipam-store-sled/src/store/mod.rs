@@ -1,17 +1,20 @@
 //! [`SledStore`]: the `Store` trait on sled.
 //!
-//! By concern: `open` opens a data dir (its lock, sled's recovery, the schema check);
-//! `objects` writes one document at a time (compare-and-swap, in the order writes land, durable
-//! before it returns); `pools` stores pools apart from their allocation records and writes an
-//! allocation's records delta. Here are the store itself, its watch, and the trait, which only
-//! dispatches.
+//! By concern: `open` opens a data dir (its lock, sled's recovery, the journal's replay, the
+//! schema check); `checkpoint` holds what writes share with checkpoints (the write lock, the
+//! journal, the overlay, sled's trees) and moves the journal into sled; `objects` writes one
+//! document at a time (compare-and-swap, in the order writes land, durable before it returns);
+//! `pools` stores pools apart from their allocation records and writes an allocation's records
+//! delta. Here are the store itself, its watch, and the trait, which only dispatches.
 
+mod checkpoint;
 mod objects;
 mod open;
 mod pools;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use ipam_core::Error;
@@ -20,9 +23,11 @@ use ipam_core::{Kind, LabelSelector, ObjectKey};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::commit::{GroupCommit, Stats};
+use crate::commit::{GroupCommit, Stats, Ticket};
+use crate::journal::Change;
 use crate::layout;
 use crate::lock::DirLock;
+use checkpoint::Shared;
 
 pub use open::OpenOptions;
 
@@ -32,16 +37,32 @@ pub use open::OpenOptions;
 /// It is one value per process and data dir: share it with an `Arc` (a second `open` of the same
 /// dir waits for this one to be dropped).
 pub struct SledStore {
-    // Fields drop in order: sled closes before the lock file is released.
-    trees: Vec<sled::Tree>,
+    // Fields drop in order: sled closes before the lock file is released (`Drop` joins the
+    // checkpoint thread first, the only other holder of `shared`).
+    shared: Arc<Shared>,
     db: sled::Db,
     commit: GroupCommit,
-    /// Held across a write's compare-and-swap, its ticket and its notification, so that
-    /// watchers see the writes in the order they landed. It never spans an await or a flush.
-    order: Mutex<()>,
+    /// The sequence number of the last write landed (journal records carry it).
+    seq: AtomicU64,
+    /// A checkpoint starts once the journal holds this many bytes.
+    journal_limit: u64,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     events: broadcast::Sender<WatchEvent>,
     dir: PathBuf,
     _lock: DirLock,
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        let running = self
+            .checkpointer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = running {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SledStore {
@@ -64,12 +85,25 @@ impl SledStore {
         self.commit.stats()
     }
 
-    fn tree(&self, kind: Kind) -> &sled::Tree {
-        let i = Kind::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .expect("Kind::ALL lists every kind");
-        &self.trees[i]
+    /// Moves everything the journal holds into sled and removes the journal files, now, on this
+    /// thread (the store does it by itself, in the background, as the journal grows). Blocks on
+    /// the disk.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        self.shared
+            .checkpoint()
+            .map_err(|e| Error::backend(format!("checkpoint {}", self.dir.display()), e))
+    }
+
+    /// Lands a write under the write lock the caller holds (`order`): its record into the
+    /// journal's buffer, its changes into the overlay; then its ticket, and the watchers hear
+    /// of it.
+    fn land(&self, changes: &[Change], event: WatchEvent) -> Ticket {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.land(seq, changes);
+        let ticket = self.commit.committed();
+        // No receiver is not an error: nobody watches.
+        let _ = self.events.send(event);
+        ticket
     }
 
     fn next_version(&self) -> Result<String, Error> {
@@ -81,9 +115,15 @@ impl SledStore {
             .map_err(|e| Error::backend("generate a resourceVersion", e))
     }
 
+    /// Starts a checkpoint in the background once the journal has grown past the limit.
+    fn checkpoint_when_due(&self) {
+        if self.shared.journal.size() >= self.journal_limit {
+            self.shared.checkpoint_in_background(&self.checkpointer);
+        }
+    }
+
     fn order(&self) -> MutexGuard<'_, ()> {
-        // The guard protects no data: a panic elsewhere leaves nothing half-done.
-        self.order.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.order()
     }
 }
 
@@ -144,7 +184,9 @@ impl Store for SledStore {
         self.commit
             .durable(ticket)
             .await
-            .map_err(|e| Error::backend("sync the store", e))
+            .map_err(|e| Error::backend("sync the store", e))?;
+        self.checkpoint_when_due();
+        Ok(())
     }
 
     /// Notifications of the writes made through this store. The store is single-process by

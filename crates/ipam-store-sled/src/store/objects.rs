@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::SledStore;
 use crate::commit::Ticket;
+use crate::journal::Change;
 use crate::layout;
 
 /// How many times a write re-reads an object whose stored bytes changed between its read and
@@ -36,19 +37,20 @@ impl SledStore {
         namespace: Option<&str>,
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error> {
-        let tree = self.tree(kind);
-        let entries = match namespace {
+        let prefix = match namespace {
             Some(ns) if kind.is_namespaced() => match layout::namespace_prefix(ns) {
-                Some(prefix) => tree.scan_prefix(prefix),
+                Some(prefix) => prefix,
                 None => return Ok(Vec::new()),
             },
             // A namespace means nothing to a cluster-scoped kind (Kubernetes ignores it).
-            _ => tree.iter(),
+            _ => Vec::new(),
         };
+        let entries = self
+            .shared
+            .scan(kind, &prefix, &[])
+            .map_err(|e| Error::backend(format!("list {}", kind.plural()), e))?;
         let mut out = Vec::new();
-        for entry in entries {
-            let (k, bytes) =
-                entry.map_err(|e| Error::backend(format!("list {}", kind.plural()), e))?;
+        for (k, bytes) in entries {
             let key = layout::decode_key(kind, &k);
             let value = parse(&key, &bytes)?;
             if semantics::matches(&value, selector) {
@@ -122,8 +124,8 @@ impl SledStore {
         key: &ObjectKey,
         sled_key: &[u8],
     ) -> Result<Option<sled::IVec>, Error> {
-        self.tree(key.kind)
-            .get(sled_key)
+        self.shared
+            .get(key.kind, sled_key)
             .map_err(|e| Error::backend(format!("read {key}"), e))
     }
 
@@ -139,20 +141,20 @@ impl SledStore {
     ) -> Result<Option<Ticket>, Error> {
         let version = new.as_ref().map(|(_, v)| v.to_string());
         let _order = self.order();
-        let swapped = self
-            .tree(key.kind)
-            .compare_and_swap(sled_key, old, new.map(|(bytes, _)| bytes))
-            .map_err(|e| Error::backend(format!("write {key}"), e))?;
-        if swapped.is_err() {
+        let current = self.read(key, sled_key)?;
+        if current.as_deref() != old {
             return Ok(None);
         }
-        let ticket = self.commit.committed();
-        // No receiver is not an error: nobody watches.
-        let _ = self.events.send(WatchEvent::Changed {
+        let change = Change {
+            kind: key.kind,
+            key: sled_key.to_vec(),
+            value: new.map(|(bytes, _)| bytes),
+        };
+        let event = WatchEvent::Changed {
             key: key.clone(),
             version,
-        });
-        Ok(Some(ticket))
+        };
+        Ok(Some(self.land(&[change], event)))
     }
 
     pub(super) async fn durable(&self, key: &ObjectKey, ticket: Ticket) -> Result<(), Error> {
@@ -163,7 +165,9 @@ impl SledStore {
         self.commit
             .durable(ticket)
             .await
-            .map_err(|e| Error::backend(format!("flush after writing {key}"), e))
+            .map_err(|e| Error::backend(format!("flush after writing {key}"), e))?;
+        self.checkpoint_when_due();
+        Ok(())
     }
 
     /// Reads `key`, lets `step` compute the write from the stored document and a fresh version,

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::SledStore;
 use super::objects::{parse, serialize};
 use crate::commit::Ticket;
+use crate::journal::Change;
 use crate::layout;
 use crate::records;
 
@@ -33,35 +34,45 @@ impl SledStore {
             return Ok(None);
         };
         let mut doc = parse(key, &bytes)?;
-        records::load(self.tree(Kind::SpiderIPPool), key, sled_key, &mut doc)?;
+        let stored = self
+            .shared
+            .scan(Kind::SpiderIPPool, &records::prefix(sled_key), &[])
+            .map_err(|e| Error::backend(format!("read the records of {key}"), e))?;
+        records::load(key, sled_key, &stored, &mut doc)?;
         Ok(Some(doc))
     }
 
     /// Every pool matching `selector`, with its records, read under the write lock (see
     /// `read_pool`). A pool's records follow its document in the tree (`name`, then
-    /// `name 0x00 ip`, …), so after each document the scan resumes at `name 0x01`: each record
-    /// is read once, when it is put back into its pool, and a pool left out by the selector
-    /// costs no record read at all.
+    /// `name 0x00 ip`, …), so one scan in key order meets each document just before its records.
     pub(super) fn list_pools(&self, selector: Option<&LabelSelector>) -> Result<Vec<Value>, Error> {
-        let tree = self.tree(Kind::SpiderIPPool);
         let _order = self.order();
+        let entries = self
+            .shared
+            .scan(Kind::SpiderIPPool, &[], &[])
+            .map_err(|e| Error::backend("list spiderippools", e))?;
         let mut out = Vec::new();
-        let mut from: Vec<u8> = Vec::new();
-        while let Some(entry) = tree.range(from.as_slice()..).next() {
-            let (k, bytes) = entry.map_err(|e| Error::backend("list spiderippools", e))?;
-            from = k.to_vec();
-            if records::is_record(&k) {
+        let mut at = 0;
+        while at < entries.len() {
+            let (k, bytes) = &entries[at];
+            at += 1;
+            if records::is_record(k) {
                 // A record without its document (never written so): step over it.
-                from.push(0);
                 continue;
             }
-            from.push(1);
-            let key = layout::decode_key(Kind::SpiderIPPool, &k);
-            let mut value = parse(&key, &bytes)?;
+            let prefix = records::prefix(k);
+            let end = at
+                + entries[at..]
+                    .iter()
+                    .take_while(|(r, _)| r.starts_with(&prefix))
+                    .count();
+            let key = layout::decode_key(Kind::SpiderIPPool, k);
+            let mut value = parse(&key, bytes)?;
             if semantics::matches(&value, selector) {
-                records::load(tree, &key, &k, &mut value)?;
+                records::load(&key, k, &entries[at..end], &mut value)?;
                 out.push(value);
             }
+            at = end;
         }
         Ok(out)
     }
@@ -80,7 +91,7 @@ impl SledStore {
                 return Err(Error::AlreadyExists(key));
             }
             let batch = put_pool(&key, sled_key, &BTreeMap::new(), &stored)?;
-            self.commit_pool(&key, batch, Some(version))?
+            self.commit_pool(&key, &batch, Some(version))
         };
         self.durable(&key, ticket).await?;
         Ok(stored)
@@ -121,38 +132,29 @@ impl SledStore {
                     }
                 }
             }
-            let mut batch = sled::Batch::default();
-            batch.insert(sled_key.as_slice(), serialize(&key, &doc)?);
+            let mut batch = vec![put(sled_key.as_slice(), serialize(&key, &doc)?)];
             for ip in &delta.remove {
-                batch.remove(records::key(&sled_key, ip));
+                batch.push(remove(records::key(&sled_key, ip)));
             }
             for (ip, rec) in &delta.set {
                 let rec = serde_json::to_value(rec)
                     .map_err(|e| Error::backend(format!("write {key}"), e))?;
-                batch.insert(records::key(&sled_key, ip), serialize(&key, &rec)?);
+                batch.push(put(records::key(&sled_key, ip), serialize(&key, &rec)?));
             }
-            (self.commit_pool(&key, batch, Some(new.clone()))?, new)
+            (self.commit_pool(&key, &batch, Some(new.clone())), new)
         };
         self.durable(&key, ticket).await?;
         Ok(new)
     }
 
-    /// Applies a batch to the pool tree and notifies, under the write lock the caller holds.
-    fn commit_pool(
-        &self,
-        key: &ObjectKey,
-        batch: sled::Batch,
-        version: Option<String>,
-    ) -> Result<Ticket, Error> {
-        self.tree(Kind::SpiderIPPool)
-            .apply_batch(batch)
-            .map_err(|e| Error::backend(format!("write {key}"), e))?;
-        let ticket = self.commit.committed();
-        let _ = self.events.send(WatchEvent::Changed {
+    /// Lands the changes of one pool write, as one journal record, under the write lock the
+    /// caller holds.
+    fn commit_pool(&self, key: &ObjectKey, batch: &[Change], version: Option<String>) -> Ticket {
+        let event = WatchEvent::Changed {
             key: key.clone(),
             version,
-        });
-        Ok(ticket)
+        };
+        self.land(batch, event)
     }
 
     /// `rewrite` of a pool: the whole document with its records, written back as the document
@@ -174,38 +176,44 @@ impl SledStore {
         let (batch, event_version) = match &outcome {
             Outcome::Put(v) => (put_pool(key, sled_key, &old, v)?, Some(version)),
             Outcome::Remove => {
-                let mut batch = sled::Batch::default();
-                batch.remove(sled_key);
+                let mut batch = vec![remove(sled_key)];
                 for ip in old.keys() {
-                    batch.remove(records::key(sled_key, ip));
+                    batch.push(remove(records::key(sled_key, ip)));
                 }
                 (batch, None)
             }
         };
-        let ticket = self.commit_pool(key, batch, event_version)?;
+        let ticket = self.commit_pool(key, &batch, event_version);
         Ok((Arc::new(stored), outcome, ticket))
     }
 }
 
-/// The batch writing the pool document `pool` over one whose records were `old`: the document
-/// without its records, the records that changed, the removal of those that went.
+/// The changes writing the pool document `pool` over one whose records were `old`: the
+/// document without its records, the records that changed, the removal of those that went.
 fn put_pool(
     key: &ObjectKey,
     sled_key: &[u8],
     old: &BTreeMap<IpAddr, Value>,
     pool: &Value,
-) -> Result<sled::Batch, Error> {
+) -> Result<Vec<Change>, Error> {
     let mut doc = pool.clone();
     let new = records::split(key, &mut doc)?;
-    let mut batch = sled::Batch::default();
-    batch.insert(sled_key, serialize(key, &doc)?);
+    let mut batch = vec![put(sled_key, serialize(key, &doc)?)];
     for ip in old.keys().filter(|ip| !new.contains_key(ip)) {
-        batch.remove(records::key(sled_key, ip));
+        batch.push(remove(records::key(sled_key, ip)));
     }
     for (ip, rec) in &new {
         if old.get(ip) != Some(rec) {
-            batch.insert(records::key(sled_key, ip), serialize(key, rec)?);
+            batch.push(put(records::key(sled_key, ip), serialize(key, rec)?));
         }
     }
     Ok(batch)
+}
+
+fn put(key: impl Into<Vec<u8>>, value: Vec<u8>) -> Change {
+    Change::put(Kind::SpiderIPPool, key, value)
+}
+
+fn remove(key: impl Into<Vec<u8>>) -> Change {
+    Change::remove(Kind::SpiderIPPool, key)
 }
