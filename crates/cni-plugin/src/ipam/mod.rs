@@ -136,6 +136,19 @@ impl BerthIpam {
             .await
     }
 
+    /// The agent of an `ipam` object whose mode is agent mode: then a call is one blocking
+    /// request and the process starts no async runtime. `None` in embedded mode.
+    fn agent_of(&self, ipam: &IpamConfig, network: &str) -> Option<AgentClient> {
+        let mode = resolve_mode(ipam, &self.defaults);
+        match mode {
+            Mode::Agent { ref socket, .. } => {
+                tracing::debug!(%mode, network, "IPAM mode");
+                Some(AgentClient::new(socket))
+            }
+            Mode::Embedded { .. } => None,
+        }
+    }
+
     /// [`BerthIpam::backend`] of an `ipam` object the caller has read already.
     async fn backend_of(&self, ipam: &IpamConfig, network: &str) -> Result<Backend, Error> {
         let mode = resolve_mode(ipam, &self.defaults);
@@ -260,12 +273,15 @@ impl BerthIpam {
             owner,
             node: None,
         };
-        let answer = self.block_on(async {
-            match self.backend_of(&ipam, &r.config.name).await? {
-                Backend::Agent(agent) => agent.add(&args).await,
-                Backend::Local(engine) => ops::add(&engine, &args, &ops::node_name()).await,
-            }
-        })?;
+        let answer = match self.agent_of(&ipam, &r.config.name) {
+            Some(agent) => agent.add_blocking(&args)?,
+            None => self.block_on(async {
+                match self.backend_of(&ipam, &r.config.name).await? {
+                    Backend::Agent(agent) => agent.add(&args).await,
+                    Backend::Local(engine) => ops::add(&engine, &args, &ops::node_name()).await,
+                }
+            })?,
+        };
         let targets = probe_targets(&answer, &r.ifname, &ipam);
         if targets.iter().any(|t| t.conflict || t.gateway.is_some()) {
             self.probe_nic(r, &args, &targets)?;
@@ -346,8 +362,12 @@ impl BerthIpam {
             pod_name: pod.name,
             pod_uid: pod.uid,
         };
+        let ipam = IpamConfig::of(&r.config)?;
+        if let Some(agent) = self.agent_of(&ipam, &r.config.name) {
+            return agent.del_blocking(&args).map(drop);
+        }
         self.block_on(async {
-            match self.backend(&r.config).await? {
+            match self.backend_of(&ipam, &r.config.name).await? {
                 Backend::Agent(agent) => agent.del(&args).await,
                 Backend::Local(engine) => ops::del(&engine, &args).await,
             }
@@ -369,8 +389,12 @@ impl BerthIpam {
                 .flat_map(|p| p.ips.iter().map(|ip| ip.address.addr()))
                 .collect(),
         };
+        let ipam = IpamConfig::of(&r.config)?;
+        if let Some(agent) = self.agent_of(&ipam, &r.config.name) {
+            return agent.check_blocking(&args);
+        }
         self.block_on(async {
-            match self.backend(&r.config).await? {
+            match self.backend_of(&ipam, &r.config.name).await? {
                 Backend::Agent(agent) => agent.check(&args).await,
                 Backend::Local(engine) => ops::check(&engine, &args).await,
             }
