@@ -9,6 +9,7 @@
 //! berth gc                         free what dead containers hold, repair after crashes
 //! berth agent [--socket PATH]      serve the data dir to berth-ipam (and to berth) on a socket
 //!   [--enable-ip-conflict-detection] [--enable-gateway-detection]   the networks' defaults
+//! berth crds [--dir DIR]           the Kubernetes CRDs (deploy/crds/*.yaml), or write them to DIR
 //! ```
 //!
 //! Every command works on the store in `--data-dir` (or `BERTH_DATA_DIR`, default
@@ -134,6 +135,15 @@ enum Command {
         #[arg(long)]
         enable_gateway_detection: bool,
     },
+    /// Print the CustomResourceDefinitions of SpiderEndpoint, SpiderIPPool, SpiderReservedIP
+    /// and SpiderSubnet (Spiderpool's v2beta1 API) as one YAML stream: what deploy/crds/ holds.
+    /// Needs no data dir.
+    Crds {
+        /// Write one file per kind into this directory instead (`berth crds --dir deploy/crds`
+        /// regenerates the committed ones).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -160,6 +170,12 @@ enum CliError {
     },
     #[error(transparent)]
     Plugin(#[from] cni_plugin::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0} of the objects failed (see above)")]
     Partial(usize),
 }
@@ -504,8 +520,28 @@ async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
             print_gc(&report);
             Ok(())
         }
-        Command::Agent { .. } => unreachable!("served before a store is opened"),
+        Command::Agent { .. } | Command::Crds { .. } => {
+            unreachable!("served before a store is opened")
+        }
     }
+}
+
+/// `berth crds`: the CRDs on stdout, or their files written into `dir`.
+fn crds(dir: Option<&std::path::Path>) -> Result<(), CliError> {
+    use ipam_store_k8s::crds;
+    match dir {
+        None => print!("{}", crds::yaml()),
+        Some(dir) => {
+            let written = crds::write_to(dir).map_err(|source| CliError::Write {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            for path in written {
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `berth gc` on a data dir an agent serves: the agent, which runs the containers' liveness on
@@ -523,6 +559,16 @@ async fn gc_through_agent(socket: &std::path::Path) -> Result<(), CliError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from types: no store, no runtime.
+    if let Command::Crds { dir } = &cli.command {
+        return match crds(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", chain(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     // A socket passed by systemd socket activation, taken while this is the only thread.
     let activated = match &cli.command {
         Command::Agent { .. } => match cni_plugin::agent::activated_listener() {

@@ -766,3 +766,49 @@ fn describe_shows_free_ips_holders_and_terminating_state_and_get_selects_by_labe
     let err = fails(berth(&d.data, &["get", "sp", "manual-b", "-l", "team=b"]));
     assert!(err.contains("selector"), "{err}");
 }
+
+#[test]
+fn crds_prints_the_committed_files_and_needs_no_data_dir() {
+    let dir = data_dir();
+    let committed = format!("{}/deploy/crds", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&committed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let cat: String = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    // `cat deploy/crds/*.yaml`, and the data dir was never made.
+    assert_eq!(ok(berth(&dir.data, &["crds"])), cat);
+    assert!(!dir.data.exists());
+
+    let out = dir.data.with_file_name("crds");
+    let written = ok(berth(&dir.data, &["crds", "--dir", out.to_str().unwrap()]));
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "spiderpool.spidernet.io_spiderendpoints.yaml",
+            "spiderpool.spidernet.io_spiderippools.yaml",
+            "spiderpool.spidernet.io_spiderreservedips.yaml",
+            "spiderpool.spidernet.io_spidersubnets.yaml",
+        ]
+    );
+    let expected: String = names
+        .iter()
+        .map(|n| format!("{}\n", out.join(n).display()))
+        .collect();
+    assert_eq!(written, expected);
+    for (name, path) in names.iter().zip(&files) {
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(path).unwrap()
+        );
+    }
+}
