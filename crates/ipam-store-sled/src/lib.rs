@@ -43,7 +43,7 @@
 //! before sled, so a write is visible the moment it lands.
 //!
 //! sled is written by *checkpoints* only: once the journal holds [`OpenOptions::journal_limit`]
-//! bytes (4 MiB by default), a thread of the store puts the overlay into sled, syncs sled (its
+//! bytes (1 MiB by default), a thread of the store puts the overlay into sled, syncs sled (its
 //! `flush` *plus an `fdatasync`* of its log and value files: on Linux sled's flush only calls
 //! `sync_file_range`, see `disk.rs`), and removes the journal files it covered. Opening replays
 //! whatever journal files are there into the overlay, and cuts off a record torn by a crash. So
