@@ -291,6 +291,25 @@ fn invalid_objects_are_refused_by_name_and_nothing_is_stored() {
             "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: y}\nspec: {subnet: 10.6.0.0/banana}\n".to_string(),
             "SpiderIPPool \"y\" cannot be read: spec.subnet: invalid CIDR \"10.6.0.0/banana\": prefix length \"banana\"",
         ),
+        // What Spiderpool's webhook refuses and `berth apply` once took.
+        (
+            pool("empty-affinity", "10.6.168.171", "  podAffinity: {}\n"),
+            "SpiderIPPool \"empty-affinity\" is invalid: spec.podAffinity: is empty",
+        ),
+        (
+            pool("bad-affinity", "10.6.168.171", "  podAffinity: {matchLabels: {app: \"a b\"}}\n"),
+            "SpiderIPPool \"bad-affinity\" is invalid: spec.podAffinity: matchLabels \"app\": \"a b\": must be at most 63 letters",
+        ),
+        (
+            pool("auto4-web-eth0-1", "10.6.168.171", "  podAffinity: {matchLabels: {app: web}}\n")
+                .replace("metadata:\n", "metadata:\n  labels:\n    ipam.spidernet.io/owner-application-uid: u1\n    ipam.spidernet.io/owner-application-gv: apps_v1\n    ipam.spidernet.io/owner-application-kind: Deployment\n    ipam.spidernet.io/owner-application-namespace: default\n    ipam.spidernet.io/owner-application-name: web\n"),
+            "spec.podAffinity of an auto-created pool must select its application's pods",
+        ),
+        (
+            pool("orphan", "10.6.168.171", "")
+                .replace("metadata:\n", "metadata:\n  ownerReferences: [{apiVersion: spiderpool.spidernet.io/v2beta1, kind: SpiderSubnet, name: nope, uid: u, controller: true}]\n"),
+            "SpiderIPPool \"orphan\" is invalid: metadata.ownerReferences names SpiderSubnet \"nope\", which does not exist",
+        ),
     ];
     for (doc, want) in &cases {
         let err = fails(berth_stdin(&d.data, &["apply", "-f", "-"], doc));

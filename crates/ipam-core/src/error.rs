@@ -342,6 +342,26 @@ pub enum Problem {
         /// The IPs the subnet records for the pool.
         expected: IpSet,
     },
+    /// An auto-created pool whose `podAffinity` is not its application's.
+    #[error(
+        "spec.podAffinity of an auto-created pool must select its application's pods, \
+         exactly {expected}; found {found}"
+    )]
+    AutoPoolAffinity {
+        /// The selector of the application's pods.
+        expected: String,
+        /// The selector the pool has (`none` when absent).
+        found: String,
+    },
+    /// An ownerReference names a SpiderSubnet that does not exist.
+    #[error(
+        "metadata.ownerReferences names SpiderSubnet {subnet:?}, which does not exist; \
+         create the subnet first or drop the reference"
+    )]
+    UnknownOwnerSubnet {
+        /// The subnet named.
+        subnet: String,
+    },
     /// The object is being deleted.
     #[error("it is terminating; wait for it to go or re-create it afterwards")]
     Terminating,

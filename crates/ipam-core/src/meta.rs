@@ -157,9 +157,20 @@ impl LabelSelector {
             })
     }
 
-    /// A problem with the selector, if it is malformed.
+    /// A problem with the selector, if it is malformed: an unknown operator, values where none
+    /// belong or none where some must be, or a key or value that is not a Kubernetes label's.
     pub fn problem(&self) -> Option<String> {
+        for (k, v) in &self.match_labels {
+            if let Some(p) = label_key_problem(k).or_else(|| label_value_problem(v)) {
+                return Some(format!("matchLabels {k:?}: {v:?}: {p}"));
+            }
+        }
         for r in &self.match_expressions {
+            if let Some(p) = label_key_problem(&r.key)
+                .or_else(|| r.values.iter().find_map(|v| label_value_problem(v)))
+            {
+                return Some(format!("matchExpressions on key {:?}: {p}", r.key));
+            }
             match r.operator.as_str() {
                 "In" | "NotIn" if r.values.is_empty() => {
                     return Some(format!(
@@ -179,6 +190,58 @@ impl LabelSelector {
         }
         None
     }
+}
+
+/// Why `key` is not a Kubernetes label key: an optional DNS subdomain prefix (at most 253
+/// characters) and `/`, then a name of at most 63 alphanumerics, `-`, `_` and `.`, beginning and
+/// ending with an alphanumeric.
+pub fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(label_ok) {
+            return Some(format!(
+                "the key's prefix {prefix:?} is not a DNS subdomain (lower-case letters, \
+                 digits, '-' and '.', at most 253)"
+            ));
+        }
+    }
+    if name.is_empty() {
+        return Some("the key's name is empty".into());
+    }
+    label_value_problem(name).map(|p| format!("the key's name {p}"))
+}
+
+/// Why `value` is not a Kubernetes label value: at most 63 alphanumerics, `-`, `_` and `.`,
+/// beginning and ending with an alphanumeric (or empty).
+pub fn label_value_problem(value: &str) -> Option<String> {
+    let ok = value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value
+            .bytes()
+            .next()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_none_or(|b| b.is_ascii_alphanumeric());
+    (!ok).then(|| {
+        "must be at most 63 letters, digits, '-', '_' and '.', beginning and ending with a \
+         letter or digit"
+            .to_string()
+    })
 }
 
 impl fmt::Display for LabelSelector {

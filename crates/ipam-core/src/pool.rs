@@ -18,7 +18,10 @@ use crate::meta::{
 };
 use crate::range::{IpFamily, IpSet};
 use crate::subnet::{SpiderSubnet, clamp_count, immutable};
-use crate::{FINALIZER, LABEL_IPPOOL_CIDR, LABEL_OWNER_APP_UID, LABEL_OWNER_SUBNET};
+use crate::{
+    AppKind, AppRef, FINALIZER, LABEL_IPPOOL_CIDR, LABEL_OWNER_APP_GV, LABEL_OWNER_APP_KIND,
+    LABEL_OWNER_APP_NAME, LABEL_OWNER_APP_NAMESPACE, LABEL_OWNER_APP_UID, LABEL_OWNER_SUBNET,
+};
 
 spiderpool_kind! {
     /// A `SpiderIPPool` (`spiderpool.spidernet.io/v2beta1`, cluster-scoped).
@@ -174,6 +177,28 @@ impl SpiderIPPool {
         self.metadata.labels.contains_key(LABEL_OWNER_APP_UID)
     }
 
+    /// The `podAffinity` an auto-created pool must have: its application's five
+    /// `ipam.spidernet.io/app-*` labels, from the pool's owner-application labels. `None` for a
+    /// pool not created for an application.
+    pub fn app_affinity(&self) -> Option<LabelSelector> {
+        if !self.is_auto() {
+            return None;
+        }
+        let label = |k: &str| self.metadata.label(k).unwrap_or_default().to_string();
+        let gv = label(LABEL_OWNER_APP_GV);
+        let (group, version) = match gv.split_once('_') {
+            Some((group, version)) => (group.to_string(), version.to_string()),
+            None => (String::new(), gv),
+        };
+        Some(crate::autopool::app_affinity(&AppRef {
+            group,
+            version,
+            kind: AppKind::from(label(LABEL_OWNER_APP_KIND).as_str()),
+            namespace: label(LABEL_OWNER_APP_NAMESPACE),
+            name: label(LABEL_OWNER_APP_NAME),
+        }))
+    }
+
     /// Whether new allocations are refused (disabled or terminating).
     pub fn is_closed(&self) -> bool {
         self.spec.disable == Some(true) || self.metadata.is_terminating()
@@ -308,6 +333,40 @@ impl SpiderIPPool {
         }
         .validate()
         .map_err(fail)?;
+        if self
+            .spec
+            .pod_affinity
+            .as_ref()
+            .is_some_and(LabelSelector::is_empty)
+        {
+            return Err(fail(Problem::Selector {
+                field: "podAffinity",
+                reason: "is empty, which selects every pod: give it matchLabels or \
+                         matchExpressions, or leave it out"
+                    .into(),
+            }));
+        }
+        if let Some(expected) = self.app_affinity()
+            && self.spec.pod_affinity.as_ref() != Some(&expected)
+        {
+            return Err(fail(Problem::AutoPoolAffinity {
+                expected: expected.to_string(),
+                found: self
+                    .spec
+                    .pod_affinity
+                    .as_ref()
+                    .map_or_else(|| "none".to_string(), ToString::to_string),
+            }));
+        }
+        for owner in &self.metadata.owner_references {
+            if owner.kind == Kind::SpiderSubnet.name()
+                && !subnets.iter().any(|s| s.metadata.name == owner.name)
+            {
+                return Err(fail(Problem::UnknownOwnerSubnet {
+                    subnet: owner.name.clone(),
+                }));
+            }
+        }
         for (field, sel) in [
             ("podAffinity", &self.spec.pod_affinity),
             ("namespaceAffinity", &self.spec.namespace_affinity),
@@ -451,6 +510,72 @@ mod tests {
             err.to_string(),
             r#"SpiderIPPool "far" is invalid: IPs 10.6.169.1 are not in spec.ips of SpiderSubnet "subnet-test-ens192""#
         );
+    }
+
+    /// The gaps Spiderpool's webhook closes and `berth apply` did not: an empty or invalid
+    /// `podAffinity`, an auto pool selecting other pods than its application's, and an
+    /// ownerReference to a subnet that is not there.
+    #[test]
+    fn affinity_and_owner_reference_are_checked() {
+        let invalid = |p: &SpiderIPPool, subnets: &[SpiderSubnet]| {
+            p.validate(None, &[], subnets).unwrap_err().to_string()
+        };
+        let mut p = pool("p", "10.0.0.0/24", ips!["10.0.0.10"]);
+        p.spec.pod_affinity = Some(LabelSelector::default());
+        assert!(invalid(&p, &[]).contains("spec.podAffinity: is empty"));
+        p.spec.pod_affinity = Some(LabelSelector::eq([("app", "not valid!")]));
+        let err = invalid(&p, &[]);
+        assert!(
+            err.contains("spec.podAffinity") && err.contains("\"not valid!\""),
+            "{err}"
+        );
+        p.spec.pod_affinity = Some(LabelSelector::eq([("-app", "web")]));
+        assert!(invalid(&p, &[]).contains("the key's name"));
+        p.spec.pod_affinity = Some(LabelSelector::eq([("example.com/app", "web")]));
+        assert!(p.validate(None, &[], &[]).is_ok());
+
+        // An auto pool: its application's five labels, and nothing else.
+        let app = AppRef::apps_v1(crate::WorkloadKind::Deployment, "default", "web");
+        let mut auto = pool("auto4-web-eth0-1", "10.0.0.0/24", ips!["10.0.0.20"]);
+        auto.metadata.labels =
+            crate::autopool::auto_pool_labels(&app, "uid-1", "eth0", IpFamily::V4, "s", true);
+        auto.spec.pod_affinity = Some(crate::autopool::app_affinity(&app));
+        assert!(auto.validate(None, &[], &[]).is_ok());
+        auto.spec.pod_affinity = Some(LabelSelector::eq([("app", "web")]));
+        let err = invalid(&auto, &[]);
+        assert!(
+            err.contains("must select its application's pods")
+                && err.contains("ipam.spidernet.io/app-name=web")
+                && err.contains("found app=web"),
+            "{err}"
+        );
+        auto.spec.pod_affinity = None;
+        assert!(invalid(&auto, &[]).contains("found none"));
+
+        // An ownerReference to a subnet.
+        let mut owned = pool("owned", "10.0.0.0/24", ips!["10.0.0.30"]);
+        owned
+            .metadata
+            .owner_references
+            .push(crate::meta::OwnerReference {
+                api_version: "spiderpool.spidernet.io/v2beta1".into(),
+                kind: "SpiderSubnet".into(),
+                name: "gone".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            });
+        assert!(
+            invalid(&owned, &[]).contains(r#"names SpiderSubnet "gone", which does not exist"#)
+        );
+        let mut gone = SpiderSubnet::new(
+            "gone",
+            "10.0.0.0/24".parse().unwrap(),
+            ips!["10.0.0.1-10.0.0.100"],
+            None,
+        );
+        gone.mutate();
+        assert!(owned.validate(None, &[], &[gone]).is_ok());
     }
 
     #[test]
