@@ -685,6 +685,110 @@ fn invalid_pools_are_refused_and_nothing_is_stored() {
     });
 }
 
+/// `admit` (what `berth webhook` answers) mutates and refuses exactly as `apply`, and writes
+/// nothing.
+#[test]
+fn admission_mutates_and_refuses_as_apply_does_and_writes_nothing() {
+    let rt = rt();
+    let engine = Engine::new(MemStore::new());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        let a = SpiderIPPool::new(
+            "a",
+            "10.6.0.0/16".parse().unwrap(),
+            ips!["10.6.168.171-10.6.168.173"],
+        );
+        let AnyObject::Pool(admitted) = engine
+            .admit(AnyObject::Pool(a.clone()), None)
+            .await
+            .unwrap()
+        else {
+            panic!("not a pool");
+        };
+        assert_eq!(admitted.spec.ip_version, Some(4));
+        assert_eq!(
+            admitted.spec.gateway,
+            Some(ip("10.6.0.1")),
+            "inherited from its subnet"
+        );
+        assert_eq!(
+            admitted
+                .metadata
+                .label("ipam.spidernet.io/owner-spider-subnet"),
+            Some("subnet-test-ens192")
+        );
+        assert_eq!(
+            admitted.metadata.label("ipam.spidernet.io/ippool-cidr"),
+            Some("10-6-0-0-16")
+        );
+        assert!(
+            engine
+                .store()
+                .list_as::<SpiderIPPool>(None)
+                .await
+                .unwrap()
+                .is_empty(),
+            "admit wrote"
+        );
+
+        // What apply then stores is what admission answered (but for the version).
+        engine.apply(AnyObject::Pool(a.clone())).await.unwrap();
+        let mut stored: SpiderIPPool = engine.store().get_as(None, "a").await.unwrap().unwrap();
+        stored.metadata.resource_version = None;
+        stored.metadata.creation_timestamp = None;
+        stored.metadata.uid = None;
+        stored.metadata.generation = None;
+        let mut answered = admitted.clone();
+        answered.metadata.creation_timestamp = None;
+        assert_eq!(stored, answered);
+
+        let b = SpiderIPPool::new(
+            "b",
+            "10.6.0.0/16".parse().unwrap(),
+            ips!["10.6.168.173-10.6.168.175"],
+        );
+        let err = engine
+            .admit(AnyObject::Pool(b.clone()), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        let apply_err = engine
+            .apply(AnyObject::Pool(b))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, apply_err);
+        assert!(err.contains(r#"overlap with SpiderIPPool "a""#), "{err}");
+
+        // An update: the subnet is immutable.
+        let stored: SpiderIPPool = engine.store().get_as(None, "a").await.unwrap().unwrap();
+        let mut moved = stored.clone();
+        moved.spec.subnet = "10.7.0.0/16".parse().unwrap();
+        moved.spec.ips = ips!["10.7.168.171"];
+        let err = engine
+            .admit(
+                AnyObject::Pool(moved),
+                Some(AnyObject::Pool(stored.clone())),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.subnet") && err.contains("immutable"),
+            "{err}"
+        );
+        let err = engine
+            .admit(
+                AnyObject::Pool(stored),
+                Some(AnyObject::Subnet(seed_subnets().remove(0))),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another kind"), "{err}");
+    });
+}
+
 #[test]
 fn reapplying_the_same_objects_changes_nothing() {
     let rt = rt();

@@ -194,18 +194,106 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// What Spiderpool's mutating and validating webhooks make of `object`, replacing `old`
+    /// (`None` on create), checked against the subnets and pools the store holds: the object
+    /// as [`Engine::apply`] would write it, or the error `apply` would give. Nothing is
+    /// written. This is what `berth webhook` answers the API server, so a cluster and
+    /// `berth apply` accept and refuse the same objects.
+    ///
+    /// Subnets, pools and reserved IPs only: `Error::Malformed` for other kinds, and when `old`
+    /// is of another kind than `object`.
+    pub async fn admit(
+        &self,
+        object: AnyObject,
+        old: Option<AnyObject>,
+    ) -> Result<AnyObject, Error> {
+        let wrong_old = |o: &AnyObject| Error::Malformed {
+            kind: o.key().kind,
+            name: o.key().name,
+            reason: "the old object is of another kind than the new one".into(),
+        };
+        Ok(match (object, old) {
+            (AnyObject::Subnet(s), None) => AnyObject::Subnet(self.admit_subnet(s, None).await?),
+            (AnyObject::Subnet(s), Some(AnyObject::Subnet(o))) => {
+                AnyObject::Subnet(self.admit_subnet(s, Some(&o)).await?)
+            }
+            (AnyObject::Pool(p), old) => {
+                let old = match old {
+                    None => None,
+                    Some(AnyObject::Pool(o)) => Some(o),
+                    Some(other) => return Err(wrong_old(&other)),
+                };
+                let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
+                AnyObject::Pool(self.admit_pool(p, old.as_ref(), &subnets).await?)
+            }
+            (AnyObject::ReservedIp(r), None) => AnyObject::ReservedIp(admit_reserved(r, None)?),
+            (AnyObject::ReservedIp(r), Some(AnyObject::ReservedIp(o))) => {
+                AnyObject::ReservedIp(admit_reserved(r, Some(&o))?)
+            }
+            (object @ (AnyObject::Subnet(_) | AnyObject::ReservedIp(_)), Some(_)) => {
+                return Err(wrong_old(&object));
+            }
+            (object, _) => {
+                let key = object.key();
+                return Err(Error::Malformed {
+                    kind: key.kind,
+                    name: key.name,
+                    reason: "only SpiderSubnets, SpiderIPPools and SpiderReservedIPs are \
+                             admitted; workloads are read, not admitted"
+                        .into(),
+                });
+            }
+        })
+    }
+
+    /// A subnet as the webhooks leave it, replacing `old`.
+    async fn admit_subnet(
+        &self,
+        subnet: SpiderSubnet,
+        old: Option<&SpiderSubnet>,
+    ) -> Result<SpiderSubnet, Error> {
+        let mut new = subnet;
+        new.status = old.and_then(|o| o.status.clone());
+        new.mutate();
+        let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        new.validate(old, &subnets, &pools)?;
+        Ok(new)
+    }
+
+    /// A pool as the webhooks leave it, replacing `old`, bound to its subnet among `subnets`.
+    async fn admit_pool(
+        &self,
+        pool: SpiderIPPool,
+        old: Option<&SpiderIPPool>,
+        subnets: &[SpiderSubnet],
+    ) -> Result<SpiderIPPool, Error> {
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let mut new = pool;
+        if let Some(old) = old {
+            new.status = old.status.clone();
+            // Keep the labels Berth put on auto pools unless the user sets them.
+            for (k, v) in &old.metadata.labels {
+                new.metadata
+                    .labels
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
+            }
+            new.metadata.finalizers = old.metadata.finalizers.clone();
+            new.metadata.deletion_timestamp = old.metadata.deletion_timestamp.clone();
+        }
+        new.mutate(subnets);
+        new.validate(old, &pools, subnets)?;
+        Ok(new)
+    }
+
     async fn apply_subnet(&self, subnet: SpiderSubnet) -> Result<Applied, Error> {
         let key = subnet.key();
         let name = subnet.metadata.name.clone();
         let applied = self
             .retry(&key, || async {
                 let old: Option<SpiderSubnet> = self.store.get_as(None, &name).await?;
-                let mut new = subnet.clone();
-                new.status = old.as_ref().and_then(|o| o.status.clone());
-                new.mutate();
-                let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-                let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
-                new.validate(old.as_ref(), &subnets, &pools)?;
+                let new = self.admit_subnet(subnet.clone(), old.as_ref()).await?;
                 Ok(self.write(old.as_ref(), &new).await?.1)
             })
             .await?;
@@ -251,22 +339,9 @@ impl<S: Store> Engine<S> {
             .retry(&key, || async {
                 let old: Option<SpiderIPPool> = self.store.get_as(None, &name).await?;
                 let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-                let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
-                let mut new = pool.clone();
-                if let Some(old) = &old {
-                    new.status = old.status.clone();
-                    // Keep the labels Berth put on auto pools unless the user sets them.
-                    for (k, v) in &old.metadata.labels {
-                        new.metadata
-                            .labels
-                            .entry(k.clone())
-                            .or_insert_with(|| v.clone());
-                    }
-                    new.metadata.finalizers = old.metadata.finalizers.clone();
-                    new.metadata.deletion_timestamp = old.metadata.deletion_timestamp.clone();
-                }
-                new.mutate(&subnets);
-                new.validate(old.as_ref(), &pools, &subnets)?;
+                let new = self
+                    .admit_pool(pool.clone(), old.as_ref(), &subnets)
+                    .await?;
                 let owner = crate::pool::owning_subnet(&new.spec.subnet, &subnets)
                     .map(|s| s.metadata.name.clone());
                 let before = old.as_ref().map(|o| o.usable_ips()).unwrap_or_default();
@@ -297,9 +372,7 @@ impl<S: Store> Engine<S> {
         let name = reserved.metadata.name.clone();
         self.retry(&key, || async {
             let old: Option<SpiderReservedIP> = self.store.get_as(None, &name).await?;
-            let mut new = reserved.clone();
-            new.mutate();
-            new.validate(old.as_ref())?;
+            let new = admit_reserved(reserved.clone(), old.as_ref())?;
             Ok(self.write(old.as_ref(), &new).await?.1)
         })
         .await
@@ -411,4 +484,15 @@ impl<S: Store> Engine<S> {
             }
         }
     }
+}
+
+/// A reserved-IP object as the webhooks leave it, replacing `old`.
+fn admit_reserved(
+    reserved: SpiderReservedIP,
+    old: Option<&SpiderReservedIP>,
+) -> Result<SpiderReservedIP, Error> {
+    let mut new = reserved;
+    new.mutate();
+    new.validate(old)?;
+    Ok(new)
 }
