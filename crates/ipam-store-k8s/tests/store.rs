@@ -1,6 +1,7 @@
 //! `KubeStore` against a real API server (crates/kube-testbed): ipam-core's conformance suite,
 //! a watch that reports another client's writes, conflicts between two clients, Berth's own
-//! fields kept, apps/v1 workloads read but not written. (An unreachable or frozen API server:
+//! fields kept, apps/v1 workloads read but not written, and the engine allocating and releasing
+//! on it. (An unreachable or frozen API server:
 //! `unavailable.rs`, on a cluster of its own.)
 //!
 //! The tests share one cluster. The conformance suite wants a fresh, empty store per check;
@@ -15,7 +16,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use futures::StreamExt;
 use ipam_core::store::{Deleted, RecordsDelta, Store, TypedStore, WatchEvent, WatchStream};
-use ipam_core::{Error, Kind, LabelSelector, ObjectKey, SpiderIPPool};
+use ipam_core::{
+    AllocateRequest, Engine, Error, Kind, LabelSelector, NicRequest, ObjectKey, PodContext,
+    ReleaseRequest, SpiderIPPool, ips,
+};
 use ipam_store_k8s::KubeStore;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
@@ -472,4 +476,64 @@ async fn workloads_are_read_not_written() {
             WatchEvent::Lost => panic!("lost events on a healthy cluster"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_allocates_and_releases_on_the_cluster() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("engine").await.unwrap();
+    let engine = Engine::new(store(cluster).await);
+    let name = unique_name("engine");
+    let pool = SpiderIPPool::new(
+        &name,
+        "192.168.77.0/24".parse().unwrap(),
+        ips!["192.168.77.10-192.168.77.12"],
+    );
+    engine.apply(pool).await.unwrap();
+    let request = |pod: &str| AllocateRequest {
+        pod: PodContext {
+            namespace: ns.name().into(),
+            name: pod.into(),
+            node: "node1".into(),
+            ..Default::default()
+        },
+        pod_uid: format!("uid-{pod}"),
+        container_id: format!("c-{pod}"),
+        netns: None,
+        nics: vec![NicRequest {
+            interface: "eth0".into(),
+            default_ipv4_pools: vec![name.clone()],
+            ..Default::default()
+        }],
+    };
+    let address = |a: &ipam_core::Allocation| a.nics[0].ips[0].address.to_string();
+    let a = engine.allocate(&request("a")).await.unwrap();
+    let b = engine.allocate(&request("b")).await.unwrap();
+    assert_eq!(
+        [address(&a), address(&b)],
+        ["192.168.77.10/24", "192.168.77.11/24"]
+    );
+    // A retried ADD finds its IP by the container id the endpoint keeps.
+    let again = engine.allocate(&request("a")).await.unwrap();
+    assert_eq!(address(&again), address(&a));
+
+    engine
+        .release(&ReleaseRequest {
+            namespace: ns.name().into(),
+            name: "a".into(),
+            pod_uid: "uid-a".into(),
+            container_id: "c-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Round robin resumes after the last IP handed out, which the pool keeps.
+    let c = engine.allocate(&request("c")).await.unwrap();
+    assert_eq!(address(&c), "192.168.77.12/24");
+    let stored: SpiderIPPool = engine.store().get_as(None, &name).await.unwrap().unwrap();
+    let holders: Vec<String> = stored.records().values().map(|r| r.pod.clone()).collect();
+    assert_eq!(
+        holders,
+        [format!("{}/b", ns.name()), format!("{}/c", ns.name())]
+    );
 }
