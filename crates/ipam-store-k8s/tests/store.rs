@@ -1,8 +1,8 @@
 //! `KubeStore` against a real API server (crates/kube-testbed): ipam-core's conformance suite,
 //! a watch that reports another client's writes, conflicts between two clients, Berth's own
 //! fields kept, apps/v1 workloads read but not written, and the engine allocating and releasing
-//! on it. (An unreachable or frozen API server:
-//! `unavailable.rs`, on a cluster of its own.)
+//! on it. (An unreachable or frozen API server, and a watch whose history is gone: in
+//! `unavailable.rs`, on a cluster of their own.)
 //!
 //! The tests share one cluster. The conformance suite wants a fresh, empty store per check;
 //! [`Scoped`] gives each check its own slice of the cluster instead (names and namespaces with

@@ -1,11 +1,13 @@
 //! `KubeStore` when the API server is unreachable (the fault proxy's black hole) or frozen
 //! (SIGSTOP): every store method fails within the store's deadline with an error that says
 //! "unavailable" (CNI code 11, try again later), and the store works again once the server
-//! does. On a cluster of its own: a frozen API server costs the controller-manager its lease
-//! (it exits), which the other tests' cluster must not suffer.
+//! does; and a watch whose history the restarted API server no longer has reports `Lost`, then
+//! follows. On a cluster of their own: these faults hit every client of the cluster, and can
+//! cost the controller-manager its lease (it exits), which the other tests must not suffer.
 
 mod support;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -29,28 +31,49 @@ async fn every_method_fails_fast(store: &KubeStore, deadline: Duration) {
     let key = ObjectKey::cluster(Kind::SpiderIPPool, "unreachable");
     let pool = serde_json::to_value(pool("unreachable")).unwrap();
     let delta = RecordsDelta::default();
-    let bound = deadline + Duration::from_secs(2);
-    macro_rules! fails_fast {
-        ($($call:expr),* $(,)?) => {$(
-            let start = Instant::now();
-            let result = $call.await;
-            let took = start.elapsed();
-            assert!(took < bound, "{} took {took:?}", stringify!($call));
-            match result {
-                Err(e) => assert!(e.is_unavailable(), "{}: {e:?}", stringify!($call)),
-                Ok(v) => panic!("{} succeeded: {v:?}", stringify!($call)),
-            }
-        )*};
-    }
-    fails_fast!(
-        store.get(&key),
-        store.list(Kind::SpiderIPPool, None, None),
-        store.create(Kind::SpiderIPPool, pool.clone()),
-        store.update(Kind::SpiderIPPool, pool.clone()),
-        store.update_status(Kind::SpiderIPPool, pool.clone()),
-        store.delete(&key, None),
-        store.update_pool_records("unreachable", "1", &delta),
+    fails_fast("get", deadline, store.get(&key)).await;
+    let list = store.list(Kind::SpiderIPPool, None, None);
+    fails_fast("list", deadline, list).await;
+    let create = store.create(Kind::SpiderIPPool, pool.clone());
+    fails_fast("create", deadline, create).await;
+    let update = store.update(Kind::SpiderIPPool, pool.clone());
+    fails_fast("update", deadline, update).await;
+    let update_status = store.update_status(Kind::SpiderIPPool, pool);
+    fails_fast("update_status", deadline, update_status).await;
+    fails_fast("delete", deadline, store.delete(&key, None)).await;
+    let records = store.update_pool_records("unreachable", "1", &delta);
+    fails_fast("update_pool_records", deadline, records).await;
+}
+
+/// `call` fails with an unavailable error, within the store's deadline (and a margin).
+async fn fails_fast<T: std::fmt::Debug>(
+    what: &str,
+    deadline: Duration,
+    call: impl Future<Output = Result<T, ipam_core::Error>>,
+) {
+    let start = Instant::now();
+    let result = call.await;
+    let took = start.elapsed();
+    assert!(
+        took < deadline + Duration::from_secs(2),
+        "{what} took {took:?}"
     );
+    match result {
+        Err(e) => assert!(e.is_unavailable(), "{what}: {e:?}"),
+        Ok(v) => panic!("{what} succeeded: {v:?}"),
+    }
+}
+
+/// Waits until a store can be made on `cluster` again.
+async fn until_answering(cluster: &Cluster) {
+    let answering = async {
+        while KubeStore::new(cluster.client().unwrap()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, answering)
+        .await
+        .expect("the API server answers again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,11 +107,25 @@ async fn a_black_holed_api_server_is_an_unavailable_error_within_the_deadline() 
 async fn a_frozen_api_server_is_an_unavailable_error_within_the_deadline() {
     let _turn = TURN.lock().await;
     let cluster = cluster().await;
-    let deadline = Duration::from_secs(3);
+    // Frozen for about the deadline only (the black hole covers every method), with reads and
+    // writes at once: much longer, and the controller-manager loses its lease and exits.
+    let deadline = Duration::from_secs(2);
     let store = store(cluster).await.deadline(deadline);
+    let key = ObjectKey::cluster(Kind::SpiderIPPool, "frozen");
+    let delta = RecordsDelta::default();
 
     cluster.pause_apiserver().unwrap();
-    let frozen = std::panic::AssertUnwindSafe(every_method_fails_fast(&store, deadline));
+    let frozen = std::panic::AssertUnwindSafe(async {
+        futures::join!(
+            fails_fast("get", deadline, store.get(&key)),
+            fails_fast("list", deadline, store.list(Kind::SpiderIPPool, None, None)),
+            fails_fast(
+                "update_pool_records",
+                deadline,
+                store.update_pool_records("frozen", "1", &delta)
+            ),
+        )
+    });
     let outcome = futures::FutureExt::catch_unwind(frozen).await;
     cluster.resume_apiserver().unwrap();
     if let Err(panic) = outcome {
@@ -97,4 +134,48 @@ async fn a_frozen_api_server_is_an_unavailable_error_within_the_deadline() {
 
     let name = unique_name("after-freeze");
     store.create_as(&pool(&name)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_history_is_gone_reports_lost_then_follows() {
+    let _turn = TURN.lock().await;
+    let cluster = cluster().await;
+    // `old` has seen nothing since it was made; `writer` then moves the cluster on.
+    let old = store(cluster).await;
+    let writer = store(cluster).await;
+    for _ in 0..3 {
+        writer
+            .create_as(&pool(&unique_name("history")))
+            .await
+            .unwrap();
+    }
+    // A restarted API server's watch cache starts at the current version: the history `old`
+    // would watch from is no longer served.
+    cluster.kill_apiserver();
+    match cluster.restart_apiserver().await {
+        Ok(()) => {}
+        // The controller-manager may lose its lease meanwhile and exit; the store needs it not.
+        Err(kube_testbed::Error::Exited { component, .. })
+            if component == "kube-controller-manager" || component == "kube-scheduler" =>
+        {
+            until_answering(cluster).await;
+        }
+        Err(e) => panic!("restarting the API server: {e}"),
+    }
+    let mut watch = old.watch(Kind::SpiderIPPool);
+    assert_eq!(
+        tokio::time::timeout(LIMIT, watch.next()).await.unwrap(),
+        Some(WatchEvent::Lost),
+        "the first event says the history is gone"
+    );
+    let name = unique_name("after-lost");
+    let created = writer.create_as(&pool(&name)).await.unwrap();
+    let reported = WatchEvent::Changed {
+        key: ObjectKey::cluster(Kind::SpiderIPPool, &name),
+        version: created.metadata.resource_version.clone(),
+    };
+    let wait = async { while watch.next().await.expect("the watch ended") != reported {} };
+    tokio::time::timeout(LIMIT, wait)
+        .await
+        .expect("the watch did not follow after Lost");
 }
