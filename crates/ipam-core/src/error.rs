@@ -202,8 +202,8 @@ impl Error {
     }
 
     /// Whether the store could not be reached or did not answer in time (see
-    /// [`Error::unavailable`]): the same request may succeed later. A CNI plugin answers such
-    /// an error with code 11, "try again later".
+    /// [`Error::unavailable`]): the same request may succeed later, so the CNI answer to it is
+    /// code 11, "try again later", not a store failure.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Backend { source, .. } if source.is::<Unavailable>())
     }

@@ -54,8 +54,8 @@
 //! [`KubeStore::deadline`]) whatever the client's timeouts, so an unreachable, paused or
 //! black-holed API server is an error, never a hang. Such an error, and the server's own
 //! "unavailable" answers (429, 5xx), are `ipam_core::Error::Backend` errors for which
-//! [`ipam_core::Error::is_unavailable`] is true: a CNI plugin answers them with code 11, "try
-//! again later". As with any store, a write that failed so may have happened: callers re-read.
+//! [`ipam_core::Error::is_unavailable`] is true: errors to answer with CNI code 11, "try again
+//! later". As with any store, a write that failed so may have happened: callers re-read.
 //!
 //! ```no_run
 //! use ipam_core::store::TypedStore;

@@ -1,6 +1,6 @@
 //! `KubeStore` when the API server is unreachable (the fault proxy's black hole) or frozen
 //! (SIGSTOP): every store method fails within the store's deadline with an error that says
-//! "unavailable" (CNI code 11, try again later), and the store works again once the server
+//! "unavailable" (for CNI code 11, try again later), and the store works again once the server
 //! does; and a watch whose history the restarted API server no longer has reports `Lost`, then
 //! follows. On a cluster of their own: these faults hit every client of the cluster, and can
 //! cost the controller-manager its lease (it exits), which the other tests must not suffer.
