@@ -25,7 +25,7 @@
 //! | `update` | PUT under the caller's `resourceVersion` (409 → `Conflict`); without one, under the stored one |
 //! | `update_status` | PUT `/status` (SpiderSubnet, SpiderIPPool); for SpiderEndpoint, which has no status subresource, the stored object with the new status, PUT whole |
 //! | `delete` | DELETE with the version as the server's precondition; the object it returns with `deletionTimestamp` and finalizers is `Terminating`, else `Gone` |
-//! | `update_pool_records` | GET the pool, merge the records into its `allocatedIPs` document, PUT `/status` under the caller's version: one write, and a stale version is a conflict, never a blind overwrite |
+//! | `update_pool_records` | merge the records into the pool's `allocatedIPs` document as stored at the caller's version, PUT `/status` under that version: one write, and a stale version is a conflict, never a blind overwrite. The store keeps the last document it saw of each pool, so when the engine writes on top of what it read or wrote, that is the only request |
 //! | `watch` | a watch of the kind from the newest resourceVersion the store has seen (the `watch` module) |
 //!
 //! The `resourceVersion` is the version, as the trait wants: opaque to the engine, changed by

@@ -1,11 +1,11 @@
 //! [`KubeStore`]: the `Store` trait on the Kubernetes API server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,6 +31,10 @@ pub struct KubeStore {
     deadline: Duration,
     /// The newest resourceVersion (an etcd revision) any answer carried: where watches start.
     seen: Arc<AtomicU64>,
+    /// The last document of each pool the store read or wrote. A resourceVersion names one
+    /// state of one object, so when `update_pool_records` is given the version of the document
+    /// here, that document is the stored pool and the read before the write can be skipped.
+    pools: Arc<Mutex<HashMap<String, Value>>>,
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -65,6 +69,7 @@ impl KubeStore {
             client,
             deadline: DEFAULT_DEADLINE,
             seen: Arc::new(AtomicU64::new(0)),
+            pools: Arc::default(),
         };
         for kind in [
             Kind::SpiderSubnet,
@@ -148,12 +153,36 @@ impl KubeStore {
         record_version(&self.seen, version);
     }
 
-    /// `object` as a document, its version recorded.
+    /// `object` as a document, its version recorded (and the document, if it is a pool).
     fn document(&self, object: DynamicObject) -> Value {
         if let Some(v) = &object.metadata.resource_version {
             self.record(v);
         }
-        wire::document(object)
+        let document = wire::document(object);
+        if document["kind"] == Kind::SpiderIPPool.name()
+            && let Some(name) = document["metadata"]["name"].as_str()
+        {
+            self.known_pools()
+                .insert(name.to_string(), document.clone());
+        }
+        document
+    }
+
+    fn known_pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
+        // Whole documents only are inserted: a panic elsewhere leaves nothing half-written.
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pool `key` as stored at `version`: the document last seen if it is of that version,
+    /// else a fresh read.
+    async fn pool_at(&self, key: &ObjectKey, version: &str) -> Result<Value, CoreError> {
+        let known = self.known_pools().get(&key.name).cloned();
+        if let Some(pool) = known.filter(|p| semantics::version_of(p) == Some(version)) {
+            return Ok(pool);
+        }
+        self.read(key)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(key.clone()))
     }
 
     /// One request to the API server, within the deadline, its failure mapped.
@@ -289,18 +318,16 @@ impl KubeStore {
         }
     }
 
-    /// `update_pool_records`: the delta merged into a fresh read of the pool, written as one
-    /// status write under `version`.
+    /// `update_pool_records`: the delta merged into the pool as stored at `version` (the
+    /// document last seen when it is of that version, else a fresh read), written as one status
+    /// write under `version`.
     async fn write_records(
         &self,
         key: &ObjectKey,
         version: &str,
         delta: &RecordsDelta,
     ) -> Result<String, CoreError> {
-        let mut pool = self
-            .read(key)
-            .await?
-            .ok_or_else(|| CoreError::NotFound(key.clone()))?;
+        let mut pool = self.pool_at(key, version).await?;
         if semantics::version_of(&pool) != Some(version) {
             return Err(CoreError::Conflict(key.clone()));
         }
@@ -416,7 +443,7 @@ impl Store for KubeStore {
                 if let Some(v) = &page.metadata.resource_version {
                     self.record(v);
                 }
-                objects.extend(page.items.into_iter().map(wire::document));
+                objects.extend(page.items.into_iter().map(|o| self.document(o)));
                 match page.metadata.continue_ {
                     Some(token) if !token.is_empty() => params = params.continue_token(&token),
                     _ => return Ok(objects),
@@ -494,13 +521,19 @@ impl Store for KubeStore {
             Some(object) if wire::is_terminating(&object) => {
                 Deleted::Terminating(self.document(object))
             }
-            _ => Deleted::Gone,
+            _ => {
+                if key.kind == Kind::SpiderIPPool {
+                    self.known_pools().remove(&key.name);
+                }
+                Deleted::Gone
+            }
         })
     }
 
-    /// One status write of the pool under `version`, the delta merged into a fresh read: two
-    /// requests, and the API server refuses the write if anyone wrote the pool since
-    /// `version` (a conflict, never a blind overwrite).
+    /// One status write of the pool under `version`, the delta merged into the pool as stored
+    /// at that version: one request when the store last saw the pool at `version` (it read or
+    /// wrote it: the engine's case), else a read first. The API server refuses the write if
+    /// anyone wrote the pool since `version` (a conflict, never a blind overwrite).
     async fn update_pool_records(
         &self,
         name: &str,

@@ -1,7 +1,7 @@
 //! `KubeStore` against a real API server (crates/kube-testbed): ipam-core's conformance suite,
 //! a watch that reports another client's writes, conflicts between two clients, Berth's own
-//! fields kept, apps/v1 workloads read but not written, and the engine allocating and releasing
-//! on it. (An unreachable or frozen API server, and a watch whose history is gone: in
+//! fields kept, apps/v1 workloads read but not written, a pool write on a known version in one
+//! request, and the engine allocating and releasing on it. (An unreachable or frozen API server, and a watch whose history is gone: in
 //! `unavailable.rs`, on a cluster of their own.)
 //!
 //! The tests share one cluster. The conformance suite wants a fresh, empty store per check;
@@ -536,4 +536,54 @@ async fn the_engine_allocates_and_releases_on_the_cluster() {
         holders,
         [format!("{}/b", ns.name()), format!("{}/c", ns.name())]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_write_on_a_version_the_store_saw_is_one_request() {
+    let cluster = cluster().await;
+    // Through the fault proxy (no fault set), which counts requests.
+    let client = kube::Client::try_from(cluster.proxy_config().await.unwrap()).unwrap();
+    let counted = KubeStore::new(client).await.unwrap();
+    let requests = || cluster.proxy().counts().1;
+    let name = unique_name("one-request");
+    let created = counted.create_as(&pool(&name)).await.unwrap();
+    let delta = |ip: &str, pod: &str, count: i64| RecordsDelta {
+        set: vec![(ip.parse().unwrap(), record(pod))],
+        allocated_ip_count: count,
+        total_ip_count: 11,
+        ..Default::default()
+    };
+
+    let before = requests();
+    let v1 = created.metadata.resource_version.unwrap();
+    let v2 = counted
+        .update_pool_records(&name, &v1, &delta("10.9.0.10", "a", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        requests() - before,
+        1,
+        "the store wrote what it had created"
+    );
+
+    // Someone else writes: the store has not seen v3, so it reads before it writes.
+    let other = store(cluster).await;
+    let v3 = other
+        .update_pool_records(&name, &v2, &delta("10.9.0.11", "b", 2))
+        .await
+        .unwrap();
+    let before = requests();
+    counted
+        .update_pool_records(&name, &v3, &delta("10.9.0.12", "c", 3))
+        .await
+        .unwrap();
+    assert_eq!(requests() - before, 2, "a read, then the write");
+    let got: SpiderIPPool = other.get_as(None, &name).await.unwrap().unwrap();
+    assert_eq!(got.records().len(), 3, "nobody's record was lost");
+
+    // A version it saw, but no longer the stored one: a conflict.
+    let stale = counted
+        .update_pool_records(&name, &v2, &delta("10.9.0.13", "d", 4))
+        .await;
+    assert!(matches!(stale, Err(Error::Conflict(_))), "{stale:?}");
 }
