@@ -50,6 +50,12 @@
 //! fields (under Spiderpool's CRDs the API server drops them, and Berth then starts from a
 //! pool's first IP and treats an endpoint as of an unknown container).
 //!
+//! **Permissions.** The store's identity needs, in group `spiderpool.spidernet.io`, `get`,
+//! `list`, `watch`, `create`, `update` and `delete` on `spidersubnets`, `spiderippools`,
+//! `spiderendpoints` and `spiderreservedips`, and `update` on `spidersubnets/status` and
+//! `spiderippools/status`; in group `apps`, `get`, `list` and `watch` on `deployments` and
+//! `statefulsets`.
+//!
 //! **Failures.** Every store method gives up after a deadline ([`DEFAULT_DEADLINE`], 8 s;
 //! [`KubeStore::deadline`]) whatever the client's timeouts, so an unreachable, paused or
 //! black-holed API server is an error, never a hang. Such an error, and the server's own

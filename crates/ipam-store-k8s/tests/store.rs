@@ -23,10 +23,11 @@ use ipam_core::{
 use ipam_store_k8s::KubeStore;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube_testbed::{Cluster, Options, SharedCluster, unique_name};
+use kube_testbed::{Cluster, Identity, Options, SharedCluster, unique_name};
 use serde_json::{Value, json};
-use support::{installed, next_event, pool, record, store};
+use support::{LIMIT, installed, next_event, pool, record, store};
 
 static CLUSTER: SharedCluster = SharedCluster::new(Options::default);
 
@@ -40,14 +41,17 @@ async fn cluster() -> &'static Cluster {
 /// translated both ways; nothing else is touched.
 struct Scoped {
     store: KubeStore,
+    /// Makes the namespaces (the store itself may not).
+    admin: kube::Client,
     scope: String,
     namespaces: Mutex<BTreeSet<String>>,
 }
 
 impl Scoped {
-    fn new(store: &KubeStore) -> Self {
+    fn new(store: &KubeStore, admin: &kube::Client) -> Self {
         Scoped {
             store: store.clone(),
+            admin: admin.clone(),
             scope: unique_name("c"),
             namespaces: Mutex::new(BTreeSet::new()),
         }
@@ -150,7 +154,7 @@ impl Scoped {
         if !self.namespaces.lock().unwrap().insert(ns.to_string()) {
             return;
         }
-        let namespaces: Api<Namespace> = Api::all(self.store.client().clone());
+        let namespaces: Api<Namespace> = Api::all(self.admin.clone());
         let object = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
         match namespaces.create(&PostParams::default(), &object).await {
             Ok(_) => {}
@@ -234,6 +238,7 @@ impl Store for Scoped {
     fn watch(&self, kind: Kind) -> WatchStream {
         let scope = Scoped {
             store: self.store.clone(),
+            admin: self.admin.clone(),
             scope: self.scope.clone(),
             namespaces: Mutex::new(BTreeSet::new()),
         };
@@ -257,11 +262,66 @@ impl Store for Scoped {
     }
 }
 
+/// The permissions the crate documentation lists, for a user of its own (its name).
+async fn documented_permissions(cluster: &Cluster) -> String {
+    let user = unique_name("berth-store");
+    let rules = json!([
+        {
+            "apiGroups": ["spiderpool.spidernet.io"],
+            "resources": ["spidersubnets", "spiderippools", "spiderendpoints", "spiderreservedips"],
+            "verbs": ["get", "list", "watch", "create", "update", "delete"],
+        },
+        {
+            "apiGroups": ["spiderpool.spidernet.io"],
+            "resources": ["spidersubnets/status", "spiderippools/status"],
+            "verbs": ["update"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "statefulsets"],
+            "verbs": ["get", "list", "watch"],
+        },
+    ]);
+    let admin = cluster.client().unwrap();
+    let pp = PostParams::default();
+    let role: ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": user}, "rules": rules})).unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin)
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+    user
+}
+
+/// Run with only the permissions the crate documentation lists, so that they are enough.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_conformance_suite() {
     let cluster = cluster().await;
-    let store = store(cluster).await;
-    ipam_core::store::conformance::run_all(|| Scoped::new(&store)).await;
+    let user = documented_permissions(cluster).await;
+    let kubeconfig = cluster.kubeconfig_for(&Identity::new(&user, None)).unwrap();
+    // RBAC takes effect as the API server's informers see the binding: retry a moment.
+    let store = tokio::time::timeout(LIMIT, async {
+        loop {
+            match KubeStore::from_kubeconfig(&kubeconfig).await {
+                Ok(store) => return store,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("the store's permissions did not take effect");
+    let admin = cluster.client().unwrap();
+    ipam_core::store::conformance::run_all(|| Scoped::new(&store, &admin)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +466,10 @@ async fn an_endpoint_keeps_its_container_id() {
 async fn workloads_are_read_not_written() {
     let cluster = cluster().await;
     let ns = cluster.namespace("apps").await.unwrap();
-    let store = store(cluster).await;
+    // The constructor `berth ... --kubeconfig PATH` uses.
+    let store = KubeStore::from_kubeconfig(cluster.kubeconfig())
+        .await
+        .unwrap();
     assert!(!store.writes(Kind::Deployment) && !store.writes(Kind::StatefulSet));
     assert!(store.writes(Kind::SpiderIPPool));
 
