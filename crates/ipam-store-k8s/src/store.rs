@@ -23,8 +23,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
 /// A [`Store`] whose objects are the API server's: Spiderpool's custom resources, and the
 /// cluster's Deployments and StatefulSets (read only). See the crate documentation.
 ///
-/// Cheap to clone (the clones share the client and the version record); cloning or wrapping
-/// it in an `Arc` are both fine.
+/// Cheap to clone (the clones share the client, the version record and the pool documents);
+/// cloning or wrapping it in an `Arc` are both fine.
 #[derive(Clone)]
 pub struct KubeStore {
     client: kube::Client,
