@@ -187,6 +187,27 @@ impl Error {
         matches!(self, Error::NotFound(_))
     }
 
+    /// A backend failure because the store could not be reached or did not answer in time:
+    /// an [`Error::Backend`] whose source is [`Unavailable`], so that
+    /// [`Error::is_unavailable`] tells it from a broken store. The write may or may not have
+    /// happened (see the `store` module): callers re-read before retrying.
+    pub fn unavailable(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Backend {
+            context: context.into(),
+            source: Box::new(Unavailable(source.into())),
+        }
+    }
+
+    /// Whether the store could not be reached or did not answer in time (see
+    /// [`Error::unavailable`]): the same request may succeed later, so the CNI answer to it is
+    /// code 11, "try again later", not a store failure.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Backend { source, .. } if source.is::<Unavailable>())
+    }
+
     /// Whether a retry with fresh data may succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(
@@ -211,6 +232,14 @@ impl Error {
         }
     }
 }
+
+/// The source of an [`Error::Backend`] that a later retry may clear: the store could not be
+/// reached (connection refused or reset, a server that says it is overloaded or unavailable) or
+/// did not answer within its deadline. Made by [`Error::unavailable`], recognised by
+/// [`Error::is_unavailable`].
+#[derive(Debug, thiserror::Error)]
+#[error("the store is unavailable")]
+pub struct Unavailable(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// Why validation refused an object. Each names the offending values.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -384,4 +413,24 @@ pub enum Problem {
         /// What is wrong.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_store_is_told_from_a_broken_one() {
+        let down = Error::unavailable("read SpiderIPPool \"p\"", "connection refused");
+        assert!(down.is_unavailable());
+        assert!(
+            matches!(down, Error::Backend { .. }),
+            "callers that match Backend still do"
+        );
+        assert_eq!(down.to_string(), "store: read SpiderIPPool \"p\"");
+        let broken = Error::backend("read SpiderIPPool \"p\"", "checksum mismatch");
+        assert!(!broken.is_unavailable());
+        let key = ObjectKey::cluster(Kind::SpiderIPPool, "p");
+        assert!(!Error::Conflict(key).is_unavailable());
+    }
 }

@@ -95,7 +95,7 @@ pub use engine::{
     EngineConfig, GcReleased, GcReport, Liveness, NicAddresses, NicRequest, PodContext, PoolIp,
     ReleaseRequest, Released,
 };
-pub use error::{Error, Problem};
+pub use error::{Error, Problem, Unavailable};
 pub use meta::{
     Kind, LabelSelector, LabelSelectorRequirement, Object, ObjectKey, ObjectMeta, OwnerReference,
     UnknownKind,

@@ -432,14 +432,17 @@ async fn a_pool_berth_writes_reads_as_spiderpool_reads_it_but_for_lastallocatedi
     assert_eq!(theirs.allocated_ip_count, Some(2));
     assert_eq!(theirs.total_ip_count, Some(10));
 
-    // Berth's reading: every record whole (its own keys live inside the string), but the
-    // API server pruned status.lastAllocatedIP, which its schema (Spiderpool's) does not have.
+    // Berth's reading: every record whole (its own keys live inside the string), and
+    // status.lastAllocatedIP, an optional field of Berth's CRD.
     let read = api.get(&name).await.unwrap();
     let mut as_json = serde_json::to_value(&read).unwrap();
     as_json["metadata"] = json!({"name": name});
     let ours: SpiderIPPool = serde_json::from_value(as_json).unwrap();
     assert_eq!(ours.records(), pool.records());
-    assert_eq!(ours.status.unwrap().last_allocated_ip, None);
+    assert_eq!(
+        ours.status.unwrap().last_allocated_ip,
+        Some("10.7.168.172".parse().unwrap())
+    );
 }
 
 #[tokio::test]

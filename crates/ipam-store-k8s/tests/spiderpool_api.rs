@@ -7,7 +7,8 @@
 //! merge markers; descriptions left out), one per printer column, and the names, scope and
 //! subresources. It was made from those files with the flattening below and compared with the
 //! Go types of `pkg/k8s/apis/spiderpool.spidernet.io/v2beta1`; it changes only when Spiderpool's
-//! API does. The one difference Berth keeps on purpose is marked in the listing.
+//! API does. The differences Berth keeps on purpose are listed below it: one printer column, and
+//! two optional status fields of Berth's own that Spiderpool's API does not have.
 
 use ipam_store_k8s::crds;
 use serde_json::Value;
@@ -118,21 +119,43 @@ const BERTH_DIFFERS: [(&str, &str, &str); 1] = [(
     "`kubectl get sp` shows DISABLE as in the seed walkthrough (Spiderpool before v0.7 did too)",
 )];
 
+/// What Berth's CRDs have and Spiderpool's do not: (the line of Spiderpool's it follows,
+/// Berth's line, why). Optional fields only, so Spiderpool's objects stay valid and the same.
+const BERTH_ADDS: [(&str, &str, &str); 2] = [
+    (
+        r#"status.current: object required=["ips","node","uid"]"#,
+        "status.current.containerID: string",
+        "the CNI container id the endpoint's IPs were given to: how a retried ADD finds them",
+    ),
+    (
+        "status.allocatedIPs: string",
+        "status.lastAllocatedIP: string",
+        "where round-robin allocation resumes, written with the records in one status write",
+    ),
+];
+
 #[test]
 fn the_crds_are_spiderpools_api() {
     let expected: Vec<Vec<String>> = SPIDERPOOL
         .split("\n\n")
         .map(|block| {
-            block
-                .lines()
-                .map(|line| {
+            let mut lines = Vec::new();
+            for line in block.lines() {
+                lines.push(
                     BERTH_DIFFERS
                         .iter()
                         .find(|(theirs, _, _)| *theirs == line)
                         .map_or(line, |(_, berth, _)| berth)
-                        .to_owned()
-                })
-                .collect()
+                        .to_owned(),
+                );
+                lines.extend(
+                    BERTH_ADDS
+                        .iter()
+                        .filter(|(after, _, _)| *after == line)
+                        .map(|(_, berth, _)| berth.to_string()),
+                );
+            }
+            lines
         })
         .collect();
     let crds = crds::all();

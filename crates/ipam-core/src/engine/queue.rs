@@ -111,13 +111,17 @@ impl<K: Hash + Eq, W> Drop for Leader<'_, K, W> {
 }
 
 /// The failure of a write shared by several callers, for each caller but the first (errors are
-/// not `Clone`: a backend's source is a trait object).
+/// not `Clone`: a backend's source is a trait object). An unavailable store stays
+/// recognisable as such, so that every caller hears "try again later".
 pub(crate) fn shared_failure(key: &ObjectKey, error: &Error) -> Error {
     match error {
         Error::RetriesExhausted { key, attempts } => Error::RetriesExhausted {
             key: key.clone(),
             attempts: *attempts,
         },
+        other if other.is_unavailable() => {
+            Error::unavailable(format!("writing {key}"), other.to_string())
+        }
         other => Error::backend(format!("writing {key}"), other.to_string()),
     }
 }

@@ -18,6 +18,8 @@
 //! - reads may see a write whose durability is still being established (a group commit under
 //!   way); nothing can build on such a write and survive while it does not;
 //! - [`Store::watch`] tells which objects of a kind changed;
+//! - a backend may store some kinds read-only ([`Store::writes`]): the Kubernetes store reads
+//!   the cluster's Deployments and StatefulSets but never writes them;
 //! - a namespace given to `list` of a cluster-scoped kind is ignored, as in Kubernetes.
 //!
 //! Stores are async; backends may need a tokio runtime (sled runs its fsync on tokio's blocking
@@ -186,6 +188,15 @@ pub trait Store: Send + Sync {
     /// Notifications of every later write of `kind`.
     fn watch(&self, kind: Kind) -> WatchStream;
 
+    /// Whether this store writes objects of `kind` (`create`, `update`, `update_status`,
+    /// `delete`); true by default. A store that only reads a kind (the Kubernetes store reads
+    /// the cluster's apps/v1 workloads, which their users write) refuses those writes with
+    /// [`Error::Backend`]; the conformance suite tests each store on the kinds it writes.
+    fn writes(&self, kind: Kind) -> bool {
+        let _ = kind;
+        true
+    }
+
     /// Whether [`Store::watch`] reports every write of the store, so that a cache kept current
     /// by it is exact (true of stores written only by this process: in memory, sled). The
     /// engine caches decoded pools only then.
@@ -338,6 +349,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn watches_every_write(&self) -> bool {
         (**self).watches_every_write()
+    }
+
+    fn writes(&self, kind: Kind) -> bool {
+        (**self).writes(kind)
     }
 }
 

@@ -80,6 +80,15 @@ pub struct PodIpAllocation {
     pub node: String,
     /// One entry per NIC.
     pub ips: Vec<IpAllocationDetail>,
+    /// Berth's own field, not Spiderpool's: the CNI container id of this incarnation, by which
+    /// a retried ADD finds its IPs. Spiderpool's clients pass over it; under Spiderpool's CRD
+    /// the API server drops it.
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub container_id: Option<String>,
 }
 
 /// The IPs of one NIC, and what the pod got with them (Go `IPAllocationDetail`).

@@ -163,6 +163,16 @@ pub struct IpPoolStatus {
     )]
     #[schemars(range(min = 0))]
     pub allocated_ip_count: Option<i64>,
+    /// Berth's own field, not Spiderpool's: the IP handed out last, where the next allocation
+    /// starts looking (round robin, so that a freed IP is not reused at once). Spiderpool's
+    /// clients pass over it; under Spiderpool's CRD the API server drops it, and Berth then
+    /// starts from the pool's first IP.
+    #[serde(
+        default,
+        rename = "lastAllocatedIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_allocated_ip: Option<String>,
 }
 
 /// One value of the `status.allocatedIPs` document (Go `PoolIPAllocation`): what Spiderpool

@@ -1,0 +1,56 @@
+//! The one error type of `ipam-store-k8s`.
+//!
+//! [`KubeStore`](crate::KubeStore)'s `Store` methods answer with `ipam_core::Error`, like every
+//! store; this type says why a store could not be made, and is the source of the
+//! `ipam_core::Error::Backend` errors that are the store's own (a write of a kind it only
+//! reads, a deadline that passed).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipam_core::Kind;
+
+/// Errors of `ipam-store-k8s`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig file cannot be read or does not describe a usable cluster.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What kube found wrong with it.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+
+    /// No client can be built from the configuration (TLS material, proxy settings).
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+
+    /// The API server does not serve a kind: its CRD is not installed.
+    #[error(
+        "the API server does not serve {kind} ({api_version}): install Berth's CRDs with \
+         `kubectl apply -f deploy/crds/` (or `berth crds | kubectl apply -f -`)"
+    )]
+    NotServed {
+        /// The kind.
+        kind: Kind,
+        /// Its `apiVersion`.
+        api_version: &'static str,
+    },
+
+    /// The API server could not be asked (unreachable, refused, no answer in time).
+    #[error("cannot reach the API server: {0}")]
+    Connect(#[source] ipam_core::Error),
+
+    /// A write of a kind this store only reads (see `Store::writes`).
+    #[error(
+        "the Kubernetes store does not write {0} objects: they are the cluster's, written by \
+         their users (kubectl)"
+    )]
+    ReadOnly(Kind),
+
+    /// A request took longer than the store's deadline (see `KubeStore::deadline`).
+    #[error("no answer within {0:?}")]
+    DeadlineExceeded(Duration),
+}

@@ -1,0 +1,580 @@
+//! [`KubeStore`]: the `Store` trait on the Kubernetes API server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipam_core::store::{Deleted, RecordsDelta, Store, WatchStream, semantics};
+use ipam_core::{Error as CoreError, Kind, LabelSelector, ObjectKey};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::wire::{self, Op};
+
+/// The longest a store method waits for the API server, by default.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
+
+/// A [`Store`] whose objects are the API server's: Spiderpool's custom resources, and the
+/// cluster's Deployments and StatefulSets (read only). See the crate documentation.
+///
+/// Cheap to clone (the clones share the client, the version record and the pool documents);
+/// cloning or wrapping it in an `Arc` are both fine.
+#[derive(Clone)]
+pub struct KubeStore {
+    client: kube::Client,
+    deadline: Duration,
+    /// The newest resourceVersion (an etcd revision) any answer carried: where watches start.
+    seen: Arc<AtomicU64>,
+    /// The last document of each pool the store read or wrote. A resourceVersion names one
+    /// state of one object, so when `update_pool_records` is given the version of the document
+    /// here, that document is the stored pool and the read before the write can be skipped.
+    pools: Arc<Mutex<HashMap<String, Value>>>,
+}
+
+impl std::fmt::Debug for KubeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeStore")
+            .field("deadline", &self.deadline)
+            .field("seen", &self.seen.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records `version` in `seen` if it is newer (versions that are not numbers are not recorded:
+/// watches then start from a fresh list's version instead).
+pub(crate) fn record_version(seen: &AtomicU64, version: &str) {
+    if let Ok(v) = version.parse::<u64>() {
+        seen.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
+impl KubeStore {
+    /// A store on the cluster `client` talks to.
+    ///
+    /// It asks the API server once for each of Spiderpool's kinds (a one-item list): this
+    /// fails with [`Error::NotServed`] when Berth's CRDs are not installed, and with
+    /// [`Error::Connect`] when the server cannot be reached within [`DEFAULT_DEADLINE`]. The
+    /// answers also give the version watches start from (see [`Store::watch`]).
+    ///
+    /// The client's own timeouts do not matter for the store's requests: every store method
+    /// gives up after the store's [deadline](KubeStore::deadline).
+    pub async fn new(client: kube::Client) -> Result<Self, Error> {
+        let store = KubeStore {
+            client,
+            deadline: DEFAULT_DEADLINE,
+            seen: Arc::new(AtomicU64::new(0)),
+            pools: Arc::default(),
+        };
+        for kind in [
+            Kind::SpiderSubnet,
+            Kind::SpiderIPPool,
+            Kind::SpiderEndpoint,
+            Kind::SpiderReservedIP,
+        ] {
+            let key = ObjectKey::cluster(kind, "");
+            let probe = store.api(kind, None);
+            let list = store
+                .timed(
+                    &key,
+                    Op::Read,
+                    probe.list_metadata(&ListParams::default().limit(1)),
+                )
+                .await;
+            match list {
+                Ok(list) => {
+                    if let Some(v) = &list.metadata.resource_version {
+                        store.record(v);
+                    }
+                }
+                Err(CoreError::NotFound(_)) => {
+                    return Err(Error::NotServed {
+                        kind,
+                        api_version: kind.api_version(),
+                    });
+                }
+                Err(e) => return Err(Error::Connect(e)),
+            }
+        }
+        Ok(store)
+    }
+
+    /// A store on the cluster of a kubeconfig file (its current context), as kubectl's
+    /// `--kubeconfig PATH` reads it. See [`KubeStore::new`].
+    pub async fn from_kubeconfig(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let kubeconfig_error = |source| Error::Kubeconfig {
+            path: path.to_path_buf(),
+            source,
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(kubeconfig_error)?;
+        let client = kube::Client::try_from(config).map_err(Error::Client)?;
+        Self::new(client).await
+    }
+
+    /// Sets how long a store method waits for the API server before it fails with an
+    /// unavailable error ([`ipam_core::Error::is_unavailable`]); [`DEFAULT_DEADLINE`] by
+    /// default. A method that makes two requests (an update without a resourceVersion reads
+    /// first) gets one deadline for both.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The client the store uses.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    fn api(&self, kind: Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let resource = wire::resource(kind);
+        match namespace.filter(|_| kind.is_namespaced()) {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+
+    fn api_of(&self, key: &ObjectKey) -> Api<DynamicObject> {
+        self.api(key.kind, key.namespace.as_deref())
+    }
+
+    fn record(&self, version: &str) {
+        record_version(&self.seen, version);
+    }
+
+    /// `object` as a document, its version recorded (and the document, if it is a pool).
+    fn document(&self, object: DynamicObject) -> Value {
+        if let Some(v) = &object.metadata.resource_version {
+            self.record(v);
+        }
+        let document = wire::document(object);
+        if document["kind"] == Kind::SpiderIPPool.name()
+            && let Some(name) = document["metadata"]["name"].as_str()
+        {
+            self.known_pools()
+                .insert(name.to_string(), document.clone());
+        }
+        document
+    }
+
+    fn known_pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
+        // Whole documents only are inserted: a panic elsewhere leaves nothing half-written.
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pool `key` as stored at `version`: the document last seen if it is of that version,
+    /// else a fresh read.
+    async fn pool_at(&self, key: &ObjectKey, version: &str) -> Result<Value, CoreError> {
+        let known = self.known_pools().get(&key.name).cloned();
+        if let Some(pool) = known.filter(|p| semantics::version_of(p) == Some(version)) {
+            return Ok(pool);
+        }
+        self.read(key)
+            .await?
+            .ok_or_else(|| CoreError::NotFound(key.clone()))
+    }
+
+    /// One request to the API server, within the deadline, its failure mapped.
+    async fn timed<T>(
+        &self,
+        key: &ObjectKey,
+        op: Op,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, CoreError> {
+        match tokio::time::timeout(self.deadline, request).await {
+            Ok(answer) => answer.map_err(|e| wire::error(key, op, e)),
+            Err(_) => Err(CoreError::unavailable(
+                format!("{} {key}", op.verb()),
+                Error::DeadlineExceeded(self.deadline),
+            )),
+        }
+    }
+
+    /// A whole store method within the deadline.
+    async fn within<T>(
+        &self,
+        context: impl FnOnce() -> String,
+        work: impl Future<Output = Result<T, CoreError>>,
+    ) -> Result<T, CoreError> {
+        tokio::time::timeout(self.deadline, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CoreError::unavailable(
+                    context(),
+                    Error::DeadlineExceeded(self.deadline),
+                ))
+            })
+    }
+
+    fn refuse_read_only(&self, key: &ObjectKey) -> Result<(), CoreError> {
+        if self.writes(key.kind) {
+            Ok(())
+        } else {
+            Err(CoreError::backend(
+                format!("write {key}"),
+                Error::ReadOnly(key.kind),
+            ))
+        }
+    }
+
+    async fn read(&self, key: &ObjectKey) -> Result<Option<Value>, CoreError> {
+        let got = self
+            .timed(key, Op::Read, self.api_of(key).get_opt(&key.name))
+            .await?;
+        Ok(got.map(|o| self.document(o)))
+    }
+
+    /// `object` written with PUT (to `/status` when `status`), under the caller's
+    /// resourceVersion; without one, under the stored one, again after a conflict (the
+    /// caller asked for an unconditional write; the API server has none for custom
+    /// resources).
+    async fn replace(
+        &self,
+        key: &ObjectKey,
+        object: Value,
+        status: bool,
+    ) -> Result<Value, CoreError> {
+        let api = self.api_of(key);
+        let pp = PostParams::default();
+        let given = semantics::version_of(&object).map(str::to_string);
+        loop {
+            let version = match &given {
+                Some(v) => v.clone(),
+                None => semantics::version_of(
+                    &self
+                        .read(key)
+                        .await?
+                        .ok_or_else(|| CoreError::NotFound(key.clone()))?,
+                )
+                .unwrap_or_default()
+                .to_string(),
+            };
+            let body = wire::request(key, object.clone(), Some(&version))?;
+            let put = if status {
+                self.timed(key, Op::Write, api.replace_status(&key.name, &pp, &body))
+                    .await
+            } else {
+                self.timed(key, Op::Write, api.replace(&key.name, &pp, &body))
+                    .await
+            };
+            match put {
+                Err(CoreError::Conflict(_)) if given.is_none() => continue,
+                other => return other.map(|o| self.document(o)),
+            }
+        }
+    }
+
+    /// `update_status` of a kind without a status subresource (SpiderEndpoint,
+    /// SpiderReservedIP): the stored object with the new status, written whole.
+    async fn replace_status_whole(
+        &self,
+        key: &ObjectKey,
+        object: Value,
+    ) -> Result<Value, CoreError> {
+        let given = semantics::version_of(&object).map(str::to_string);
+        loop {
+            let mut stored = self
+                .read(key)
+                .await?
+                .ok_or_else(|| CoreError::NotFound(key.clone()))?;
+            let version = semantics::version_of(&stored)
+                .unwrap_or_default()
+                .to_string();
+            if given.as_ref().is_some_and(|g| *g != version) {
+                return Err(CoreError::Conflict(key.clone()));
+            }
+            match object.get("status") {
+                Some(s) => stored["status"] = s.clone(),
+                None => {
+                    if let Some(o) = stored.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            let body = wire::request(key, stored, Some(&version))?;
+            let put = self
+                .timed(
+                    key,
+                    Op::Write,
+                    self.api_of(key)
+                        .replace(&key.name, &PostParams::default(), &body),
+                )
+                .await;
+            match put {
+                Err(CoreError::Conflict(_)) if given.is_none() => continue,
+                other => return other.map(|o| self.document(o)),
+            }
+        }
+    }
+
+    /// `update_pool_records`: the delta merged into the pool as stored at `version` (the
+    /// document last seen when it is of that version, else a fresh read), written as one status
+    /// write under `version`.
+    async fn write_records(
+        &self,
+        key: &ObjectKey,
+        version: &str,
+        delta: &RecordsDelta,
+    ) -> Result<String, CoreError> {
+        let mut pool = self.pool_at(key, version).await?;
+        if semantics::version_of(&pool) != Some(version) {
+            return Err(CoreError::Conflict(key.clone()));
+        }
+        apply_records(key, &mut pool, delta)?;
+        let body = wire::request(key, pool, Some(version))?;
+        let written = self
+            .timed(
+                key,
+                Op::Write,
+                self.api_of(key)
+                    .replace_status(&key.name, &PostParams::default(), &body),
+            )
+            .await?;
+        let written = self.document(written);
+        semantics::version_of(&written)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                CoreError::backend(
+                    format!("write {key}"),
+                    "the API server returned no resourceVersion",
+                )
+            })
+    }
+}
+
+/// Applies `delta` to a pool document's status: its `allocatedIPs` document (records kept as
+/// they are stored, whatever keys they carry; absent when empty, as Spiderpool writes it), the
+/// counts and `lastAllocatedIP`.
+fn apply_records(key: &ObjectKey, pool: &mut Value, delta: &RecordsDelta) -> Result<(), CoreError> {
+    let malformed = |reason: String| CoreError::Malformed {
+        kind: key.kind,
+        name: key.name.clone(),
+        reason,
+    };
+    if !pool.get("status").is_some_and(Value::is_object) {
+        pool["status"] = Value::Object(Default::default());
+    }
+    let status = pool["status"].as_object_mut().expect("status is an object");
+    let mut records: BTreeMap<IpAddr, Value> = match status.get("allocatedIPs") {
+        Some(Value::String(text)) if !text.is_empty() => serde_json::from_str(text)
+            .map_err(|e| malformed(format!("status.allocatedIPs: {e}")))?,
+        _ => BTreeMap::new(),
+    };
+    for ip in &delta.remove {
+        records.remove(ip);
+    }
+    for (ip, record) in &delta.set {
+        let record =
+            serde_json::to_value(record).map_err(|e| malformed(format!("a record: {e}")))?;
+        records.insert(*ip, record);
+    }
+    if records.is_empty() {
+        status.remove("allocatedIPs");
+    } else {
+        let text = serde_json::to_string(&records).expect("records serialize");
+        status.insert("allocatedIPs".into(), Value::from(text));
+    }
+    status.insert(
+        "allocatedIPCount".into(),
+        Value::from(delta.allocated_ip_count),
+    );
+    status.insert("totalIPCount".into(), Value::from(delta.total_ip_count));
+    match delta.last_allocated_ip {
+        Some(ip) => status.insert("lastAllocatedIP".into(), Value::from(ip.to_string())),
+        None => status.remove("lastAllocatedIP"),
+    };
+    Ok(())
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Create => "create",
+            Op::Write => "write",
+        }
+    }
+}
+
+#[async_trait]
+impl Store for KubeStore {
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, CoreError> {
+        self.read(key).await
+    }
+
+    /// One server-side `labelSelector` list (in pages of 500, one consistent snapshot),
+    /// sorted by namespace and name.
+    async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, CoreError> {
+        let key = ObjectKey {
+            kind,
+            namespace: namespace
+                .filter(|_| kind.is_namespaced())
+                .map(str::to_string),
+            name: String::new(),
+        };
+        let mut params = ListParams::default().limit(500);
+        if let Some(selector) = selector.filter(|s| !s.is_empty()) {
+            match wire::selector_query(selector) {
+                Some(query) => params = params.labels(&query),
+                None => return Ok(Vec::new()),
+            }
+        }
+        let api = self.api(kind, namespace);
+        let work = async {
+            let mut objects = Vec::new();
+            loop {
+                let page = self.timed(&key, Op::Read, api.list(&params)).await?;
+                if let Some(v) = &page.metadata.resource_version {
+                    self.record(v);
+                }
+                objects.extend(page.items.into_iter().map(|o| self.document(o)));
+                match page.metadata.continue_ {
+                    Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                    _ => return Ok(objects),
+                }
+            }
+        };
+        let mut objects: Vec<Value> = self.within(|| format!("list {key}"), work).await?;
+        let order = |o: &Value| {
+            let meta = &o["metadata"];
+            (
+                meta["namespace"].as_str().unwrap_or_default().to_string(),
+                meta["name"].as_str().unwrap_or_default().to_string(),
+            )
+        };
+        objects.sort_by_cached_key(order);
+        Ok(objects)
+    }
+
+    async fn create(&self, kind: Kind, object: Value) -> Result<Value, CoreError> {
+        let key = wire::key_to_write(kind, &object)?;
+        self.refuse_read_only(&key)?;
+        let body = wire::request(&key, object, None)?;
+        let created = self
+            .timed(
+                &key,
+                Op::Create,
+                self.api_of(&key).create(&PostParams::default(), &body),
+            )
+            .await?;
+        Ok(self.document(created))
+    }
+
+    async fn update(&self, kind: Kind, object: Value) -> Result<Value, CoreError> {
+        let key = wire::key_to_write(kind, &object)?;
+        self.refuse_read_only(&key)?;
+        self.within(|| format!("write {key}"), self.replace(&key, object, false))
+            .await
+    }
+
+    /// Through the status subresource where the kind has one; else (SpiderEndpoint,
+    /// SpiderReservedIP) the stored object with the new status, written whole under the
+    /// stored version.
+    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, CoreError> {
+        let key = wire::key_to_write(kind, &object)?;
+        self.refuse_read_only(&key)?;
+        let work = async {
+            if kind.has_status_subresource() {
+                self.replace(&key, object, true).await
+            } else {
+                self.replace_status_whole(&key, object).await
+            }
+        };
+        self.within(|| format!("write {key}"), work).await
+    }
+
+    /// A DELETE with the precondition as the API server's own; the object it returns says
+    /// whether finalizers hold it.
+    async fn delete(
+        &self,
+        key: &ObjectKey,
+        precondition: Option<&str>,
+    ) -> Result<Deleted, CoreError> {
+        self.refuse_read_only(key)?;
+        let params = DeleteParams {
+            preconditions: precondition.map(|v| Preconditions {
+                resource_version: Some(v.to_string()),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        let answer = self
+            .timed(key, Op::Write, self.api_of(key).delete(&key.name, &params))
+            .await?;
+        Ok(match answer.left() {
+            Some(object) if wire::is_terminating(&object) => {
+                Deleted::Terminating(self.document(object))
+            }
+            _ => {
+                if key.kind == Kind::SpiderIPPool {
+                    self.known_pools().remove(&key.name);
+                }
+                Deleted::Gone
+            }
+        })
+    }
+
+    /// One status write of the pool under `version`, the delta merged into the pool as stored
+    /// at that version: one request when the store last saw the pool at `version` (it read or
+    /// wrote it: the engine's case), else a read first. The API server refuses the write if
+    /// anyone wrote the pool since `version` (a conflict, never a blind overwrite).
+    async fn update_pool_records(
+        &self,
+        name: &str,
+        version: &str,
+        delta: &RecordsDelta,
+    ) -> Result<String, CoreError> {
+        let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
+        self.within(
+            || format!("write {key}"),
+            self.write_records(&key, version, delta),
+        )
+        .await
+    }
+
+    /// Every change of `kind` by anyone after this call (see the `watch` module): a watch of
+    /// the API server from the newest version this store has seen.
+    fn watch(&self, kind: Kind) -> WatchStream {
+        let from = match self.seen.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v.to_string()),
+        };
+        crate::watch::stream(
+            self.api(kind, None),
+            kind,
+            from,
+            self.seen.clone(),
+            self.deadline,
+        )
+    }
+
+    /// Every write reaches the watch, whoever made it; a gap in the server's history is
+    /// reported as `Lost`. Events arrive a moment after their write (a watch is asynchronous),
+    /// so a cache kept by them can be briefly stale: the engine's writes carry the version
+    /// they were based on, so that costs a conflict and a fresh read, never a wrong write.
+    fn watches_every_write(&self) -> bool {
+        true
+    }
+
+    /// Spiderpool's kinds only: Deployments and StatefulSets are the cluster's, written by
+    /// their users; the store reads and watches them.
+    fn writes(&self, kind: Kind) -> bool {
+        !matches!(kind, Kind::Deployment | Kind::StatefulSet)
+    }
+}
