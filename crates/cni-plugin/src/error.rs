@@ -117,7 +117,8 @@ impl Error {
     /// | `Annotation`, `Invalid`, `InvalidRange`, `Workload` | 106 |
     /// | `BadRequest` (a request without container id, an interface twice) | 7 |
     /// | `Conflict`, `AlreadyExists`, `RetriesExhausted` | 11 (try again later) |
-    /// | `NotFound`, `Malformed`, `Backend` | 102 |
+    /// | `Backend` when the store could not be reached in time (`is_unavailable`: an API server down or slow) | 11 |
+    /// | `NotFound`, `Malformed`, other `Backend` | 102 |
     pub fn code(&self) -> u32 {
         use berth_cni::error::code as spec;
         use ipam_core::Error as E;
@@ -136,6 +137,7 @@ impl Error {
                 E::Conflict(_) | E::AlreadyExists(_) | E::RetriesExhausted { .. } => {
                     spec::TRY_AGAIN_LATER
                 }
+                E::Backend { .. } if e.is_unavailable() => spec::TRY_AGAIN_LATER,
                 E::NotFound(_) | E::Malformed { .. } | E::Backend { .. } => code::STORE,
             },
             Error::Store { .. } => code::STORE,
@@ -268,6 +270,11 @@ mod tests {
         };
         assert_eq!(owner.to_cni_error().code, 7);
         assert_eq!(Error::not_available("x").code(), 50);
+        // A store that cannot be reached in time is "try again later"; a broken one is not.
+        let down = ipam_core::Error::unavailable("list pools", "connection refused");
+        assert_eq!(Error::Ipam(down).code(), 11);
+        let broken = ipam_core::Error::backend("list pools", std::io::Error::other("disk"));
+        assert_eq!(Error::Ipam(broken).code(), 102);
     }
 
     #[test]
