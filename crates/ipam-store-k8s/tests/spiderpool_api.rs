@@ -121,7 +121,12 @@ const BERTH_DIFFERS: [(&str, &str, &str); 1] = [(
 
 /// What Berth's CRDs have and Spiderpool's do not: (the line of Spiderpool's it follows,
 /// Berth's line, why). Optional fields only, so Spiderpool's objects stay valid and the same.
-const BERTH_ADDS: [(&str, &str, &str); 2] = [
+const BERTH_ADDS: [(&str, &str, &str); 3] = [
+    (
+        "spec.subnet: string",
+        r#"spec.vlan: integer format="int64" min=0 max=4094"#,
+        "deprecated, accepted and dropped: the seed's YAML sets `vlan: 0` and kubectl refuses unknown fields",
+    ),
     (
         r#"status.current: object required=["ips","node","uid"]"#,
         "status.current.containerID: string",

@@ -134,6 +134,10 @@ pub struct IpPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("default" = false))]
     pub disable: Option<bool>,
+    /// Deprecated, accepted and dropped: see the subnet's `vlan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4094))]
+    pub vlan: Option<i64>,
 }
 
 /// A SpiderIPPool's status (Go `IPPoolStatus`): who holds its IPs.

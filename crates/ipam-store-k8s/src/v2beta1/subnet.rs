@@ -67,6 +67,12 @@ pub struct SubnetSpec {
     /// Routes, inherited by the subnet's pools that have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<Route>>,
+    /// Deprecated, accepted and dropped: the VLAN id Spiderpool before v0.7 kept here (the seed's
+    /// YAML still sets `vlan: 0`, and `kubectl apply` refuses an unknown field). Berth's
+    /// admission, like `berth apply`, removes it; the VLAN belongs to the NIC's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4094))]
+    pub vlan: Option<i64>,
 }
 
 /// A SpiderSubnet's status (Go `SubnetStatus`): which of its IPs each pool holds.
