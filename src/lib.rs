@@ -44,9 +44,10 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `sled` | [`sled`]: the embedded store (`ipam-store-sled`), one data dir per machine |
-//! | `cli` (default; implies `sled`) | the `berth` command line |
+//! | `k8s` | `k8s`: the Kubernetes store (`ipam-store-k8s`): Spiderpool's CRDs on an API server |
+//! | `cli` (default; implies `sled` and `k8s`) | the `berth` command line |
 //!
-//! The Kubernetes store (`ipam-store-k8s`) will come as `berth::k8s`. The CNI plugins are the
+//! The CNI plugins are the
 //! crates `cni-plugin` (`berth-ipam`) and `netns-routing` (`berth-route`), on the CNI protocol
 //! crate `berth-cni`.
 
@@ -57,6 +58,9 @@ pub use ipam_core::*;
 
 #[cfg(feature = "sled")]
 pub use ipam_store_sled as sled;
+
+#[cfg(feature = "k8s")]
+pub use ipam_store_k8s as k8s;
 
 pub mod manifest;
 pub mod table;

@@ -12,8 +12,10 @@
 //! berth crds [--dir DIR]           the Kubernetes CRDs (deploy/crds/*.yaml), or write them to DIR
 //! ```
 //!
-//! Every command works on the store in `--data-dir` (or `BERTH_DATA_DIR`, default
-//! `/var/lib/berth`). The store has one owner at a time: while `berth agent` serves the data dir,
+//! `get` and `describe` read a cluster instead with `--kubeconfig PATH` (before or after the
+//! command; a `KUBECONFIG` in the environment alone never switches, so a node's embedded store
+//! does not silently vanish from view). Every other command, and these without the flag, works
+//! on the store in `--data-dir` (or `BERTH_DATA_DIR`, default `/var/lib/berth`). The store has one owner at a time: while `berth agent` serves the data dir,
 //! commands go through it; otherwise a second `berth` waits for the first to finish (saying
 //! which pid holds the lock after a second), up to `--lock-timeout SECS`.
 
@@ -55,6 +57,11 @@ struct Cli {
         default_value_t = 30
     )]
     lock_timeout: u64,
+
+    /// Read the cluster of this kubeconfig (its current context) instead of the data dir:
+    /// `get` and `describe` only. The environment's KUBECONFIG is never used by itself.
+    #[arg(long, global = true, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
 
     /// Namespace of Deployments, StatefulSets and SpiderEndpoints.
     #[arg(short = 'n', long, global = true, default_value = "default")]
@@ -170,6 +177,8 @@ enum CliError {
     },
     #[error(transparent)]
     Plugin(#[from] cni_plugin::Error),
+    #[error(transparent)]
+    Kube(#[from] berth::k8s::Error),
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -602,6 +611,13 @@ fn main() -> ExitCode {
             enable_gateway_detection,
         } = &cli.command
         {
+            if cli.kubeconfig.is_some() {
+                return Err(CliError::Usage(
+                    "berth agent serves a data dir; the Kubernetes-mode agent \
+                     (--kubeconfig, --node) is not built yet"
+                        .into(),
+                ));
+            }
             let stop = cni_plugin::agent::termination_signal()
                 .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
             let (listen, how) = match activated {
@@ -625,6 +641,17 @@ fn main() -> ExitCode {
             );
             bound.serve(stop).await?;
             return Ok(());
+        }
+        if let Some(kubeconfig) = &cli.kubeconfig {
+            if !matches!(cli.command, Command::Get { .. } | Command::Describe { .. }) {
+                return Err(CliError::Usage(
+                    "--kubeconfig works with get and describe; change a cluster's objects with \
+                     kubectl, which Berth's admission webhook checks as berth apply does"
+                        .into(),
+                ));
+            }
+            let store = berth::k8s::KubeStore::from_kubeconfig(kubeconfig).await?;
+            return run(Engine::new(store), &cli).await;
         }
         let store = open(&cli).await?;
         if let (Command::Gc, Some(socket)) = (&cli.command, store.agent_socket()) {
