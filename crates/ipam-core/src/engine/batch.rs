@@ -265,6 +265,14 @@ impl Records<'_> {
 impl<S: Store> Engine<S> {
     /// Runs `op` on `pool`, merged with concurrent operations on the same pool.
     pub(crate) async fn pool_op(&self, pool: &str, op: PoolOp) -> Result<OpResult, Error> {
+        if !self.config.batching {
+            let mut results = self.commit(pool, std::slice::from_ref(&op)).await;
+            let result = results.pop().expect("one result per operation");
+            if !durability_deferred() {
+                self.store.sync().await?;
+            }
+            return result;
+        }
         loop {
             let (tx, rx) = oneshot::channel();
             let waiter = (op.clone(), durability_deferred(), tx);

@@ -20,6 +20,10 @@ pub struct EngineConfig {
     /// How old a subnet claim without its pool must be before GC frees it (an apply may be
     /// between claiming and creating the pool).
     pub claim_grace: Duration,
+    /// Whether concurrent operations on one pool share one write (group commit, the default).
+    /// Off, each allocation and release is a write of its own, as in Spiderpool: there to
+    /// measure what batching saves.
+    pub batching: bool,
 }
 
 impl Default for EngineConfig {
@@ -28,6 +32,7 @@ impl Default for EngineConfig {
             default_ip_number: IpNumber::Flexible(1),
             max_retries: 24,
             claim_grace: Duration::from_secs(600),
+            batching: true,
         }
     }
 }
