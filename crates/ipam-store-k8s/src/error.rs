@@ -53,4 +53,19 @@ pub enum Error {
     /// A request took longer than the store's deadline (see `KubeStore::deadline`).
     #[error("no answer within {0:?}")]
     DeadlineExceeded(Duration),
+
+    /// The API server refused to store an object because it is too large: etcd takes objects
+    /// up to `--max-request-bytes`, 1.5 MiB by default, which one SpiderIPPool reaches at about
+    /// 7,200 allocation records (`tests/size.rs`). Retrying cannot help; nothing was written.
+    #[error(
+        "{object} is too large for the API server to store ({message}): etcd keeps objects up \
+         to 1.5 MiB by default (--max-request-bytes), about 7,200 allocation records of one \
+         pool; nothing was written. Split the pool into smaller ones"
+    )]
+    TooLarge {
+        /// The object, as `SpiderIPPool "name"`.
+        object: String,
+        /// What the API server said.
+        message: String,
+    },
 }

@@ -146,6 +146,7 @@ pub(crate) enum Op {
 /// | 404 on a read or a write | `NotFound` |
 /// | 404 on a create (no such namespace, or the CRD is not installed) | `Backend` |
 /// | 400, 422 (the schema or validation refused the object) | `Malformed` |
+/// | 413, or 500 "etcdserver: request is too large" (an object over etcd's limit) | `Backend`, [`crate::Error::TooLarge`], not retryable |
 /// | 429, 500, 502, 503, 504; no answer, a broken connection | `Backend`, unavailable |
 /// | anything else (401, 403, a garbled answer) | `Backend` |
 pub(crate) fn error(key: &ObjectKey, op: Op, e: kube::Error) -> Error {
@@ -158,6 +159,15 @@ pub(crate) fn error(key: &ObjectKey, op: Op, e: kube::Error) -> Error {
         kube::Error::Api(status) => {
             if status.is_already_exists() {
                 return Error::AlreadyExists(key.clone());
+            }
+            if status.code == 413
+                || (status.code == 500 && status.message.contains("request is too large"))
+            {
+                let too_large = crate::Error::TooLarge {
+                    object: key.to_string(),
+                    message: status.message.clone(),
+                };
+                return Error::backend(context, too_large);
             }
             match status.code {
                 409 => Error::Conflict(key.clone()),
