@@ -651,6 +651,28 @@ fn reserved_ips_are_never_handed_out_nor_carved() {
             .await
             .unwrap();
         assert_eq!(got.nics[0].ips[0].address.to_string(), "10.6.168.173/16");
+        // The engine keeps the reserved IPs it read; a reservation made since is seen at once.
+        engine
+            .apply(AnyObject::ReservedIp(SpiderReservedIP::new(
+                "also-out",
+                ips!["10.6.168.174"],
+            )))
+            .await
+            .unwrap();
+        let err = engine
+            .allocate(&request(&app, "w2", "u2", "c2", &["eth0"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::PoolsExhausted { .. }), "{err}");
+        engine
+            .delete(&ObjectKey::cluster(Kind::SpiderReservedIP, "also-out"))
+            .await
+            .unwrap();
+        let got = engine
+            .allocate(&request(&app, "w2", "u2", "c2", &["eth0"]))
+            .await
+            .unwrap();
+        assert_eq!(got.nics[0].ips[0].address.to_string(), "10.6.168.174/16");
     });
 }
 

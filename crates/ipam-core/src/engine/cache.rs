@@ -9,6 +9,12 @@
 //! The cache only ever saves work: every write still carries the version it was based on, so a
 //! stale entry can only cause a conflict — and the conflict's write is in the watch, so the
 //! retry reads afresh.
+//!
+//! [`ReservedCache`] keeps the union of the reserved IPs the same way, dropped on any
+//! notification of a SpiderReservedIP. No version guards its use: with a store whose
+//! notifications come after the write (Kubernetes), an allocation in that moment may still
+//! hand out an IP just reserved, as Spiderpool's informer caches may; with the in-process
+//! stores the notification is sent before the write returns, so the cache is exact.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +25,8 @@ use super::Engine;
 use crate::error::Error;
 use crate::meta::{Kind, Object};
 use crate::pool::SpiderIPPool;
+use crate::range::IpSet;
+use crate::reserved::SpiderReservedIP;
 use crate::store::{RecordsDelta, Store, TypedStore, WatchEvent, WatchStream};
 
 pub(crate) struct PoolCache {
@@ -94,7 +102,88 @@ impl State {
     }
 }
 
+/// The reserved IPs (see the module documentation).
+pub(crate) struct ReservedCache {
+    state: Mutex<ReservedState>,
+}
+
+struct ReservedState {
+    /// `None` when the store's watch does not see every write: no caching then.
+    watch: Option<WatchStream>,
+    ips: Option<IpSet>,
+    /// Notifications applied so far (see `State::epoch`).
+    epoch: u64,
+}
+
+impl ReservedCache {
+    pub(crate) fn new<S: Store>(store: &S) -> Self {
+        let watch = store
+            .watches_every_write()
+            .then(|| store.watch(Kind::SpiderReservedIP));
+        ReservedCache {
+            state: Mutex::new(ReservedState {
+                watch,
+                ips: None,
+                epoch: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReservedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ReservedState {
+    /// Applies the notifications that arrived; false when there is no watch (or it ended).
+    fn drain(&mut self) -> bool {
+        let Some(watch) = self.watch.as_mut() else {
+            return false;
+        };
+        loop {
+            match watch.next().now_or_never() {
+                Some(Some(_)) => {
+                    self.epoch += 1;
+                    self.ips = None;
+                }
+                Some(None) => {
+                    self.watch = None;
+                    self.ips = None;
+                    return false;
+                }
+                None => return true,
+            }
+        }
+    }
+}
+
 impl<S: Store> Engine<S> {
+    /// Every reserved IP (of reservations that are not being deleted), from the cache when the
+    /// store's watch keeps it current.
+    pub async fn reserved_ips(&self) -> Result<IpSet, Error> {
+        let epoch = {
+            let mut st = self.reserved.lock();
+            if st.drain()
+                && let Some(ips) = &st.ips
+            {
+                return Ok(ips.clone());
+            }
+            st.epoch
+        };
+        let ips = self
+            .store
+            .list_as::<SpiderReservedIP>(None)
+            .await?
+            .iter()
+            .filter(|r| !r.metadata.is_terminating())
+            .fold(IpSet::new(), |acc, r| acc.union(&r.spec.ips));
+        let mut st = self.reserved.lock();
+        if st.drain() && st.epoch == epoch {
+            st.ips = Some(ips.clone());
+        }
+        Ok(ips)
+    }
+
     /// Every pool, from the cache when it holds them all.
     pub(crate) async fn pools(&self) -> Result<Vec<Arc<SpiderIPPool>>, Error> {
         let epoch = {

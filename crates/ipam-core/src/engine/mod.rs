@@ -94,8 +94,6 @@ mod request;
 mod retry;
 
 use crate::error::Error;
-use crate::range::IpSet;
-use crate::reserved::SpiderReservedIP;
 use crate::store::{Store, TypedStore};
 use crate::workload::{AppRef, Deployment, StatefulSet, Workload, WorkloadKind};
 
@@ -115,6 +113,7 @@ pub struct Engine<S> {
     /// Where concurrent `modify` calls on one object queue, to share its write.
     pub(crate) modifying: modify::ModifyQueues,
     pub(crate) cache: cache::PoolCache,
+    pub(crate) reserved: cache::ReservedCache,
     /// Serialises spec writes (apply, reconcile, GC) within this process: their cross-object
     /// validation reads several objects and cannot be made atomic by the store.
     pub(crate) spec_lock: tokio::sync::Mutex<()>,
@@ -130,6 +129,7 @@ impl<S: Store> Engine<S> {
     pub fn with_config(store: S, config: EngineConfig) -> Self {
         Engine {
             cache: cache::PoolCache::new(&store),
+            reserved: cache::ReservedCache::new(&store),
             store,
             config,
             batcher: batch::Batcher::default(),
@@ -146,17 +146,6 @@ impl<S: Store> Engine<S> {
     /// The settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
-    }
-
-    /// Every reserved IP (of reservations that are not being deleted).
-    pub async fn reserved_ips(&self) -> Result<IpSet, Error> {
-        Ok(self
-            .store
-            .list_as::<SpiderReservedIP>(None)
-            .await?
-            .iter()
-            .filter(|r| !r.metadata.is_terminating())
-            .fold(IpSet::new(), |acc, r| acc.union(&r.spec.ips)))
     }
 
     /// The workload an application names, if it is a Deployment or StatefulSet on record.
