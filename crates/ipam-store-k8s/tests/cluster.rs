@@ -3,22 +3,19 @@
 //! listings, line for line); objects written as Spiderpool writes them come back intact, with the
 //! status subresource where Spiderpool has one and without where it has none.
 
+mod support;
+
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 
 use ipam_core::{IpRecord, SpiderIPPool, ips};
 use ipam_store_k8s::v2beta1;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::crd::v1::CustomResourceExt;
-use kube::runtime::wait::{await_condition, conditions};
 use kube_testbed::{Cluster, Options, SharedCluster, unique_name};
 use serde_json::{Value, json};
 
 static CLUSTER: SharedCluster = SharedCluster::new(Options::default);
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// The shared cluster with `deploy/crds/` applied by kubectl and established.
 async fn cluster() -> &'static Cluster {
@@ -28,16 +25,7 @@ async fn cluster() -> &'static Cluster {
         .get_or_init(|| async {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crds");
             kubectl(cluster, &["apply", "-f", dir], None);
-            let crds: Api<CustomResourceDefinition> = Api::all(cluster.client().unwrap());
-            for crd in ipam_store_k8s::crds::all() {
-                let name = crd.metadata.name.unwrap();
-                let established =
-                    await_condition(crds.clone(), &name, conditions::is_crd_established());
-                tokio::time::timeout(LIMIT, established)
-                    .await
-                    .unwrap_or_else(|_| panic!("{name} not established within {LIMIT:?}"))
-                    .unwrap();
-            }
+            support::established(cluster).await;
         })
         .await;
     cluster

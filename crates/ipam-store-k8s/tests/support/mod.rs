@@ -27,18 +27,25 @@ pub async fn installed(shared: &'static SharedCluster) -> &'static Cluster {
         .get_or_init(|| async {
             let crds: Api<CustomResourceDefinition> = Api::all(cluster.client().unwrap());
             for crd in ipam_store_k8s::crds::all() {
-                let name = crd.metadata.name.clone().unwrap();
                 crds.create(&PostParams::default(), &crd).await.unwrap();
-                let established =
-                    await_condition(crds.clone(), &name, conditions::is_crd_established());
-                tokio::time::timeout(LIMIT, established)
-                    .await
-                    .unwrap_or_else(|_| panic!("{name} not established within {LIMIT:?}"))
-                    .unwrap();
             }
+            established(cluster).await;
         })
         .await;
     cluster
+}
+
+/// Waits, up to [`LIMIT`], until the API server serves every one of Berth's CRDs.
+pub async fn established(cluster: &Cluster) {
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client().unwrap());
+    for crd in ipam_store_k8s::crds::all() {
+        let name = crd.metadata.name.unwrap();
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(LIMIT, established)
+            .await
+            .unwrap_or_else(|_| panic!("{name} not established within {LIMIT:?}"))
+            .unwrap();
+    }
 }
 
 /// A store with an admin client of its own (a separate process, as the API server sees it).
