@@ -132,27 +132,21 @@ impl BerthIpam {
     }
 
     async fn backend(&self, config: &NetworkConfig) -> Result<Backend, Error> {
-        self.backend_of(&IpamConfig::of(config)?, &config.name)
-            .await
+        let mode = self.mode_of(&IpamConfig::of(config)?, &config.name);
+        self.backend_in(mode).await
     }
 
-    /// The agent of an `ipam` object whose mode is agent mode: then a call is one blocking
-    /// request and the process starts no async runtime. `None` in embedded mode.
-    fn agent_of(&self, ipam: &IpamConfig, network: &str) -> Option<AgentClient> {
-        let mode = resolve_mode(ipam, &self.defaults);
-        match mode {
-            Mode::Agent { ref socket, .. } => {
-                tracing::debug!(%mode, network, "IPAM mode");
-                Some(AgentClient::new(socket))
-            }
-            Mode::Embedded { .. } => None,
-        }
-    }
-
-    /// [`BerthIpam::backend`] of an `ipam` object the caller has read already.
-    async fn backend_of(&self, ipam: &IpamConfig, network: &str) -> Result<Backend, Error> {
+    /// The mode of an `ipam` object, resolved once per call (and logged). In agent mode a
+    /// call is one blocking request and the process starts no async runtime.
+    fn mode_of(&self, ipam: &IpamConfig, network: &str) -> Mode {
         let mode = resolve_mode(ipam, &self.defaults);
         tracing::debug!(%mode, network, "IPAM mode");
+        mode
+    }
+
+    /// Where a call in `mode` is served: the agent, or the data dir (which may turn out to be
+    /// served by an agent too).
+    async fn backend_in(&self, mode: Mode) -> Result<Backend, Error> {
         match mode {
             Mode::Agent { socket, .. } => Ok(Backend::Agent(AgentClient::new(socket))),
             Mode::Embedded { data_dir, .. } => {
@@ -273,10 +267,10 @@ impl BerthIpam {
             owner,
             node: None,
         };
-        let answer = match self.agent_of(&ipam, &r.config.name) {
-            Some(agent) => agent.add_blocking(&args)?,
-            None => self.block_on(async {
-                match self.backend_of(&ipam, &r.config.name).await? {
+        let answer = match self.mode_of(&ipam, &r.config.name) {
+            Mode::Agent { socket, .. } => AgentClient::new(socket).add_blocking(&args)?,
+            mode => self.block_on(async {
+                match self.backend_in(mode).await? {
                     Backend::Agent(agent) => agent.add(&args).await,
                     Backend::Local(engine) => ops::add(&engine, &args, &ops::node_name()).await,
                 }
@@ -363,11 +357,14 @@ impl BerthIpam {
             pod_uid: pod.uid,
         };
         let ipam = IpamConfig::of(&r.config)?;
-        if let Some(agent) = self.agent_of(&ipam, &r.config.name) {
-            return agent.del_blocking(&args).map(drop);
-        }
+        let mode = match self.mode_of(&ipam, &r.config.name) {
+            Mode::Agent { socket, .. } => {
+                return AgentClient::new(socket).del_blocking(&args).map(drop);
+            }
+            mode => mode,
+        };
         self.block_on(async {
-            match self.backend_of(&ipam, &r.config.name).await? {
+            match self.backend_in(mode).await? {
                 Backend::Agent(agent) => agent.del(&args).await,
                 Backend::Local(engine) => ops::del(&engine, &args).await,
             }
@@ -390,11 +387,12 @@ impl BerthIpam {
                 .collect(),
         };
         let ipam = IpamConfig::of(&r.config)?;
-        if let Some(agent) = self.agent_of(&ipam, &r.config.name) {
-            return agent.check_blocking(&args);
-        }
+        let mode = match self.mode_of(&ipam, &r.config.name) {
+            Mode::Agent { socket, .. } => return AgentClient::new(socket).check_blocking(&args),
+            mode => mode,
+        };
         self.block_on(async {
-            match self.backend_of(&ipam, &r.config.name).await? {
+            match self.backend_in(mode).await? {
                 Backend::Agent(agent) => agent.check(&args).await,
                 Backend::Local(engine) => ops::check(&engine, &args).await,
             }
