@@ -185,11 +185,7 @@ impl SpiderIPPool {
             return None;
         }
         let label = |k: &str| self.metadata.label(k).unwrap_or_default().to_string();
-        let gv = label(LABEL_OWNER_APP_GV);
-        let (group, version) = match gv.split_once('_') {
-            Some((group, version)) => (group.to_string(), version.to_string()),
-            None => (String::new(), gv),
-        };
+        let (group, version) = AppRef::parse_gv_label(&label(LABEL_OWNER_APP_GV));
         Some(crate::autopool::app_affinity(&AppRef {
             group,
             version,

@@ -311,6 +311,15 @@ impl AppRef {
         }
     }
 
+    /// The group and version of a [`gv_label`](Self::gv_label): `apps_v1` is `("apps", "v1")`,
+    /// `v1` (the core group) is `("", "v1")`.
+    pub fn parse_gv_label(gv: &str) -> (String, String) {
+        match gv.split_once('_') {
+            Some((group, version)) => (group.to_string(), version.to_string()),
+            None => (String::new(), gv.to_string()),
+        }
+    }
+
     /// `apps_v1_Deployment_default_test-app`, as in `controlledIPPools[].application`.
     pub fn application_id(&self) -> String {
         format!(

@@ -32,7 +32,8 @@ pub(crate) struct Overlay {
     trees: Vec<BTreeMap<Vec<u8>, Slot>>,
 }
 
-fn index(kind: Kind) -> usize {
+/// The position of `kind` in `Kind::ALL`: where its tree is, in the overlay and in the store.
+pub(crate) fn index(kind: Kind) -> usize {
     Kind::ALL
         .iter()
         .position(|&k| k == kind)

@@ -25,10 +25,7 @@ use crate::{
 pub(crate) fn app_of_pool(p: &SpiderIPPool) -> Option<AppRef> {
     let l = &p.metadata;
     let gv = l.label(LABEL_OWNER_APP_GV)?;
-    let (group, version) = match gv.split_once('_') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), gv.to_string()),
-    };
+    let (group, version) = AppRef::parse_gv_label(gv);
     Some(AppRef {
         group,
         version,

@@ -266,12 +266,9 @@ impl<S: Store> Engine<S> {
     /// Runs `op` on `pool`, merged with concurrent operations on the same pool.
     pub(crate) async fn pool_op(&self, pool: &str, op: PoolOp) -> Result<OpResult, Error> {
         if !self.config.batching {
+            // The caller's own write: durable when it returns, unless the caller defers.
             let mut results = self.commit(pool, std::slice::from_ref(&op)).await;
-            let result = results.pop().expect("one result per operation");
-            if !durability_deferred() {
-                self.store.sync().await?;
-            }
-            return result;
+            return results.pop().expect("one result per operation");
         }
         loop {
             let (tx, rx) = oneshot::channel();

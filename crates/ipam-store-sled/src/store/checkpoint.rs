@@ -54,11 +54,7 @@ impl Shared {
     }
 
     pub(crate) fn tree(&self, kind: Kind) -> &sled::Tree {
-        let i = Kind::ALL
-            .iter()
-            .position(|&k| k == kind)
-            .expect("Kind::ALL lists every kind");
-        &self.trees[i]
+        &self.trees[overlay::index(kind)]
     }
 
     /// Lands a write: its record into the journal's buffer and its changes into the overlay.
