@@ -10,6 +10,8 @@
 //! berth agent [--socket PATH]      serve the data dir to berth-ipam (and to berth) on a socket
 //!   [--enable-ip-conflict-detection] [--enable-gateway-detection]   the networks' defaults
 //! berth crds [--dir DIR]           the Kubernetes CRDs (deploy/crds/*.yaml), or write them to DIR
+//! berth webhook [--kubeconfig PATH] [--listen ADDR] [--url URL | --service NS/NAME[:PORT]]
+//!                                  Spiderpool's admission webhooks, answered as `apply` answers
 //! ```
 //!
 //! `get` and `describe` read a cluster instead with `--kubeconfig PATH` (before or after the
@@ -141,6 +143,40 @@ enum Command {
         /// `enable_gateway_detection` says otherwise.
         #[arg(long)]
         enable_gateway_detection: bool,
+    },
+    /// Serve Spiderpool's mutating and validating admission webhooks for SpiderSubnet,
+    /// SpiderIPPool and SpiderReservedIP on a cluster: objects written with kubectl are
+    /// completed and checked exactly as `berth apply` completes and checks them. Makes or loads
+    /// its CA and certificate (in a Secret), renews them, and registers both webhook
+    /// configurations with its CA bundle. Prints `berth webhook: ready ...` once the API server
+    /// calls it. Reaches the cluster through --kubeconfig, or in a pod, its service account.
+    /// Stops on SIGTERM or SIGINT.
+    Webhook {
+        /// The address to serve HTTPS on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "0.0.0.0:9443")]
+        listen: std::net::SocketAddr,
+        /// Register this base URL (`https://HOST[:PORT]`) with the API server. Without it and
+        /// --service, the listening address (which must then be one address, not 0.0.0.0).
+        #[arg(long, conflicts_with = "service")]
+        url: Option<String>,
+        /// Register this Service (`NAMESPACE/NAME[:PORT]`, port 443 by default) instead.
+        #[arg(long, value_name = "NAMESPACE/NAME[:PORT]")]
+        service: Option<String>,
+        /// The Secret that holds the CA and the serving certificate (`NAMESPACE/NAME`).
+        #[arg(long, default_value = "kube-system/berth-webhook-tls")]
+        secret: String,
+        /// The name of the MutatingWebhookConfiguration and ValidatingWebhookConfiguration.
+        #[arg(long, default_value = "berth-webhook")]
+        configuration: String,
+        /// How long a serving certificate is valid (the CA: ten times as long).
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        cert_validity: Duration,
+        /// Renew a certificate this long before it expires.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        renew_before: Duration,
+        /// Give up if the API server does not call the webhook within this after start.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        ready_timeout: Duration,
     },
     /// Print the CustomResourceDefinitions of SpiderEndpoint, SpiderIPPool, SpiderReservedIP
     /// and SpiderSubnet (Spiderpool's v2beta1 API) as one YAML stream: what deploy/crds/ holds.
@@ -529,7 +565,7 @@ async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
             print_gc(&report);
             Ok(())
         }
-        Command::Agent { .. } | Command::Crds { .. } => {
+        Command::Agent { .. } | Command::Crds { .. } | Command::Webhook { .. } => {
             unreachable!("served before a store is opened")
         }
     }
@@ -642,6 +678,9 @@ fn main() -> ExitCode {
             bound.serve(stop).await?;
             return Ok(());
         }
+        if let Command::Webhook { .. } = &cli.command {
+            return webhook(&cli).await;
+        }
         if let Some(kubeconfig) = &cli.kubeconfig {
             if !matches!(cli.command, Command::Get { .. } | Command::Describe { .. }) {
                 return Err(CliError::Usage(
@@ -674,6 +713,94 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `berth webhook`: serves until SIGTERM or SIGINT.
+async fn webhook(cli: &Cli) -> Result<(), CliError> {
+    use berth::k8s::webhook::{Options, Reach, Webhook};
+    let Command::Webhook {
+        listen,
+        url,
+        service,
+        secret,
+        configuration,
+        cert_validity,
+        renew_before,
+        ready_timeout,
+    } = &cli.command
+    else {
+        unreachable!("called for the webhook command")
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let (secret_namespace, secret_name) = secret
+        .split_once('/')
+        .ok_or_else(|| CliError::Usage(format!("--secret {secret:?} is not NAMESPACE/NAME")))?;
+    let reach = match (url, service) {
+        (Some(url), _) => Reach::Url(url.clone()),
+        (None, Some(service)) => {
+            let bad = || {
+                CliError::Usage(format!(
+                    "--service {service:?} is not NAMESPACE/NAME[:PORT]"
+                ))
+            };
+            let (namespace, rest) = service.split_once('/').ok_or_else(bad)?;
+            let (name, port) = match rest.split_once(':') {
+                Some((name, port)) => (name, port.parse().map_err(|_| bad())?),
+                None => (rest, 443),
+            };
+            Reach::Service {
+                namespace: namespace.into(),
+                name: name.into(),
+                port,
+            }
+        }
+        (None, None) => Reach::Listen,
+    };
+    if renew_before >= cert_validity {
+        return Err(CliError::Usage(format!(
+            "--renew-before ({}) must be shorter than --cert-validity ({})",
+            humantime::format_duration(*renew_before),
+            humantime::format_duration(*cert_validity)
+        )));
+    }
+    let options = Options {
+        listen: *listen,
+        reach,
+        secret_namespace: secret_namespace.into(),
+        secret_name: secret_name.into(),
+        configuration: configuration.clone(),
+        validity: *cert_validity,
+        renew_before: *renew_before,
+    };
+    let store = match &cli.kubeconfig {
+        Some(path) => berth::k8s::KubeStore::from_kubeconfig(path).await?,
+        None => berth::k8s::KubeStore::in_cluster().await?,
+    };
+    let client = store.client().clone();
+    let engine = std::sync::Arc::new(Engine::new(store));
+    let stop = cni_plugin::agent::termination_signal()
+        .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
+    let webhook = Webhook::bind(client, engine, options).await?;
+    // Printed once bound: whoever started the webhook learns the port (--listen ...:0).
+    println!(
+        "berth webhook: listening on {}, registered as {}",
+        webhook.local_addr(),
+        webhook.endpoint()
+    );
+    webhook
+        .serve(
+            stop,
+            || println!("berth webhook: ready, the API server calls it"),
+            *ready_timeout,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Opens the data dir, saying on stderr, once, who holds its lock when that takes about a

@@ -23,6 +23,11 @@ pub enum Error {
         source: kube::config::KubeconfigError,
     },
 
+    /// Not in a pod, or its service account is not mounted: no cluster to reach without a
+    /// kubeconfig.
+    #[error("no kubeconfig given and not running in a pod ({0}): pass --kubeconfig PATH")]
+    InCluster(#[source] kube::config::InClusterError),
+
     /// No client can be built from the configuration (TLS material, proxy settings).
     #[error("cannot build a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
@@ -68,4 +73,22 @@ pub enum Error {
         /// What the API server said.
         message: String,
     },
+
+    /// A request of the webhook's own (its Secret, its configurations) failed.
+    #[error("cannot {action}: {source}")]
+    Api {
+        /// What was asked, as "read the Secret berth-webhook-tls".
+        action: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The webhook's certificates cannot be made or read.
+    #[error("webhook certificate: {0}")]
+    Certificate(String),
+
+    /// The webhook cannot start or serve (its address, its configuration).
+    #[error("webhook: {0}")]
+    Webhook(String),
 }

@@ -11,6 +11,8 @@
 //!   schemars) and renders them as the YAML of `deploy/crds/`, which `berth crds` prints.
 //! - [`KubeStore`] is `ipam_core`'s [`Store`](ipam_core::store::Store) on the API server, so
 //!   that Berth's engine runs unchanged on a cluster, in any number of processes at once.
+//! - `webhook` (feature `webhook`) serves Spiderpool's mutating and validating admission
+//!   webhooks with the engine's `admit`, the code of `berth apply`: `berth webhook`.
 //!
 //! # The store
 //!
@@ -96,6 +98,8 @@ mod error;
 mod store;
 pub mod v2beta1;
 mod watch;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 mod wire;
 
 pub use error::Error;

@@ -123,6 +123,14 @@ impl KubeStore {
         Self::new(client).await
     }
 
+    /// A store on the cluster the process runs in, as its pod's service account reaches it
+    /// (`KUBERNETES_SERVICE_HOST` and the mounted token). See [`KubeStore::new`].
+    pub async fn in_cluster() -> Result<Self, Error> {
+        let config = kube::Config::incluster().map_err(Error::InCluster)?;
+        let client = kube::Client::try_from(config).map_err(Error::Client)?;
+        Self::new(client).await
+    }
+
     /// Sets how long a store method waits for the API server before it fails with an
     /// unavailable error ([`ipam_core::Error::is_unavailable`]); [`DEFAULT_DEADLINE`] by
     /// default. A method that makes two requests (an update without a resourceVersion reads
