@@ -451,7 +451,15 @@ impl Store for KubeStore {
                 if let Some(v) = &page.metadata.resource_version {
                     self.record(v);
                 }
-                objects.extend(page.items.into_iter().map(|o| self.document(o)));
+                // The items of a list of built-in kinds (apps/v1 Deployments) come without
+                // their apiVersion and kind, which documents carry.
+                objects.extend(page.items.into_iter().map(|mut o| {
+                    o.types.get_or_insert_with(|| kube::api::TypeMeta {
+                        api_version: kind.api_version().into(),
+                        kind: kind.name().into(),
+                    });
+                    self.document(o)
+                }));
                 match page.metadata.continue_ {
                     Some(token) if !token.is_empty() => params = params.continue_token(&token),
                     _ => return Ok(objects),

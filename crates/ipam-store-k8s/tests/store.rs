@@ -507,6 +507,15 @@ async fn workloads_are_read_not_written() {
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
+    // Listed items decode as the engine reads them (the API server leaves out their kind).
+    let decoded: Vec<ipam_core::Deployment> = store.list_as(None).await.unwrap();
+    assert!(
+        decoded
+            .iter()
+            .any(|d| d.0.metadata.uid == made.metadata.uid)
+    );
+    assert_eq!(listed[0]["kind"], "Deployment");
+    assert_eq!(listed[0]["apiVersion"], "apps/v1");
 
     let refused = store
         .update(Kind::Deployment, serde_json::to_value(&got).unwrap())

@@ -21,6 +21,7 @@
 //! | [`reset`](Proxy::reset_connections) | every open connection is closed with a TCP RST, at once |
 //! | [`refuse`](Proxy::set_refuse) | new connections are reset as soon as they are accepted |
 //! | [`lose the next acknowledgement`](Proxy::drop_next_mutation_response) | the next POST/PUT/PATCH/DELETE is forwarded and answered, and then its connection is reset instead of the answer reaching the client |
+//! | [`lose the next write`](Proxy::drop_next_mutation) | the next POST/PUT/PATCH/DELETE is not forwarded: its connection is reset, the API server never sees it |
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +74,7 @@ struct Counters {
 struct Shared {
     faults: watch::Sender<Faults>,
     lose_next_ack: Mutex<Option<oneshot::Sender<LostAck>>>,
+    lose_next_write: Mutex<Option<oneshot::Sender<LostAck>>>,
     pki: Arc<Pki>,
     upstream: SocketAddr,
     acceptor: TlsAcceptor,
@@ -134,6 +136,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             faults: watch::Sender::new(Faults::default()),
             lose_next_ack: Mutex::new(None),
+            lose_next_write: Mutex::new(None),
             pki,
             upstream,
             acceptor: TlsAcceptor::from(Arc::new(server)),
@@ -183,7 +186,17 @@ impl Proxy {
         receiver
     }
 
-    /// Lifts every fault: no latency, no black hole, no refusal, no armed lost acknowledgement.
+    /// Arms the "write lost" fault: the next mutating request is not forwarded, and the client's
+    /// connection is reset, as if the request died on the way. The receiver learns which request
+    /// it was (its `status` is 0: nobody answered). Arming it again replaces the earlier one.
+    pub fn drop_next_mutation(&self) -> oneshot::Receiver<LostAck> {
+        let (sender, receiver) = oneshot::channel();
+        *self.shared.lose_next_write.lock().expect("proxy fault") = Some(sender);
+        receiver
+    }
+
+    /// Lifts every fault: no latency, no black hole, no refusal, no armed lost acknowledgement
+    /// or write.
     pub fn heal(&self) {
         self.shared.faults.send_modify(|f| {
             f.latency = Duration::ZERO;
@@ -192,6 +205,11 @@ impl Proxy {
         });
         self.shared
             .lose_next_ack
+            .lock()
+            .expect("proxy fault")
+            .take();
+        self.shared
+            .lose_next_write
             .lock()
             .expect("proxy fault")
             .take();
@@ -377,10 +395,13 @@ async fn forward(
         *request.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let lose_ack = if mutating {
-        shared.lose_next_ack.lock().expect("proxy fault").take()
+    let (lose_ack, lose_write) = if mutating {
+        (
+            shared.lose_next_ack.lock().expect("proxy fault").take(),
+            shared.lose_next_write.lock().expect("proxy fault").take(),
+        )
     } else {
-        None
+        (None, None)
     };
     let method = request.method().to_string();
     let path = request
@@ -388,6 +409,14 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
+    if let Some(lost) = lose_write {
+        let _ = lost.send(LostAck {
+            method,
+            path,
+            status: 0,
+        });
+        return Err(Closed::Fault);
+    }
 
     let response = {
         let mut sender = sender.lock().await;

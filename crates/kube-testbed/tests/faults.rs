@@ -180,6 +180,34 @@ async fn a_write_can_happen_while_its_acknowledgement_is_lost() {
 }
 
 #[tokio::test]
+async fn a_write_can_be_lost_on_the_way() {
+    let _turn = TURN.lock().await;
+    let cluster = CLUSTER.get().await;
+    let ns = cluster.namespace("lost-write").await.unwrap();
+    let client = proxied_client(cluster, Duration::from_secs(10)).await;
+    let through_proxy: Api<ConfigMap> = Api::namespaced(client, ns.name());
+    let direct: Api<ConfigMap> = Api::namespaced(cluster.client().unwrap(), ns.name());
+
+    let lost = cluster.proxy().drop_next_mutation();
+    // Reads pass.
+    assert!(through_proxy.get_opt("lost").await.unwrap().is_none());
+    let answer = through_proxy
+        .create(&PostParams::default(), &config_map("lost"))
+        .await;
+    assert!(answer.is_err(), "the write cannot succeed: {answer:?}");
+    let lost = lost.await.expect("the proxy reports the dropped request");
+    assert_eq!((lost.method.as_str(), lost.status), ("POST", 0));
+    assert!(
+        direct.get_opt("lost").await.unwrap().is_none(),
+        "the API server never saw it"
+    );
+    through_proxy
+        .create(&PostParams::default(), &config_map("lost"))
+        .await
+        .expect("one request only");
+}
+
+#[tokio::test]
 async fn resets_refusals_and_latency_reach_the_client() {
     let _turn = TURN.lock().await;
     let cluster = CLUSTER.get().await;

@@ -124,7 +124,10 @@ impl<S: Store> Engine<S> {
     /// Creates `object` and writes its status too (stores with a status subresource ignore the
     /// status of a create).
     pub(crate) async fn create_with_status<T: Object>(&self, object: &T) -> Result<T, Error> {
-        let created = self.store.create_as(object).await?;
+        let created = self.store.create_as(object).await;
+        // Whatever the answer: a create whose answer was lost may have happened.
+        self.pool_written(T::KIND, &object.meta().name);
+        let created = created?;
         let wanted = crate::store::encode(object)?;
         let got = crate::store::encode(&created)?;
         if wanted.get("status") != got.get("status") && T::KIND.has_status_subresource() {
@@ -137,7 +140,9 @@ impl<S: Store> Engine<S> {
                     }
                 }
             }
-            return decode(self.store.update_status(T::KIND, with_status).await?);
+            let written = self.store.update_status(T::KIND, with_status).await;
+            self.pool_written(T::KIND, &created.meta().name);
+            return decode(written?);
         }
         Ok(created)
     }
@@ -169,13 +174,19 @@ impl<S: Store> Engine<S> {
             }
             v
         };
-        if strip(&before) != strip(&after) || !T::KIND.has_status_subresource() {
-            result = self.store.update_as(&obj).await?;
+        let written = async {
+            if strip(&before) != strip(&after) || !T::KIND.has_status_subresource() {
+                result = self.store.update_as(&obj).await?;
+            }
+            if T::KIND.has_status_subresource() && before.get("status") != after.get("status") {
+                obj.meta_mut().resource_version = result.meta().resource_version.clone();
+                result = self.store.update_status_as(&obj).await?;
+            }
+            Ok::<_, Error>(())
         }
-        if T::KIND.has_status_subresource() && before.get("status") != after.get("status") {
-            obj.meta_mut().resource_version = result.meta().resource_version.clone();
-            result = self.store.update_status_as(&obj).await?;
-        }
+        .await;
+        self.pool_written(T::KIND, &object.meta().name);
+        written?;
         Ok((result, Applied::Configured))
     }
 
@@ -460,7 +471,9 @@ impl<S: Store> Engine<S> {
         let _guard = self.spec_lock.lock().await;
         match key.kind {
             Kind::SpiderIPPool => {
-                self.store.delete(key, None).await?;
+                let deleted = self.store.delete(key, None).await;
+                self.pool_written(key.kind, &key.name);
+                deleted?;
                 self.finish_pool(&key.name).await
             }
             Kind::SpiderSubnet => {

@@ -247,6 +247,21 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Notes a write of the engine's own to a pool other than through `write_pool_records` (a
+    /// create, a spec or status rewrite, a delete); objects of other kinds are ignored. With a
+    /// store whose notifications come a moment after the write (Kubernetes) the cache would not
+    /// show it until then: a pool the engine just created would be missing from the very next
+    /// selection. So the entry goes and the next full read lists the store afresh.
+    pub(crate) fn pool_written(&self, kind: Kind, name: &str) {
+        if kind != Kind::SpiderIPPool {
+            return;
+        }
+        let mut st = self.cache.lock();
+        st.lent.remove(name);
+        st.pools.remove(name);
+        st.complete = false;
+    }
+
     /// One pool.
     pub(crate) async fn pool(&self, name: &str) -> Result<Option<Arc<SpiderIPPool>>, Error> {
         let epoch = {

@@ -303,6 +303,10 @@ impl<S: Store> Engine<S> {
             };
             written.map(Some)
         };
+        if delete || write {
+            // Whatever the answer: a write whose answer was lost may have happened.
+            self.pool_written(key.kind, &key.name);
+        }
         Round {
             took,
             fates,
