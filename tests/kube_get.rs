@@ -6,22 +6,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth::core::engine::{AllocateRequest, AnyObject, Engine};
+use berth::core::engine::{AnyObject, Engine};
 use berth::core::store::Store;
 use berth::k8s::KubeStore;
 use berth::sled::{OpenOptions, SledStore};
-use berth::{NicRequest, PodContext, SpiderIPPool, SpiderSubnet, ips};
+use berth::{SpiderIPPool, SpiderSubnet, ips};
 use kube_testbed::{Options, SharedCluster};
+
+mod support;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 static CLUSTER: SharedCluster = SharedCluster::new(Options::default);
-
-fn kubectl(cluster: &kube_testbed::Cluster, args: &[&str]) -> String {
-    let out = cluster.kubectl().args(args).output().expect("run kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn berth(args: &[&str], env_kubeconfig: Option<&Path>) -> Output {
     let mut cmd = Command::new(BERTH);
@@ -72,40 +68,14 @@ async fn populate<S: Store>(engine: &Engine<S>) {
     );
     engine.apply(AnyObject::Pool(pool)).await.unwrap();
     engine
-        .allocate(&AllocateRequest {
-            pod: PodContext {
-                namespace: "default".into(),
-                name: "legacy-app-0".into(),
-                ..Default::default()
-            },
-            pod_uid: "uid-0".into(),
-            container_id: "c0".into(),
-            nics: vec![NicRequest {
-                interface: "eth0".into(),
-                default_ipv4_pools: vec!["firewall-pool".into()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+        .allocate(&support::one_nic("firewall-pool", "legacy-app-0"))
         .await
         .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_and_describe_read_a_cluster_only_when_the_flag_says_so() {
-    let cluster = CLUSTER.get().await;
-    let crds = format!("{}/deploy/crds", env!("CARGO_MANIFEST_DIR"));
-    kubectl(cluster, &["apply", "-f", &crds]);
-    kubectl(
-        cluster,
-        &[
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-    );
+    let cluster = support::with_crds(&CLUSTER).await;
     let kubeconfig = cluster.kubeconfig().to_path_buf();
     let kc = kubeconfig.to_str().unwrap();
 

@@ -12,12 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use berth::core::engine::{AllocateRequest, AnyObject, Engine};
+use berth::core::engine::{AnyObject, Engine};
 use berth::core::store::{Store, TypedStore};
 use berth::k8s::KubeStore;
 use berth::sled::{OpenOptions, SledStore};
-use berth::{NicRequest, PodContext, SpiderIPPool, SpiderSubnet};
+use berth::{SpiderIPPool, SpiderSubnet};
 use kube_testbed::{Cluster, Options, SharedCluster};
+use support::kubectl;
+
+mod support;
 use serde_json::Value;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -27,33 +30,8 @@ static CLUSTER: SharedCluster = SharedCluster::new(Options::default);
 /// One test at a time (see the module documentation).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The cluster with Berth's CRDs installed and established.
 async fn cluster() -> &'static Cluster {
-    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let cluster = CLUSTER.get().await;
-    INSTALLED
-        .get_or_init(|| async {
-            let crds = format!("{}/deploy/crds", env!("CARGO_MANIFEST_DIR"));
-            kubectl(cluster, &["apply", "-f", &crds]);
-            kubectl(
-                cluster,
-                &[
-                    "wait",
-                    "--for=condition=established",
-                    "--timeout=60s",
-                    "crd",
-                    "--all",
-                ],
-            );
-        })
-        .await;
-    cluster
-}
-
-fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster.kubectl().args(args).output().expect("run kubectl");
-    assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    support::with_crds(&CLUSTER).await
 }
 
 /// `kubectl apply -f -` of `yaml`: Ok(stdout) or Err(stderr).
@@ -407,21 +385,7 @@ spec: {subnet: 10.20.0.0/16, ips: ["10.20.1.1-10.20.1.100"], gateway: 10.20.0.1}
     }
 
     // The removal of an allocated IP: one pod holds 10.20.1.1 on the cluster and locally.
-    let request = AllocateRequest {
-        pod: PodContext {
-            namespace: "default".into(),
-            name: "holder-0".into(),
-            ..Default::default()
-        },
-        pod_uid: "uid-holder-0".into(),
-        container_id: "c-holder-0".into(),
-        nics: vec![NicRequest {
-            interface: "eth0".into(),
-            default_ipv4_pools: vec!["refusals-a".into()],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let request = support::one_nic("refusals-a", "holder-0");
     let held = engine.allocate(&request).await.unwrap();
     let held_local = local.allocate(&request).await.unwrap();
     assert_eq!(
@@ -487,21 +451,7 @@ async fn allocations_do_not_wait_for_the_webhook_but_objects_do() {
     assert!(refused.contains("failed calling webhook"), "{refused}");
     // ... but allocations, which write the pool's status, go on.
     let allocation = engine
-        .allocate(&AllocateRequest {
-            pod: PodContext {
-                namespace: "default".into(),
-                name: "busy-0".into(),
-                ..Default::default()
-            },
-            pod_uid: "uid-busy-0".into(),
-            container_id: "c-busy-0".into(),
-            nics: vec![NicRequest {
-                interface: "eth0".into(),
-                default_ipv4_pools: vec!["down-pool".into()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+        .allocate(&support::one_nic("down-pool", "busy-0"))
         .await
         .expect("allocations do not go through the webhook");
     assert_eq!(

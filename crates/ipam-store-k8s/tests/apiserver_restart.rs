@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ipam_core::engine::{AllocateRequest, AnyObject, Engine, Liveness};
 use ipam_core::store::TypedStore;
-use ipam_core::{Error, IpRecord, NicRequest, PodContext, SpiderIPPool, ips};
+use ipam_core::{Error, IpRecord, SpiderIPPool, ips};
 use kube_testbed::{Options, SharedCluster};
 
 static CLUSTER: SharedCluster = SharedCluster::new(|| Options::default().nodes(0));
@@ -32,23 +32,7 @@ const PER_NODE: usize = 64;
 const POOL: &str = "restart-burst";
 
 fn request(node: usize, i: usize) -> AllocateRequest {
-    let pod = format!("node{node}-pod{i}");
-    AllocateRequest {
-        pod: PodContext {
-            namespace: "default".into(),
-            name: pod.clone(),
-            node: format!("node{node}"),
-            ..Default::default()
-        },
-        pod_uid: format!("uid-{pod}"),
-        container_id: format!("c-{pod}"),
-        nics: vec![NicRequest {
-            interface: "eth0".into(),
-            default_ipv4_pools: vec![POOL.into()],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    support::one_nic(POOL, &format!("node{node}-pod{i}"), &format!("node{node}"))
 }
 
 /// Every container lives: GC must free nothing.

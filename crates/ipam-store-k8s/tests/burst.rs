@@ -12,13 +12,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
-use ipam_core::engine::{AllocateRequest, AnyObject, Engine, EngineConfig};
-use ipam_core::store::{Deleted, RecordsDelta, Store, TypedStore, WatchStream};
-use ipam_core::{Error, Kind, LabelSelector, NicRequest, ObjectKey, PodContext, SpiderIPPool, ips};
-use ipam_store_k8s::KubeStore;
+use ipam_core::engine::{AnyObject, Engine, EngineConfig};
+use ipam_core::store::TypedStore;
+use ipam_core::{Error, Kind, SpiderIPPool, ips};
 use kube_testbed::{Options, SharedCluster, unique_name};
-use serde_json::Value;
+use support::{Hooked, WriteHook};
 
 static CLUSTER: SharedCluster = SharedCluster::new(Options::default);
 
@@ -32,73 +30,21 @@ struct Counts {
     conflicts: AtomicU64,
 }
 
-/// A store that counts the pool status writes going through it, and the 409s they get.
-struct Counting {
-    inner: KubeStore,
-    counts: Arc<Counts>,
-}
-
-impl Counting {
-    fn counted<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        self.counts.pool_writes.fetch_add(1, Ordering::Relaxed);
+impl WriteHook for Arc<Counts> {
+    fn after(&self, kind: Kind, result: Result<(), &Error>) {
+        if kind != Kind::SpiderIPPool {
+            return;
+        }
+        self.pool_writes.fetch_add(1, Ordering::Relaxed);
         if matches!(result, Err(Error::Conflict(_))) {
-            self.counts.conflicts.fetch_add(1, Ordering::Relaxed);
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
         }
-        result
     }
 }
 
-#[async_trait]
-impl Store for Counting {
-    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
-        self.inner.get(key).await
-    }
-    async fn list(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        selector: Option<&LabelSelector>,
-    ) -> Result<Vec<Value>, Error> {
-        self.inner.list(kind, namespace, selector).await
-    }
-    async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.inner.create(kind, object).await
-    }
-    async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.inner.update(kind, object).await
-    }
-    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        let result = self.inner.update_status(kind, object).await;
-        if kind == Kind::SpiderIPPool {
-            return self.counted(result);
-        }
-        result
-    }
-    async fn delete(&self, key: &ObjectKey, precondition: Option<&str>) -> Result<Deleted, Error> {
-        self.inner.delete(key, precondition).await
-    }
-    async fn update_pool_records(
-        &self,
-        name: &str,
-        version: &str,
-        delta: &RecordsDelta,
-    ) -> Result<String, Error> {
-        let result = self.inner.update_pool_records(name, version, delta).await;
-        self.counted(result)
-    }
-    async fn sync(&self) -> Result<(), Error> {
-        self.inner.sync().await
-    }
-    fn watch(&self, kind: Kind) -> WatchStream {
-        self.inner.watch(kind)
-    }
-    fn writes(&self, kind: Kind) -> bool {
-        self.inner.writes(kind)
-    }
-    fn watches_every_write(&self) -> bool {
-        self.inner.watches_every_write()
-    }
-}
+/// A store that counts the pool writes going through it (the engines under test write pools'
+/// status only), and the 409s they get.
+type Counting = Hooked<Arc<Counts>>;
 
 /// What each node's pods got: an IP, or an error that says to try again.
 type Got = Vec<Vec<Result<IpAddr, String>>>;
@@ -131,7 +77,7 @@ async fn burst(batching: bool) -> (String, Got, u64, u64) {
     for node in 0..NODES {
         let store = Counting {
             inner: support::store(cluster).await,
-            counts: Arc::clone(&counts),
+            hook: Arc::clone(&counts),
         };
         let engine = Arc::new(Engine::with_config(store, config.clone()));
         let pool = name.clone();
@@ -143,22 +89,7 @@ async fn burst(batching: bool) -> (String, Got, u64, u64) {
                     // Pods of their own: the same pod again would get its IP back.
                     let pod = pod_name(&pool, node, i);
                     engine
-                        .allocate(&AllocateRequest {
-                            pod: PodContext {
-                                namespace: "default".into(),
-                                name: pod.clone(),
-                                node: format!("node{node}"),
-                                ..Default::default()
-                            },
-                            pod_uid: format!("uid-{pod}"),
-                            container_id: format!("c-{pod}"),
-                            nics: vec![NicRequest {
-                                interface: "eth0".into(),
-                                default_ipv4_pools: vec![pool],
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        })
+                        .allocate(&support::one_nic(&pool, &pod, &format!("node{node}")))
                         .await
                         .map(|allocation| allocation.nics[0].ips[0].address.addr())
                         .map_err(|e| {
@@ -268,7 +199,7 @@ async fn one_allocation_at_a_time() {
     let counts = Arc::new(Counts::default());
     let engine = Engine::new(Counting {
         inner: support::store(cluster).await,
-        counts: Arc::clone(&counts),
+        hook: Arc::clone(&counts),
     });
     engine
         .apply(AnyObject::Pool(SpiderIPPool::new(
@@ -278,21 +209,7 @@ async fn one_allocation_at_a_time() {
         )))
         .await
         .unwrap();
-    let request = |i: usize| AllocateRequest {
-        pod: PodContext {
-            namespace: "default".into(),
-            name: format!("{name}-pod{i}"),
-            ..Default::default()
-        },
-        pod_uid: format!("uid-{name}-{i}"),
-        container_id: format!("c-{name}-{i}"),
-        nics: vec![NicRequest {
-            interface: "eth0".into(),
-            default_ipv4_pools: vec![name.clone()],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let request = |i: usize| support::one_nic(&name, &format!("{name}-pod{i}"), "");
     let n = 100;
     let mut add = Vec::new();
     for i in 0..n {

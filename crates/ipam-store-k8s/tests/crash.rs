@@ -26,15 +26,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ipam_core::engine::{AllocateRequest, AnyObject, Engine, Liveness, ReleaseRequest};
-use ipam_core::store::{Deleted, RecordsDelta, Store, TypedStore, WatchStream};
+use ipam_core::store::{Store, TypedStore};
 use ipam_core::{
-    AppRef, Error, IpRecord, Kind, LabelSelector, NicRequest, ObjectKey, PodContext, SpiderIPPool,
-    SpiderSubnet, Workload, ips,
+    AppRef, Error, IpRecord, Kind, NicRequest, ObjectKey, PodContext, SpiderIPPool, SpiderSubnet,
+    Workload, ips,
 };
 use ipam_store_k8s::KubeStore;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube_testbed::{Cluster, Options, SharedCluster};
 use serde_json::{Value, json};
+use support::{Hooked, WriteHook};
 
 // No nodes: the workloads' pods stay pending, which is all the engine needs of them.
 static CLUSTER: SharedCluster = SharedCluster::new(|| Options::default().nodes(0));
@@ -49,90 +50,49 @@ enum Fault {
     AckLost,
 }
 
-/// The engine's store: [`KubeStore`] through the fault proxy, counting writes, arming the
-/// proxy's fault for the `fail_at`-th, and cutting the process off the cluster after it.
+/// The engine's store's hook: counts writes, arms the proxy's fault for the `fail_at`-th, and
+/// cuts the process off the cluster after it.
 struct Faulty {
-    inner: KubeStore,
     cluster: &'static Cluster,
     fail_at: usize,
     fault: Fault,
     writes: AtomicUsize,
+    armed: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<kube_testbed::LostAck>>>,
     dead: AtomicBool,
 }
 
-impl Faulty {
-    async fn gated<T, F: std::future::Future<Output = Result<T, Error>>>(
-        &self,
-        write: impl FnOnce() -> F,
-    ) -> Result<T, Error> {
+impl WriteHook for Faulty {
+    fn before(&self, _kind: Kind) -> Option<Error> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         if self.dead.load(Ordering::SeqCst) {
-            return Err(Error::backend("crashed", "the process is dead"));
+            return Some(Error::backend("crashed", "the process is dead"));
         }
-        if n != self.fail_at {
-            return write().await;
+        if n == self.fail_at {
+            let proxy = self.cluster.proxy();
+            *self.armed.lock().unwrap() = Some(match self.fault {
+                Fault::Lost => proxy.drop_next_mutation(),
+                Fault::AckLost => proxy.drop_next_mutation_response(),
+            });
         }
-        let proxy = self.cluster.proxy();
-        let fired = match self.fault {
-            Fault::Lost => proxy.drop_next_mutation(),
-            Fault::AckLost => proxy.drop_next_mutation_response(),
+        None
+    }
+
+    fn after(&self, _kind: Kind, result: Result<(), &Error>) {
+        let Some(mut fired) = self.armed.lock().unwrap().take() else {
+            return;
         };
-        let result = write().await;
         // The process dies here: nothing it sends later reaches the API server.
         self.dead.store(true, Ordering::SeqCst);
+        let proxy = self.cluster.proxy();
         proxy.set_refuse(true);
         proxy.reset_connections();
-        let lost = fired.await.expect("the proxy met the write");
+        // The proxy reports the request before it resets the connection.
+        let lost = fired.try_recv().expect("the proxy met the write");
         assert!(
             result.is_err(),
-            "write {n}: the client saw an answer the proxy withheld ({lost:?})"
+            "write {}: the client saw an answer the proxy withheld ({lost:?})",
+            self.fail_at
         );
-        result
-    }
-}
-
-#[async_trait]
-impl Store for Faulty {
-    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
-        self.inner.get(key).await
-    }
-    async fn list(
-        &self,
-        kind: Kind,
-        ns: Option<&str>,
-        sel: Option<&LabelSelector>,
-    ) -> Result<Vec<Value>, Error> {
-        self.inner.list(kind, ns, sel).await
-    }
-    async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.gated(|| self.inner.create(kind, object)).await
-    }
-    async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.gated(|| self.inner.update(kind, object)).await
-    }
-    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.gated(|| self.inner.update_status(kind, object)).await
-    }
-    async fn delete(&self, key: &ObjectKey, pre: Option<&str>) -> Result<Deleted, Error> {
-        self.gated(|| self.inner.delete(key, pre)).await
-    }
-    async fn update_pool_records(
-        &self,
-        name: &str,
-        version: &str,
-        delta: &RecordsDelta,
-    ) -> Result<String, Error> {
-        self.gated(|| self.inner.update_pool_records(name, version, delta))
-            .await
-    }
-    fn watch(&self, kind: Kind) -> WatchStream {
-        self.inner.watch(kind)
-    }
-    fn watches_every_write(&self) -> bool {
-        self.inner.watches_every_write()
-    }
-    fn writes(&self, kind: Kind) -> bool {
-        self.inner.writes(kind)
     }
 }
 
@@ -453,15 +413,22 @@ async fn create_apps(cluster: &Cluster, store: &KubeStore, namespace: &str) -> A
 }
 
 /// A store and an engine on the cluster through the proxy, failing at `fail_at` (0: never).
-async fn faulty_engine(cluster: &'static Cluster, fail_at: usize, fault: Fault) -> Engine<Faulty> {
+async fn faulty_engine(
+    cluster: &'static Cluster,
+    fail_at: usize,
+    fault: Fault,
+) -> Engine<Hooked<Faulty>> {
     let client = kube::Client::try_from(cluster.proxy_config().await.unwrap()).unwrap();
-    Engine::new(Faulty {
+    Engine::new(Hooked {
         inner: KubeStore::new(client).await.unwrap(),
-        cluster,
-        fail_at,
-        fault,
-        writes: AtomicUsize::new(0),
-        dead: AtomicBool::new(false),
+        hook: Faulty {
+            cluster,
+            fail_at,
+            fault,
+            writes: AtomicUsize::new(0),
+            armed: std::sync::Mutex::new(None),
+            dead: AtomicBool::new(false),
+        },
     })
 }
 
@@ -494,7 +461,7 @@ async fn run(
             break;
         }
     }
-    let writes = engine.store().writes.load(Ordering::SeqCst);
+    let writes = engine.store().hook.writes.load(Ordering::SeqCst);
     drop(engine);
     cluster.proxy().heal();
     let Some(k) = crashed else {
