@@ -8,6 +8,7 @@
 //! berth delete KIND NAME...
 //! berth gc                         free what dead containers hold, repair after crashes
 //! berth agent [--socket PATH]      serve the data dir to berth-ipam (and to berth) on a socket
+//! berth agent --kubeconfig PATH --node NAME [--socket PATH]   serve a cluster node's pods
 //!   [--enable-ip-conflict-detection] [--enable-gateway-detection]   the networks' defaults
 //! berth crds [--dir DIR]           the Kubernetes CRDs (deploy/crds/*.yaml), or write them to DIR
 //! berth webhook [--kubeconfig PATH] [--listen ADDR] [--url URL | --service NS/NAME[:PORT]]
@@ -16,7 +17,7 @@
 //!
 //! `get` and `describe` read a cluster instead with `--kubeconfig PATH` (before or after the
 //! command; a `KUBECONFIG` in the environment alone never switches, so a node's embedded store
-//! does not silently vanish from view). Every other command, and these without the flag, works
+//! does not silently vanish from view); `agent --node` and `webhook` serve that cluster. Every other command, and these without the flag, works
 //! on the store in `--data-dir` (or `BERTH_DATA_DIR`, default `/var/lib/berth`). The store has one owner at a time: while `berth agent` serves the data dir,
 //! commands go through it; otherwise a second `berth` waits for the first to finish (saying
 //! which pid holds the lock after a second), up to `--lock-timeout SECS`.
@@ -61,7 +62,8 @@ struct Cli {
     lock_timeout: u64,
 
     /// Read the cluster of this kubeconfig (its current context) instead of the data dir:
-    /// `get` and `describe` only. The environment's KUBECONFIG is never used by itself.
+    /// `get` and `describe`; `agent` (with --node) and `webhook` serve that cluster. The
+    /// environment's KUBECONFIG is never used by itself.
     #[arg(long, global = true, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
 
@@ -143,6 +145,11 @@ enum Command {
         /// `enable_gateway_detection` says otherwise.
         #[arg(long)]
         enable_gateway_detection: bool,
+        /// Kubernetes mode (with --kubeconfig): the node whose pods this agent serves; pods'
+        /// labels, annotations and applications come from the API server, and the store is
+        /// the cluster's.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
     },
     /// Serve Spiderpool's mutating and validating admission webhooks for SpiderSubnet,
     /// SpiderIPPool and SpiderReservedIP on a cluster: objects written with kubectl are
@@ -645,17 +652,35 @@ fn main() -> ExitCode {
             socket,
             enable_ip_conflict_detection,
             enable_gateway_detection,
+            node,
         } = &cli.command
         {
-            if cli.kubeconfig.is_some() {
-                return Err(CliError::Usage(
-                    "berth agent serves a data dir; the Kubernetes-mode agent \
-                     (--kubeconfig, --node) is not built yet"
-                        .into(),
-                ));
-            }
             let stop = cni_plugin::agent::termination_signal()
                 .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
+            let detection = cni_plugin::ipam::probe::Detection {
+                ip_conflict: *enable_ip_conflict_detection,
+                gateway: *enable_gateway_detection,
+            };
+            match (&cli.kubeconfig, node) {
+                (Some(kubeconfig), Some(node)) => {
+                    return cluster_agent(kubeconfig, node, socket, activated, detection, stop)
+                        .await;
+                }
+                (Some(_), None) => {
+                    return Err(CliError::Usage(
+                        "berth agent --kubeconfig serves one node of the cluster: name it with \
+                         --node NAME (in a DaemonSet, the pod's spec.nodeName)"
+                            .into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(CliError::Usage(
+                        "--node is for the Kubernetes-mode agent: give --kubeconfig PATH too"
+                            .into(),
+                    ));
+                }
+                (None, None) => {}
+            }
             let (listen, how) = match activated {
                 Some(listener) => (
                     cni_plugin::agent::Listen::Activated(listener),
@@ -665,10 +690,7 @@ fn main() -> ExitCode {
             };
             let bound = cni_plugin::agent::bind_data_dir_on(&cli.data_dir, listen)
                 .await?
-                .with_detection(cni_plugin::ipam::probe::Detection {
-                    ip_conflict: *enable_ip_conflict_detection,
-                    gateway: *enable_gateway_detection,
-                });
+                .with_detection(detection);
             // Printed once the socket listens: whoever started the agent can wait for it.
             println!(
                 "berth agent: serving {} on {}{how}",
@@ -684,8 +706,9 @@ fn main() -> ExitCode {
         if let Some(kubeconfig) = &cli.kubeconfig {
             if !matches!(cli.command, Command::Get { .. } | Command::Describe { .. }) {
                 return Err(CliError::Usage(
-                    "--kubeconfig works with get and describe; change a cluster's objects with \
-                     kubectl, which Berth's admission webhook checks as berth apply does"
+                    "--kubeconfig works with get, describe, agent --node and webhook; change a \
+                     cluster's objects with kubectl, which Berth's admission webhook checks as \
+                     berth apply does"
                         .into(),
                 ));
             }
@@ -713,6 +736,78 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The Kubernetes-mode agent's pod facts: [`berth::k8s::pods::NodePods`], its errors as the
+/// plugin's (code 109 for a pod it cannot serve, 11 when the API server cannot say).
+struct ClusterPods(berth::k8s::pods::NodePods);
+
+#[async_trait::async_trait]
+impl cni_plugin::ipam::ops::PodSource for ClusterPods {
+    async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<berth::PodContext, cni_plugin::Error> {
+        use berth::k8s::Error as K;
+        self.0
+            .context(namespace, name, uid)
+            .await
+            .map_err(|e| match e {
+                K::UnknownPod { .. } => cni_plugin::Error::UnknownPod(e.to_string()),
+                e if e.is_retryable() => cni_plugin::Error::Ipam(Error::unavailable(
+                    format!("read the pod {namespace}/{name}"),
+                    e,
+                )),
+                e => cni_plugin::Error::Store {
+                    msg: format!("cannot read the pod {namespace}/{name}"),
+                    source: Some(Box::new(e)),
+                },
+            })
+    }
+}
+
+/// `berth agent --kubeconfig PATH --node NAME`: serves the node's pods with the cluster's
+/// store until `stop`.
+async fn cluster_agent(
+    kubeconfig: &std::path::Path,
+    node: &str,
+    socket: &std::path::Path,
+    activated: Option<std::os::unix::net::UnixListener>,
+    detection: cni_plugin::ipam::probe::Detection,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), CliError> {
+    let store = berth::k8s::KubeStore::from_kubeconfig(kubeconfig).await?;
+    let pods = berth::k8s::pods::NodePods::start(
+        store.client().clone(),
+        node,
+        berth::k8s::DEFAULT_DEADLINE,
+    )
+    .await;
+    let listening = match activated {
+        Some(listener) => cni_plugin::agent::adopt(listener, None)?,
+        None => {
+            cni_plugin::agent::bind(&cni_plugin::agent::AgentOptions {
+                socket: socket.to_path_buf(),
+                data_dir: None,
+            })
+            .await?
+        }
+    };
+    let listening = listening
+        .with_detection(detection)
+        .with_pods(node, std::sync::Arc::new(ClusterPods(pods)));
+    // Printed once the socket listens: whoever started the agent can wait for it.
+    println!(
+        "berth agent: serving node {node} of the cluster of {} on {}",
+        kubeconfig.display(),
+        listening.socket().display()
+    );
+    listening
+        .serve(std::sync::Arc::new(Engine::new(store)), stop)
+        .await?;
+    Ok(())
 }
 
 /// `berth webhook`: serves until SIGTERM or SIGINT.

@@ -136,7 +136,7 @@ async fn get_and_describe_read_a_cluster_only_when_the_flag_says_so() {
     );
     assert!(!apply.status.success());
     assert!(
-        String::from_utf8_lossy(&apply.stderr).contains("--kubeconfig works with get and describe")
+        String::from_utf8_lossy(&apply.stderr).contains("--kubeconfig works with get, describe")
     );
     // A kubeconfig that is not there is named.
     let missing = berth(

@@ -23,6 +23,7 @@ pub mod code {
     //! | 106 | [`INVALID_POD_CONFIG`] | the pod's IPAM annotations (its workload's pod template) are invalid |
     //! | 107 | [`IP_CONFLICT`] | ADD, conflict detection: another host answered for the NIC's address |
     //! | 108 | [`GATEWAY_UNREACHABLE`] | ADD, gateway detection: the address's gateway did not answer |
+    //! | 109 | [`UNKNOWN_POD`] | Kubernetes mode: the pod does not exist, was replaced, or is another node's |
 
     /// A pool has no free IP for this NIC.
     pub const POOL_EXHAUSTED: u32 = 100;
@@ -43,6 +44,8 @@ pub mod code {
     pub const IP_CONFLICT: u32 = 107;
     /// The gateway of the NIC's address answered no ARP request or neighbour solicitation.
     pub const GATEWAY_UNREACHABLE: u32 = 108;
+    /// Kubernetes mode: the pod does not exist, is another incarnation, or is another node's.
+    pub const UNKNOWN_POD: u32 = 109;
 }
 
 /// Everything that can fail in `berth-ipam`, the agent and the data-dir code.
@@ -81,6 +84,11 @@ pub enum Error {
     /// `BERTH_OWNER` names a workload the store does not know (code 104).
     #[error("{0}")]
     UnknownOwner(String),
+
+    /// Kubernetes mode: the agent cannot allocate for this pod (code 109): it does not exist,
+    /// it is another incarnation than the runtime's, or it is bound to another node.
+    #[error("{0}")]
+    UnknownPod(String),
 
     /// CHECK: the attachment does not hold what `prevResult` says (code 105).
     #[error("{0}")]
@@ -143,6 +151,7 @@ impl Error {
             Error::Store { .. } => code::STORE,
             Error::Agent { .. } => code::AGENT,
             Error::UnknownOwner(_) => code::UNKNOWN_OWNER,
+            Error::UnknownPod(_) => code::UNKNOWN_POD,
             Error::NotHeld(_) => code::NOT_HELD,
             Error::Probe { probe, .. } => match probe {
                 crate::ipam::probe::Error::Conflict { .. } => code::IP_CONFLICT,

@@ -84,6 +84,16 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// The node agent cannot allocate for a pod: it does not exist, it is another incarnation
+    /// than the runtime's, or it is bound to another node.
+    #[error("pod {pod}: {reason}")]
+    UnknownPod {
+        /// `namespace/name`.
+        pod: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The webhook's certificates cannot be made or read.
     #[error("webhook certificate: {0}")]
     Certificate(String),
@@ -91,4 +101,21 @@ pub enum Error {
     /// The webhook cannot start or serve (its address, its configuration).
     #[error("webhook: {0}")]
     Webhook(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed: the API server could not be reached or asked
+    /// in time, or answered that it is overloaded or failing (429, 5xx). A refusal (403, 404,
+    /// 422) or a bad configuration is not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::DeadlineExceeded(_) => true,
+            Error::Connect(e) => e.is_unavailable(),
+            Error::Api { source, .. } => match source {
+                kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+                other => crate::wire::is_transport(other),
+            },
+            _ => false,
+        }
+    }
 }

@@ -95,6 +95,7 @@
 
 pub mod crds;
 mod error;
+pub mod pods;
 mod store;
 pub mod v2beta1;
 mod watch;

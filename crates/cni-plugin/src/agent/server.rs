@@ -57,6 +57,7 @@ struct State<S> {
     engine: Arc<Engine<S>>,
     node: String,
     detection: Detection,
+    pods: Option<Arc<dyn ops::PodSource>>,
 }
 
 /// Binds the agent's socket ([`AgentOptions::socket`], mode 0600) and records it in the data
@@ -159,6 +160,7 @@ fn listening(
         options,
         owns_socket,
         detection: Detection::default(),
+        pods: None,
     })
 }
 
@@ -182,6 +184,8 @@ pub struct Listening {
     /// Whether the agent made the socket's file (not so under socket activation).
     owns_socket: bool,
     detection: Detection,
+    /// Kubernetes mode: the node served and where its pods' facts come from.
+    pods: Option<(String, Arc<dyn ops::PodSource>)>,
 }
 
 impl Listening {
@@ -196,6 +200,14 @@ impl Listening {
     /// set.
     pub fn with_detection(mut self, detection: Detection) -> Self {
         self.detection = detection;
+        self
+    }
+
+    /// Kubernetes mode: the agent serves the pods of `node`, and learns each pod's facts
+    /// (labels, annotations, application, namespace) from `pods` instead of the request's
+    /// `BERTH_OWNER`. A pod `pods` does not know is refused with code 109.
+    pub fn with_pods(mut self, node: impl Into<String>, pods: Arc<dyn ops::PodSource>) -> Self {
+        self.pods = Some((node.into(), pods));
         self
     }
 
@@ -218,8 +230,19 @@ impl Listening {
             options,
             owns_socket,
             detection,
+            pods,
         } = self;
-        serve_on(listener, &options, owns_socket, engine, detection, shutdown).await
+        let (node, pods) = match pods {
+            Some((node, pods)) => (node, Some(pods)),
+            None => (ops::node_name(), None),
+        };
+        let state = Arc::new(State {
+            engine,
+            node,
+            detection,
+            pods,
+        });
+        serve_on(listener, &options, owns_socket, state, shutdown).await
     }
 }
 
@@ -227,20 +250,14 @@ async fn serve_on<S, F>(
     listener: UnixListener,
     options: &AgentOptions,
     owns_socket: bool,
-    engine: Arc<Engine<S>>,
-    detection: Detection,
+    state: Arc<State<S>>,
     shutdown: F,
 ) -> Result<(), Error>
 where
     S: Store + 'static,
     F: Future<Output = ()>,
 {
-    tracing::info!(socket = %options.socket.display(), data_dir = ?options.data_dir, ?detection, "berth agent listening");
-    let state = Arc::new(State {
-        engine,
-        node: ops::node_name(),
-        detection,
-    });
+    tracing::info!(socket = %options.socket.display(), data_dir = ?options.data_dir, detection = ?state.detection, node = %state.node, "berth agent listening");
     let (stop_tx, stop_rx) = watch::channel(());
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -526,7 +543,9 @@ async fn route<S: Store + 'static>(
         }
         (&Method::POST, protocol::PATH_IP) => {
             ipam(async {
-                let answer = ops::add(engine, &decode::<AddArgs>(body)?, &state.node).await?;
+                let args = decode::<AddArgs>(body)?;
+                let answer =
+                    ops::add_with(engine, &args, &state.node, state.pods.as_deref()).await?;
                 Ok(answer.with_detection(state.detection))
             })
             .await

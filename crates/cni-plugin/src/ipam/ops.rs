@@ -60,7 +60,31 @@ pub async fn add<S: Store>(
     args: &AddArgs,
     node: &str,
 ) -> Result<AddResponse, Error> {
-    durably(engine, add_now(engine, args, node)).await
+    durably(engine, add_now(engine, args, node, None)).await
+}
+
+/// Where the agent learns a pod's facts (labels, annotations, application, node, namespace)
+/// when it runs on a cluster; in embedded mode the request and `BERTH_OWNER` are all there is.
+#[async_trait::async_trait]
+pub trait PodSource: Send + Sync {
+    /// The facts of the pod `namespace/name`, incarnation `uid` when the runtime gives one,
+    /// for an ADD on this node: [`Error::UnknownPod`] when there is no such pod here.
+    async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<PodContext, Error>;
+}
+
+/// [`add`], with the pod's facts from `pods` (Kubernetes mode): `BERTH_OWNER` is not used.
+pub async fn add_with<S: Store>(
+    engine: &Engine<S>,
+    args: &AddArgs,
+    node: &str,
+    pods: Option<&dyn PodSource>,
+) -> Result<AddResponse, Error> {
+    durably(engine, add_now(engine, args, node, pods)).await
 }
 
 /// Runs an operation's writes with one wait for the disk at the end instead of one per write
@@ -76,16 +100,23 @@ async fn add_now<S: Store>(
     engine: &Engine<S>,
     args: &AddArgs,
     node: &str,
+    pods: Option<&dyn PodSource>,
 ) -> Result<AddResponse, Error> {
     validate(&args.container_id, &args.if_name, Some(&args.pod_name))?;
     let namespace = namespace_or_default(&args.pod_namespace).to_owned();
-    let mut pod = PodContext {
-        namespace: namespace.clone(),
-        name: args.pod_name.clone(),
-        node: args.node.clone().unwrap_or_else(|| node.to_owned()),
-        ..PodContext::default()
+    let mut pod = match pods {
+        Some(pods) => {
+            let uid = Some(args.pod_uid.as_str()).filter(|u| !u.is_empty());
+            pods.pod(&namespace, &args.pod_name, uid).await?
+        }
+        None => PodContext {
+            namespace: namespace.clone(),
+            name: args.pod_name.clone(),
+            node: args.node.clone().unwrap_or_else(|| node.to_owned()),
+            ..PodContext::default()
+        },
     };
-    if let Some(owner) = &args.owner {
+    if let (None, Some(owner)) = (pods, &args.owner) {
         let app = AppRef::apps_v1(owner.kind, &namespace, &owner.name);
         let Some(workload) = engine.workload(&app).await? else {
             return Err(Error::UnknownOwner(format!(
