@@ -11,6 +11,7 @@
 //! berth agent --kubeconfig PATH --node NAME [--socket PATH]   serve a cluster node's pods
 //!   [--enable-ip-conflict-detection] [--enable-gateway-detection]   the networks' defaults
 //! berth crds [--dir DIR]           the Kubernetes CRDs (deploy/crds/*.yaml), or write them to DIR
+//! berth controller [--kubeconfig PATH] [--lease NS/NAME]   size auto pools on a cluster, one leader
 //! berth webhook [--kubeconfig PATH] [--listen ADDR] [--url URL | --service NS/NAME[:PORT]]
 //!                                  Spiderpool's admission webhooks, answered as `apply` answers
 //! ```
@@ -184,6 +185,22 @@ enum Command {
         /// Give up if the API server does not call the webhook within this after start.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         ready_timeout: Duration,
+    },
+    /// Keep the auto pools of a cluster's Deployments and StatefulSets sized as their replicas
+    /// change, and reclaim them when they go (needs --kubeconfig, or a pod's service account).
+    /// Several may run: one leads, through a Lease; the others wait to take over. Prints
+    /// `berth controller: leading` and `berth controller: following` as that changes. Stops on
+    /// SIGTERM or SIGINT, giving the Lease up.
+    Controller {
+        /// The Lease (`NAMESPACE/NAME`).
+        #[arg(long, default_value = "kube-system/berth-controller")]
+        lease: String,
+        /// This replica's name in the Lease (default: host name and pid).
+        #[arg(long)]
+        identity: Option<String>,
+        /// How long the Lease holds after each renewal; a leader renews every third of it.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        lease_duration: Duration,
     },
     /// Print the CustomResourceDefinitions of SpiderEndpoint, SpiderIPPool, SpiderReservedIP
     /// and SpiderSubnet (Spiderpool's v2beta1 API) as one YAML stream: what deploy/crds/ holds.
@@ -572,7 +589,10 @@ async fn run<S: Store>(engine: Engine<S>, cli: &Cli) -> Result<(), CliError> {
             print_gc(&report);
             Ok(())
         }
-        Command::Agent { .. } | Command::Crds { .. } | Command::Webhook { .. } => {
+        Command::Agent { .. }
+        | Command::Crds { .. }
+        | Command::Webhook { .. }
+        | Command::Controller { .. } => {
             unreachable!("served before a store is opened")
         }
     }
@@ -703,6 +723,9 @@ fn main() -> ExitCode {
         if let Command::Webhook { .. } = &cli.command {
             return webhook(&cli).await;
         }
+        if let Command::Controller { .. } = &cli.command {
+            return controller(&cli).await;
+        }
         if let Some(kubeconfig) = &cli.kubeconfig {
             if !matches!(cli.command, Command::Get { .. } | Command::Describe { .. }) {
                 return Err(CliError::Usage(
@@ -810,6 +833,71 @@ async fn cluster_agent(
     Ok(())
 }
 
+/// Logs of the long-running cluster commands (`controller`, `webhook`) go to stderr, at
+/// `RUST_LOG`'s level (`info` by default).
+fn log_to_stderr() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+}
+
+/// The cluster's store, from --kubeconfig or else the pod's service account.
+async fn cluster_store(cli: &Cli) -> Result<berth::k8s::KubeStore, CliError> {
+    Ok(match &cli.kubeconfig {
+        Some(path) => berth::k8s::KubeStore::from_kubeconfig(path).await?,
+        None => berth::k8s::KubeStore::in_cluster().await?,
+    })
+}
+
+/// `berth controller`: leads or waits until SIGTERM or SIGINT.
+async fn controller(cli: &Cli) -> Result<(), CliError> {
+    use berth::k8s::controller::{Controller, Election};
+    let Command::Controller {
+        lease,
+        identity,
+        lease_duration,
+    } = &cli.command
+    else {
+        unreachable!("called for the controller command")
+    };
+    log_to_stderr();
+    let (namespace, name) = lease
+        .split_once('/')
+        .ok_or_else(|| CliError::Usage(format!("--lease {lease:?} is not NAMESPACE/NAME")))?;
+    if *lease_duration < Duration::from_secs(3) {
+        return Err(CliError::Usage(
+            "--lease-duration must be at least 3s: a leader renews every third of it".into(),
+        ));
+    }
+    let identity = identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            cni_plugin::ipam::ops::node_name(),
+            std::process::id()
+        )
+    });
+    let store = cluster_store(cli).await?;
+    let client = store.client().clone();
+    let election = Election::new(client.clone(), namespace, name, &identity, *lease_duration);
+    let controller = Controller::new(client, std::sync::Arc::new(Engine::new(store)), election);
+    let stop = cni_plugin::agent::termination_signal()
+        .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
+    println!("berth controller: {identity} waiting for the Lease {lease}");
+    controller
+        .run(stop, |leading| {
+            println!(
+                "berth controller: {}",
+                if leading { "leading" } else { "following" }
+            )
+        })
+        .await?;
+    Ok(())
+}
+
 /// `berth webhook`: serves until SIGTERM or SIGINT.
 async fn webhook(cli: &Cli) -> Result<(), CliError> {
     use berth::k8s::webhook::{Options, Reach, Webhook};
@@ -826,13 +914,7 @@ async fn webhook(cli: &Cli) -> Result<(), CliError> {
     else {
         unreachable!("called for the webhook command")
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    log_to_stderr();
     let (secret_namespace, secret_name) = secret
         .split_once('/')
         .ok_or_else(|| CliError::Usage(format!("--secret {secret:?} is not NAMESPACE/NAME")))?;
@@ -873,10 +955,7 @@ async fn webhook(cli: &Cli) -> Result<(), CliError> {
         validity: *cert_validity,
         renew_before: *renew_before,
     };
-    let store = match &cli.kubeconfig {
-        Some(path) => berth::k8s::KubeStore::from_kubeconfig(path).await?,
-        None => berth::k8s::KubeStore::in_cluster().await?,
-    };
+    let store = cluster_store(cli).await?;
     let client = store.client().clone();
     let engine = std::sync::Arc::new(Engine::new(store));
     let stop = cni_plugin::agent::termination_signal()

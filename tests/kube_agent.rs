@@ -8,9 +8,7 @@
 //! idempotent, and DEL releases. A pod that does not exist, a pod of another incarnation and a
 //! pod of another node are refused with code 109, and change nothing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use berth::core::engine::{AnyObject, Engine};
@@ -25,8 +23,6 @@ use support::kubectl;
 
 mod support;
 
-const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
 static CLUSTER: SharedCluster = SharedCluster::new(|| Options::default().nodes(2));
 
 /// A running `berth agent` in Kubernetes mode, killed when dropped.
@@ -40,28 +36,16 @@ impl Agent {
     fn start(cluster: &Cluster, node: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
-        let mut child = Command::new(BERTH)
-            .env_remove("KUBECONFIG")
-            .arg("agent")
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig())
-            .args(["--node", node])
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start berth agent");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = rx
+        let (child, lines) = support::spawn_berth(&[
+            "agent".as_ref(),
+            "--kubeconfig".as_ref(),
+            cluster.kubeconfig().as_os_str(),
+            "--node".as_ref(),
+            node.as_ref(),
+            "--socket".as_ref(),
+            socket.as_os_str(),
+        ]);
+        let line = lines
             .recv_timeout(Duration::from_secs(60))
             .expect("berth agent said nothing in 60 s");
         assert!(line.starts_with("berth agent: serving node"), "{line}");
@@ -158,29 +142,11 @@ async fn the_agent_serves_its_nodes_pods_from_the_cluster() {
         )))
         .await
         .unwrap();
-    // The Deployment's pods land on both nodes; the agent serves kwok-node-0's.
-    let deployment = format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {ns}}}
-spec:
-  replicas: 4
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata:
-      labels: {{app: web}}
-      annotations:
-        ipam.spidernet.io/subnets: '[{{"interface":"eth0","ipv4":["agent-subnet"]}}]'
-        ipam.spidernet.io/ippool-ip-number: "+1"
-    spec:
-      containers: [{{name: c, image: nginx}}]
-"#,
-        ns = ns.name()
+    // The Deployment's pods land on both nodes.
+    support::apply_yaml(
+        cluster,
+        &support::deployment(ns.name(), "web", "agent-subnet", 4),
     );
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), deployment).unwrap();
-    kubectl(cluster, &["apply", "-f", file.path().to_str().unwrap()]);
     let pods = bound_pods(cluster, ns.name(), "web", 4);
     // The agent serves the node of the first pod; a pod pinned to the other node is never its.
     let node = pods[0].2.as_str();
@@ -194,8 +160,7 @@ spec:
          spec: {{nodeName: {other}, containers: [{{name: c, image: nginx}}]}}\n",
         ns = ns.name()
     );
-    std::fs::write(file.path(), pinned).unwrap();
-    kubectl(cluster, &["apply", "-f", file.path().to_str().unwrap()]);
+    support::apply_yaml(cluster, &pinned);
     let elsewhere = bound_pods(cluster, ns.name(), "elsewhere", 1).remove(0);
     let agent = Agent::start(cluster, node);
     let client = agent.client();
@@ -293,8 +258,7 @@ spec:
          spec: {{nodeName: {node}, restartPolicy: Never, containers: [{{name: c, image: nginx}}]}}\n",
         ns = ns.name()
     );
-    std::fs::write(file.path(), others).unwrap();
-    kubectl(cluster, &["apply", "-f", file.path().to_str().unwrap()]);
+    support::apply_yaml(cluster, &others);
     for (app, kind, name) in [("solo", "Pod", "solo"), ("batch", "Job", "batch")] {
         let (pod, uid, _) = bound_pods(cluster, ns.name(), app, 1).remove(0);
         let answer = client

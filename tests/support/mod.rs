@@ -58,3 +58,61 @@ pub fn one_nic(pool: &str, pod: &str) -> AllocateRequest {
         ..Default::default()
     }
 }
+
+/// `kubectl apply` of a YAML text (through a temporary file).
+pub fn apply_yaml(cluster: &Cluster, yaml: &str) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    kubectl(cluster, &["apply", "-f", file.path().to_str().unwrap()])
+}
+
+/// A Deployment `name` in `namespace` with `replicas`, whose pods take one IPv4 address on
+/// `eth0` from an auto pool of `subnet` sized `+1` (the seed's annotations, one NIC).
+pub fn deployment(namespace: &str, name: &str, subnet: &str, replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations:
+        ipam.spidernet.io/subnets: '[{{"interface":"eth0","ipv4":["{subnet}"]}}]'
+        ipam.spidernet.io/ippool-ip-number: "+1"
+    spec:
+      containers: [{{name: c, image: nginx}}]
+"#
+    )
+}
+
+/// Starts the `berth` binary with `args` (no KUBECONFIG from the environment); its stdout
+/// lines arrive on the receiver, its stderr is discarded.
+pub fn spawn_berth(
+    args: &[&std::ffi::OsStr],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env_remove("KUBECONFIG")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start berth");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
+}

@@ -13,6 +13,9 @@
 //!   that Berth's engine runs unchanged on a cluster, in any number of processes at once.
 //! - `webhook` (feature `webhook`) serves Spiderpool's mutating and validating admission
 //!   webhooks with the engine's `admit`, the code of `berth apply`: `berth webhook`.
+//! - [`pods`] is what the node agent knows of its node's pods (`berth agent --kubeconfig
+//!   --node`), and [`controller`] sizes the applications' auto pools from one leader
+//!   (`berth controller`).
 //!
 //! # The store
 //!
@@ -93,6 +96,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod crds;
 mod error;
 pub mod pods;

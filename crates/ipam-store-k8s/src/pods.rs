@@ -51,16 +51,10 @@ impl Drop for NodePods {
 }
 
 /// Starts a reflector of `api` (narrowed by `config`) and returns its store.
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+fn reflect<K: crate::wire::Watched>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, tokio::task::JoinHandle<()>) {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, config))
         .default_backoff()

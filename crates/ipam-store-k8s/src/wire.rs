@@ -208,6 +208,29 @@ pub(crate) fn key_to_write(kind: Kind, object: &Value) -> Result<ObjectKey, Erro
     semantics::key_of(kind, object)
 }
 
+/// What kube-runtime's watchers need of a typed resource.
+pub(crate) trait Watched:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,25 @@ impl<S: Store> Engine<S> {
         Ok(p.spec.ips.len() > spec.desired as u128)
     }
 
+    /// Brings the auto pools of `app` to what the application as stored wants: creates, grows
+    /// or shrinks them, reclaims them once the application is gone (unless
+    /// `ippool-reclaim: "false"`), and frees the IPs of StatefulSet ordinals scaled away.
+    /// What a controller calls when an application changes, on stores whose applications are
+    /// written by others (a cluster's Deployments and StatefulSets); `apply`, `scale` and
+    /// `delete` do it themselves.
+    pub async fn reconcile(&self, app: &AppRef) -> Result<(), Error> {
+        let _guard = self.spec_lock.lock().await;
+        self.reconcile_app_locked(app).await
+    }
+
+    /// [`Engine::reconcile`] of every application the store knows of: its Deployments and
+    /// StatefulSets, and the owners named by auto pools and StatefulSet endpoints (so the pools
+    /// of an application deleted meanwhile are reclaimed).
+    pub async fn reconcile_all(&self) -> Result<(), Error> {
+        let _guard = self.spec_lock.lock().await;
+        self.reconcile_all_apps_locked().await
+    }
+
     /// Brings an application's auto pools to what it wants, reclaims the ones it no longer
     /// wants, and frees the IPs its StatefulSet no longer keeps. Caller holds the spec lock.
     pub(crate) async fn reconcile_app_locked(&self, app: &AppRef) -> Result<(), Error> {

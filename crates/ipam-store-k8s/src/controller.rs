@@ -1,0 +1,283 @@
+//! `berth controller`: keeps the auto pools of a cluster's applications sized, one replica at a
+//! time.
+//!
+//! Replicas elect one leader through a `coordination.k8s.io/v1` Lease ([`Election`]): the
+//! holder renews it every third of its duration; a candidate takes it over once it has not
+//! been renewed for the whole duration. Only the leader writes.
+//!
+//! On taking the lead it reconciles every application the store knows of
+//! ([`Engine::reconcile_all`]: the pools of one deleted meanwhile are reclaimed), then acts on
+//! watch events as they come: each change of a Deployment or StatefulSet (created, scaled,
+//! its annotations changed, deleted) reconciles that application ([`Engine::reconcile`]). A
+//! leader that cannot renew its Lease in time stops writing and becomes a candidate again.
+//!
+//! Not yet here (issue 13): ReplicaSets, Jobs, CronJobs and DaemonSets as applications, GC of
+//! pods and nodes that are gone, metrics, and the webhook embedded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipam_core::engine::Engine;
+use ipam_core::store::Store;
+use ipam_core::{AppRef, WorkloadKind};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+
+use crate::Error;
+
+/// A Lease that one of several processes holds at a time.
+pub struct Election {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+/// What a look at the Lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// This process holds it (it just took or renewed it).
+    Held,
+    /// Another holds it and renewed it within its duration.
+    HeldBy(String),
+}
+
+impl Election {
+    /// The Lease `namespace/name`, contended for as `identity`, held for `duration` after each
+    /// renewal.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
+        Election {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+        }
+    }
+
+    /// This process's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Takes the Lease if it is free or expired, renews it if it is ours, and says who holds
+    /// it. Two candidates racing for it write under the version they read: one gets a 409
+    /// and sees the other as the holder.
+    pub async fn try_lead(&self) -> Result<Leadership, Error> {
+        let api_error = |action: &str, source| Error::Api {
+            action: format!("{action} the Lease {}", self.name),
+            source,
+        };
+        let now = Timestamp::now();
+        let seconds = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| api_error("read", e))?;
+        let Some(mut lease) = current else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(seconds),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(Leadership::Held),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    Ok(Leadership::HeldBy("another candidate".into()))
+                }
+                Err(e) => Err(api_error("create", e)),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let ours = holder == self.identity;
+        if !ours && !holder.is_empty() {
+            let held_for = Duration::from_secs(
+                spec.lease_duration_seconds
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(15),
+            );
+            let renewed = spec.renew_time.as_ref().map(|t| t.0);
+            let expired = renewed.is_none_or(|t| {
+                now.duration_since(t)
+                    .try_into()
+                    .map_or(true, |d: Duration| d > held_for)
+            });
+            if !expired {
+                return Ok(Leadership::HeldBy(holder));
+            }
+        }
+        if !ours {
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.lease_duration_seconds = Some(seconds);
+        spec.renew_time = Some(MicroTime(now));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(Leadership::Held),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Ok(Leadership::HeldBy("another candidate".into()))
+            }
+            Err(e) => Err(api_error("update", e)),
+        }
+    }
+
+    /// Gives the Lease up if this process holds it, so a successor need not wait it out.
+    pub async fn step_down(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        let _ = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await;
+    }
+}
+
+/// The controller: an engine on the cluster's store, led by an [`Election`].
+pub struct Controller<S: Store> {
+    client: kube::Client,
+    engine: Arc<Engine<S>>,
+    election: Election,
+}
+
+impl<S: Store + 'static> Controller<S> {
+    /// A controller that writes through `engine` while `election` says it leads; `client`
+    /// watches the applications.
+    pub fn new(client: kube::Client, engine: Arc<Engine<S>>, election: Election) -> Self {
+        Controller {
+            client,
+            engine,
+            election,
+        }
+    }
+
+    /// Contends for the Lease and leads while it holds it, until `stop`; then steps down.
+    /// `on_lead(true)` is called on taking the lead, `on_lead(false)` on losing it.
+    pub async fn run(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+        mut on_lead: impl FnMut(bool),
+    ) -> Result<(), Error> {
+        let mut stop = std::pin::pin!(stop);
+        let retry = (self.election.duration / 3).max(Duration::from_millis(200));
+        loop {
+            // A candidate: try every third of the lease duration.
+            let leading = loop {
+                match self.election.try_lead().await {
+                    Ok(Leadership::Held) => break true,
+                    Ok(Leadership::HeldBy(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the Lease"),
+                }
+                tokio::select! {
+                    () = &mut stop => break false,
+                    () = tokio::time::sleep(retry) => {}
+                }
+            };
+            if !leading {
+                return Ok(());
+            }
+            tracing::info!(identity = self.election.identity(), "leading");
+            on_lead(true);
+            let renew = async {
+                // Renewals until one fails to come within the lease's duration.
+                let mut last = tokio::time::Instant::now();
+                loop {
+                    tokio::time::sleep(retry).await;
+                    match self.election.try_lead().await {
+                        Ok(Leadership::Held) => last = tokio::time::Instant::now(),
+                        Ok(Leadership::HeldBy(other)) => {
+                            tracing::warn!(holder = %other, "the Lease was taken over");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot renew the Lease"),
+                    }
+                    // Stop before another may take it: a third of the duration to spare.
+                    if last.elapsed() > self.election.duration - retry {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = &mut stop => {
+                    self.election.step_down().await;
+                    return Ok(());
+                }
+                () = renew => {}
+                () = self.lead() => {}
+            }
+            tracing::warn!("no longer leading");
+            on_lead(false);
+        }
+    }
+
+    /// Reconciles every application, then each one that changes, for as long as it runs.
+    async fn lead(&self) {
+        if let Err(e) = self.engine.reconcile_all().await {
+            tracing::warn!(error = %e, "reconciling every application failed; events go on");
+        }
+        let deployments = changes::<Deployment>(&self.client, WorkloadKind::Deployment);
+        let statefulsets = changes::<StatefulSet>(&self.client, WorkloadKind::StatefulSet);
+        let mut apps = std::pin::pin!(futures::stream::select(deployments, statefulsets));
+        while let Some(app) = apps.next().await {
+            let app = match app {
+                Ok(app) => app,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a watch of the applications failed; it restarts");
+                    continue;
+                }
+            };
+            if let Err(e) = self.engine.reconcile(&app).await {
+                tracing::warn!(%app, error = %e, "cannot reconcile the application's auto pools");
+            }
+        }
+    }
+}
+
+/// The applications of `kind` (objects `K`) as they change: every object at the start, then
+/// each one created, changed or deleted.
+fn changes<K: crate::wire::Watched>(
+    client: &kube::Client,
+    kind: WorkloadKind,
+) -> impl futures::Stream<Item = Result<AppRef, watcher::Error>> + Send + use<K> {
+    watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .map(move |o| {
+            o.map(|o| AppRef::apps_v1(kind, &o.namespace().unwrap_or_default(), &o.name_any()))
+        })
+}

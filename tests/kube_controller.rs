@@ -1,0 +1,168 @@
+//! `berth controller` against a real control plane (crates/kube-testbed): two replicas, one
+//! leading through a Lease, size a Deployment's auto pool from its replicas as `kubectl`
+//! changes them, and reclaim it when the Deployment goes. The leader is killed (SIGKILL) just
+//! before a scale: the other takes the Lease over once it expires and finishes the resize.
+
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use berth::core::engine::{AnyObject, Engine};
+use berth::core::store::TypedStore;
+use berth::k8s::KubeStore;
+use berth::{SpiderIPPool, SpiderSubnet};
+use kube_testbed::{Cluster, Options, SharedCluster};
+use support::kubectl;
+
+mod support;
+
+// No nodes: the Deployment's pods stay pending; only its replica count matters here.
+static CLUSTER: SharedCluster = SharedCluster::new(|| Options::default().nodes(0));
+
+/// How long the test's Lease holds after a renewal.
+const LEASE: Duration = Duration::from_secs(3);
+
+/// A running `berth controller`, killed when dropped.
+struct Replica {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Replica {
+    fn start(cluster: &Cluster, lease: &str, identity: &str) -> Self {
+        let duration = format!("{}s", LEASE.as_secs());
+        let (child, lines) = support::spawn_berth(&[
+            "controller".as_ref(),
+            "--kubeconfig".as_ref(),
+            cluster.kubeconfig().as_os_str(),
+            "--lease".as_ref(),
+            lease.as_ref(),
+            "--identity".as_ref(),
+            identity.as_ref(),
+            "--lease-duration".as_ref(),
+            duration.as_ref(),
+        ]);
+        Replica { child, lines }
+    }
+
+    /// Whether it said it leads, waiting up to `wait`.
+    fn leads_within(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == "berth controller: leading" => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The auto pools of `app`: (name, size).
+async fn auto_pools(engine: &Engine<KubeStore>, app: &str) -> Vec<(String, u128)> {
+    let pools: Vec<SpiderIPPool> = engine.store().list_as(None).await.unwrap();
+    pools
+        .into_iter()
+        .filter(|p| p.metadata.name.starts_with(&format!("auto4-{app}-eth0")))
+        .map(|p| (p.metadata.name.clone(), p.spec.ips.len()))
+        .collect()
+}
+
+/// Waits up to 30 s for the auto pools of `app` to have `sizes`; returns how long it took.
+async fn until_sized(engine: &Engine<KubeStore>, app: &str, sizes: &[u128]) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got: Vec<u128> = auto_pools(engine, app).await.iter().map(|p| p.1).collect();
+        if got == sizes {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{app}: auto pools {got:?}, want {sizes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
+    let cluster = support::with_crds(&CLUSTER).await;
+    let ns = cluster.namespace("controller").await.unwrap();
+    let engine = Engine::new(KubeStore::new(cluster.client().unwrap()).await.unwrap());
+    engine
+        .apply(AnyObject::Subnet(SpiderSubnet::new(
+            "controller-subnet",
+            "10.60.0.0/16".parse().unwrap(),
+            berth::core::IpSet::parse_list(["10.60.1.1-10.60.1.30"]).unwrap(),
+            Some("10.60.0.1".parse().unwrap()),
+        )))
+        .await
+        .unwrap();
+    let lease = format!("{}/berth-controller", ns.name());
+    let a = Replica::start(cluster, &lease, "replica-a");
+    assert!(
+        a.leads_within(Duration::from_secs(30)),
+        "replica-a never led"
+    );
+    let mut b = Some(Replica::start(cluster, &lease, "replica-b"));
+    let mut a = Some(a);
+
+    // A Deployment of 2 with `+1`: an auto pool of 3, created on the watch event.
+    support::apply_yaml(
+        cluster,
+        &support::deployment(ns.name(), "web", "controller-subnet", 2),
+    );
+    let created = until_sized(&engine, "web", &[3]).await;
+    let scale = |n: u32| {
+        kubectl(
+            cluster,
+            &[
+                "scale",
+                "-n",
+                ns.name(),
+                "deployment/web",
+                &format!("--replicas={n}"),
+            ],
+        )
+    };
+    scale(4);
+    let grown = until_sized(&engine, "web", &[5]).await;
+
+    // The leader dies; the scale that follows waits for the other to take over.
+    drop(a.take());
+    let killed = Instant::now();
+    scale(1);
+    let follower = b.as_ref().unwrap();
+    assert!(
+        follower.leads_within(Duration::from_secs(30)),
+        "replica-b never took over"
+    );
+    let took_over = killed.elapsed();
+    until_sized(&engine, "web", &[2]).await;
+    let resized = killed.elapsed();
+
+    // The Deployment goes: its pool is reclaimed and its IPs return to the subnet.
+    kubectl(cluster, &["delete", "-n", ns.name(), "deployment/web"]);
+    until_sized(&engine, "web", &[]).await;
+    let subnet: SpiderSubnet = engine
+        .store()
+        .get_as(None, "controller-subnet")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(subnet.claims().is_empty(), "{:?}", subnet.claims());
+    println!(
+        "controller: auto pool created {created:.2?} after the Deployment, grown {grown:.2?} \
+         after the scale; leader killed: replica-b led after {took_over:.2?} (lease {LEASE:?}), \
+         the pool resized {resized:.2?} after the kill; reclaimed after the delete"
+    );
+    drop(b.take());
+}
