@@ -187,7 +187,8 @@ enum Command {
         ready_timeout: Duration,
     },
     /// Keep the auto pools of a cluster's Deployments and StatefulSets sized as their replicas
-    /// change, and reclaim them when they go (needs --kubeconfig, or a pod's service account).
+    /// change, reclaim them when they go, and free the IPs of pods that are gone (GC; needs
+    /// --kubeconfig, or a pod's service account).
     /// Several may run: one leads, through a Lease; the others wait to take over. Prints
     /// `berth controller: leading` and `berth controller: following` as that changes. Stops on
     /// SIGTERM or SIGINT, giving the Lease up.
@@ -201,6 +202,10 @@ enum Command {
         /// How long the Lease holds after each renewal; a leader renews every third of it.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         lease_duration: Duration,
+        /// How often the leader runs GC (freeing the IPs of pods that are gone), besides soon
+        /// after each pod deletion.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        gc_period: Duration,
     },
     /// Print the CustomResourceDefinitions of SpiderEndpoint, SpiderIPPool, SpiderReservedIP
     /// and SpiderSubnet (Spiderpool's v2beta1 API) as one YAML stream: what deploy/crds/ holds.
@@ -860,6 +865,7 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
         lease,
         identity,
         lease_duration,
+        gc_period,
     } = &cli.command
     else {
         unreachable!("called for the controller command")
@@ -883,7 +889,8 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let store = cluster_store(cli).await?;
     let client = store.client().clone();
     let election = Election::new(client.clone(), namespace, name, &identity, *lease_duration);
-    let controller = Controller::new(client, std::sync::Arc::new(Engine::new(store)), election);
+    let controller = Controller::new(client, std::sync::Arc::new(Engine::new(store)), election)
+        .gc_every(*gc_period);
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
     println!("berth controller: {identity} waiting for the Lease {lease}");

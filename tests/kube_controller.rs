@@ -41,6 +41,8 @@ impl Replica {
             identity.as_ref(),
             "--lease-duration".as_ref(),
             duration.as_ref(),
+            "--gc-period".as_ref(),
+            "1s".as_ref(),
         ]);
         Replica { child, lines }
     }
@@ -159,6 +161,113 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
         .unwrap()
         .unwrap();
     assert!(subnet.claims().is_empty(), "{:?}", subnet.claims());
+    // GC: the IPs of a deleted pod, and of a pod replaced under its name, are freed; the pod
+    // that takes a freed IP keeps it.
+    engine
+        .apply(AnyObject::Pool(SpiderIPPool::new(
+            "gc-pool",
+            "10.60.0.0/16".parse().unwrap(),
+            berth::ips!["10.60.1.25-10.60.1.27"],
+        )))
+        .await
+        .unwrap();
+    let pod = |name: &str| {
+        support::apply_yaml(
+            cluster,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+                 spec: {{containers: [{{name: c, image: nginx}}]}}\n",
+                ns = ns.name()
+            ),
+        );
+        let json: serde_json::Value = serde_json::from_str(&kubectl(
+            cluster,
+            &["get", "pod", "-n", ns.name(), name, "-o", "json"],
+        ))
+        .unwrap();
+        json["metadata"]["uid"].as_str().unwrap().to_string()
+    };
+    let allocate = |name: String, uid: String| {
+        let engine = &engine;
+        let ns = ns.name().to_string();
+        async move {
+            let mut request = support::one_nic("gc-pool", &name);
+            request.pod.namespace = ns;
+            request.pod_uid = uid;
+            engine.allocate(&request).await.unwrap().nics[0].ips[0]
+                .address
+                .addr()
+        }
+    };
+    let holders = || async {
+        let pool: SpiderIPPool = engine
+            .store()
+            .get_as(None, "gc-pool")
+            .await
+            .unwrap()
+            .unwrap();
+        pool.records()
+            .into_iter()
+            .map(|(ip, r)| (ip, r.pod))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let until_held = |want: std::collections::BTreeMap<std::net::IpAddr, String>| async move {
+        let started = Instant::now();
+        loop {
+            let got = holders().await;
+            if got == want {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "gc-pool holds {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let p1 = allocate("p1".into(), pod("p1")).await;
+    let p2 = allocate("p2".into(), pod("p2")).await;
+    let p5 = allocate("p5".into(), pod("p5")).await;
+    let held_by = |pairs: &[(std::net::IpAddr, &str)]| {
+        pairs
+            .iter()
+            .map(|(ip, p)| (*ip, format!("{}/{p}", ns.name())))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let delete = |name: &str| {
+        kubectl(
+            cluster,
+            &[
+                "delete",
+                "pod",
+                "-n",
+                ns.name(),
+                name,
+                "--grace-period=0",
+                "--force",
+            ],
+        )
+    };
+    delete("p1");
+    let freed = until_held(held_by(&[(p2, "p2"), (p5, "p5")])).await;
+    // The pool's one free IP is p1's: p3 takes it.
+    let p3 = allocate("p3".into(), pod("p3")).await;
+    assert_eq!(p3, p1);
+    delete("p5");
+    until_held(held_by(&[(p2, "p2"), (p3, "p3")])).await;
+    // A record of another incarnation of a live pod (its uid is not the pod's).
+    pod("p4");
+    allocate("p4".into(), "0e4f1a4e-0000-4000-8000-000000000000".into()).await;
+    let stale = until_held(held_by(&[(p2, "p2"), (p3, "p3")])).await;
+    // Later passes leave the live pods alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(holders().await, held_by(&[(p2, "p2"), (p3, "p3")]));
+    println!(
+        "controller GC: a deleted pod's IP freed {freed:.2?} after the delete; an IP held for \
+         another incarnation of a live pod freed {stale:.2?} after it was taken; live pods, one \
+         on a reused IP, kept theirs"
+    );
+
     println!(
         "controller: auto pool created {created:.2?} after the Deployment, grown {grown:.2?} \
          after the scale; leader killed: replica-b led after {took_over:.2?} (lease {LEASE:?}), \

@@ -11,18 +11,24 @@
 //! its annotations changed, deleted) reconciles that application ([`Engine::reconcile`]). A
 //! leader that cannot renew its Lease in time stops writing and becomes a candidate again.
 //!
-//! Not yet here (issue 13): ReplicaSets, Jobs, CronJobs and DaemonSets as applications, GC of
-//! pods and nodes that are gone, metrics, and the webhook embedded.
+//! The leader also runs GC ([`Engine::gc`] with [`PodLiveness`]): soon after pods are deleted,
+//! and every [`Controller::gc_every`]. It frees the IPs of pods that are gone, replaced under
+//! the same name, finished, or stuck terminating, re-validating each record just before
+//! releasing it, so an IP a new pod took meanwhile stays with it.
+//!
+//! Not yet here (issue 13): ReplicaSets, Jobs, CronJobs and DaemonSets as applications,
+//! metrics, and the webhook embedded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ipam_core::engine::Engine;
+use ipam_core::engine::{Engine, Liveness};
 use ipam_core::store::Store;
-use ipam_core::{AppRef, WorkloadKind};
+use ipam_core::{AppRef, IpRecord, WorkloadKind};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
@@ -173,6 +179,7 @@ pub struct Controller<S: Store> {
     client: kube::Client,
     engine: Arc<Engine<S>>,
     election: Election,
+    gc_every: Duration,
 }
 
 impl<S: Store + 'static> Controller<S> {
@@ -183,7 +190,14 @@ impl<S: Store + 'static> Controller<S> {
             client,
             engine,
             election,
+            gc_every: DEFAULT_GC_PERIOD,
         }
+    }
+
+    /// How often the leader runs GC besides after each pod deletion ([`DEFAULT_GC_PERIOD`]).
+    pub fn gc_every(mut self, period: Duration) -> Self {
+        self.gc_every = period.max(Duration::from_millis(100));
+        self
     }
 
     /// Contends for the Lease and leads while it holds it, until `stop`; then steps down.
@@ -253,18 +267,111 @@ impl<S: Store + 'static> Controller<S> {
         let deployments = changes::<Deployment>(&self.client, WorkloadKind::Deployment);
         let statefulsets = changes::<StatefulSet>(&self.client, WorkloadKind::StatefulSet);
         let mut apps = std::pin::pin!(futures::stream::select(deployments, statefulsets));
-        while let Some(app) = apps.next().await {
-            let app = match app {
-                Ok(app) => app,
-                Err(e) => {
-                    tracing::debug!(error = %e, "a watch of the applications failed; it restarts");
-                    continue;
+        // Pod deletions: a GC soon after each burst of them.
+        let deleted = watcher(
+            Api::<Pod>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .filter(|e| std::future::ready(matches!(e, Ok(watcher::Event::Delete(_)))));
+        let mut deleted = std::pin::pin!(deleted);
+        let mut every = tokio::time::interval(self.gc_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let liveness = PodLiveness::new(self.client.clone());
+        let mut gc_due = false;
+        loop {
+            tokio::select! {
+                app = apps.next() => match app {
+                    Some(Ok(app)) => {
+                        if let Err(e) = self.engine.reconcile(&app).await {
+                            tracing::warn!(%app, error = %e, "cannot reconcile the application's auto pools");
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "a watch of the applications failed; it restarts");
+                    }
+                    None => return,
+                },
+                Some(_) = deleted.next() => gc_due = true,
+                _ = every.tick() => gc_due = true,
+                // Let a burst of deletions settle, then collect once.
+                () = tokio::time::sleep(Duration::from_millis(200)), if gc_due => {
+                    gc_due = false;
+                    match self.engine.gc(&liveness).await {
+                        Ok(report) if !report.released.is_empty() => {
+                            for r in &report.released {
+                                tracing::info!(pool = %r.pool, ip = %r.ip, pod = %r.holder, "GC released");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "GC failed; it runs again"),
+                    }
                 }
-            };
-            if let Err(e) = self.engine.reconcile(&app).await {
-                tracing::warn!(%app, error = %e, "cannot reconcile the application's auto pools");
             }
         }
+    }
+}
+
+/// How often the leader runs GC unless told otherwise, besides after each pod deletion.
+pub const DEFAULT_GC_PERIOD: Duration = Duration::from_secs(60);
+
+/// How long past its grace period a terminating pod may take before its IPs are freed.
+pub const TERMINATING_MARGIN: Duration = Duration::from_secs(30);
+
+/// Whether an IP's holder still lives, asked of the API server: its pod exists as the same
+/// incarnation (uid), has not finished (phase `Succeeded` or `Failed`), and is not stuck
+/// terminating past its grace period plus [`TERMINATING_MARGIN`]. A pod whose node was
+/// deleted is deleted by Kubernetes' pod GC, and so counts as gone. StatefulSet pods within
+/// their replicas keep their IPs whatever this says (the engine asks first).
+pub struct PodLiveness {
+    client: kube::Client,
+}
+
+impl PodLiveness {
+    /// Liveness from the cluster `client` talks to.
+    pub fn new(client: kube::Client) -> Self {
+        PodLiveness { client }
+    }
+}
+
+#[async_trait::async_trait]
+impl Liveness for PodLiveness {
+    async fn alive(&self, record: &IpRecord) -> Result<bool, ipam_core::Error> {
+        let Some((namespace, name)) = record.pod.split_once('/') else {
+            return Ok(false);
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = tokio::time::timeout(crate::DEFAULT_DEADLINE, api.get_opt(name))
+            .await
+            .map_err(|_| ipam_core::Error::unavailable("read a pod", "no answer in time"))?
+            .map_err(|e| {
+                ipam_core::Error::unavailable(format!("read the pod {}", record.pod), e)
+            })?;
+        let Some(pod) = pod else {
+            return Ok(false);
+        };
+        if !record.pod_uid.is_empty() && pod.metadata.uid.as_deref() != Some(&record.pod_uid) {
+            return Ok(false);
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return Ok(false);
+        }
+        if let Some(deleted) = &pod.metadata.deletion_timestamp {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(30);
+            let overdue = Timestamp::now()
+                .duration_since(deleted.0)
+                .try_into()
+                .is_ok_and(|d: Duration| d > Duration::from_secs(grace) + TERMINATING_MARGIN);
+            if overdue {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
