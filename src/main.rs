@@ -160,31 +160,8 @@ enum Command {
     /// calls it. Reaches the cluster through --kubeconfig, or in a pod, its service account.
     /// Stops on SIGTERM or SIGINT.
     Webhook {
-        /// The address to serve HTTPS on (port 0: any free port, printed at start).
-        #[arg(long, default_value = "0.0.0.0:9443")]
-        listen: std::net::SocketAddr,
-        /// Register this base URL (`https://HOST[:PORT]`) with the API server. Without it and
-        /// --service, the listening address (which must then be one address, not 0.0.0.0).
-        #[arg(long, conflicts_with = "service")]
-        url: Option<String>,
-        /// Register this Service (`NAMESPACE/NAME[:PORT]`, port 443 by default) instead.
-        #[arg(long, value_name = "NAMESPACE/NAME[:PORT]")]
-        service: Option<String>,
-        /// The Secret that holds the CA and the serving certificate (`NAMESPACE/NAME`).
-        #[arg(long, default_value = "kube-system/berth-webhook-tls")]
-        secret: String,
-        /// The name of the MutatingWebhookConfiguration and ValidatingWebhookConfiguration.
-        #[arg(long, default_value = "berth-webhook")]
-        configuration: String,
-        /// How long a serving certificate is valid (the CA: ten times as long).
-        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
-        cert_validity: Duration,
-        /// Renew a certificate this long before it expires.
-        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
-        renew_before: Duration,
-        /// Give up if the API server does not call the webhook within this after start.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        ready_timeout: Duration,
+        #[command(flatten)]
+        args: WebhookArgs,
     },
     /// Keep the auto pools of a cluster's Deployments and StatefulSets sized as their replicas
     /// change, reclaim them when they go, and free the IPs of pods that are gone (GC; needs
@@ -206,6 +183,12 @@ enum Command {
         /// after each pod deletion.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         gc_period: Duration,
+        /// Also serve the admission webhook, on every replica (the webhook's flags below; a
+        /// Deployment registers its Service with --service).
+        #[arg(long)]
+        webhook: bool,
+        #[command(flatten, next_help_heading = "Webhook (with --webhook)")]
+        webhook_args: WebhookArgs,
     },
     /// Print the CustomResourceDefinitions of SpiderEndpoint, SpiderIPPool, SpiderReservedIP
     /// and SpiderSubnet (Spiderpool's v2beta1 API) as one YAML stream: what deploy/crds/ holds.
@@ -216,6 +199,36 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// How `berth webhook` (and `berth controller --webhook`) serves and registers itself.
+#[derive(clap::Args, Debug)]
+struct WebhookArgs {
+    /// The address to serve HTTPS on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    listen: std::net::SocketAddr,
+    /// Register this base URL (`https://HOST[:PORT]`) with the API server. Without it and
+    /// --service, the listening address (which must then be one address, not 0.0.0.0).
+    #[arg(long, conflicts_with = "service")]
+    url: Option<String>,
+    /// Register this Service (`NAMESPACE/NAME[:PORT]`, port 443 by default) instead.
+    #[arg(long, value_name = "NAMESPACE/NAME[:PORT]")]
+    service: Option<String>,
+    /// The Secret that holds the CA and the serving certificate (`NAMESPACE/NAME`).
+    #[arg(long, default_value = "kube-system/berth-webhook-tls")]
+    secret: String,
+    /// The name of the MutatingWebhookConfiguration and ValidatingWebhookConfiguration.
+    #[arg(long, default_value = "berth-webhook")]
+    configuration: String,
+    /// How long a serving certificate is valid (the CA: ten times as long).
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    cert_validity: Duration,
+    /// Renew a certificate this long before it expires.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    renew_before: Duration,
+    /// Give up if the API server does not call the webhook within this after start.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    ready_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -866,6 +879,8 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
         identity,
         lease_duration,
         gc_period,
+        webhook,
+        webhook_args,
     } = &cli.command
     else {
         unreachable!("called for the controller command")
@@ -889,99 +904,129 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let store = cluster_store(cli).await?;
     let client = store.client().clone();
     let election = Election::new(client.clone(), namespace, name, &identity, *lease_duration);
-    let controller = Controller::new(client, std::sync::Arc::new(Engine::new(store)), election)
-        .gc_every(*gc_period);
+    if *webhook {
+        webhook_args.options()?;
+    }
+    let engine = std::sync::Arc::new(Engine::new(store));
+    let controller = Controller::new(client.clone(), engine.clone(), election).gc_every(*gc_period);
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
+    let stop = futures::FutureExt::shared(Box::pin(stop));
     println!("berth controller: {identity} waiting for the Lease {lease}");
-    controller
-        .run(stop, |leading| {
-            println!(
-                "berth controller: {}",
-                if leading { "leading" } else { "following" }
-            )
-        })
-        .await?;
+    let lead = async {
+        controller
+            .run(stop.clone(), |leading| {
+                println!(
+                    "berth controller: {}",
+                    if leading { "leading" } else { "following" }
+                )
+            })
+            .await
+            .map_err(CliError::from)
+    };
+    if *webhook {
+        // Every replica serves the webhook; only the leader writes.
+        tokio::try_join!(lead, webhook_args.serve(client, engine, stop.clone()))?;
+    } else {
+        lead.await?;
+    }
     Ok(())
 }
 
 /// `berth webhook`: serves until SIGTERM or SIGINT.
+impl WebhookArgs {
+    /// The webhook's options, checked.
+    fn options(&self) -> Result<berth::k8s::webhook::Options, CliError> {
+        use berth::k8s::webhook::{Options, Reach};
+        let WebhookArgs {
+            listen,
+            url,
+            service,
+            secret,
+            configuration,
+            cert_validity,
+            renew_before,
+            ready_timeout: _,
+        } = self;
+        let (secret_namespace, secret_name) = secret
+            .split_once('/')
+            .ok_or_else(|| CliError::Usage(format!("--secret {secret:?} is not NAMESPACE/NAME")))?;
+        let reach = match (url, service) {
+            (Some(url), _) => Reach::Url(url.clone()),
+            (None, Some(service)) => {
+                let bad = || {
+                    CliError::Usage(format!(
+                        "--service {service:?} is not NAMESPACE/NAME[:PORT]"
+                    ))
+                };
+                let (namespace, rest) = service.split_once('/').ok_or_else(bad)?;
+                let (name, port) = match rest.split_once(':') {
+                    Some((name, port)) => (name, port.parse().map_err(|_| bad())?),
+                    None => (rest, 443),
+                };
+                Reach::Service {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    port,
+                }
+            }
+            (None, None) => Reach::Listen,
+        };
+        if renew_before >= cert_validity {
+            return Err(CliError::Usage(format!(
+                "--renew-before ({}) must be shorter than --cert-validity ({})",
+                humantime::format_duration(*renew_before),
+                humantime::format_duration(*cert_validity)
+            )));
+        }
+        Ok(Options {
+            listen: *listen,
+            reach,
+            secret_namespace: secret_namespace.into(),
+            secret_name: secret_name.into(),
+            configuration: configuration.clone(),
+            validity: *cert_validity,
+            renew_before: *renew_before,
+        })
+    }
+
+    /// Binds and registers the webhook, says so, and serves it until `stop`.
+    async fn serve<S: berth::core::store::Store + 'static>(
+        &self,
+        client: berth::k8s::kube::Client,
+        engine: std::sync::Arc<Engine<S>>,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), CliError> {
+        let webhook = berth::k8s::webhook::Webhook::bind(client, engine, self.options()?).await?;
+        // Printed once bound: whoever started the webhook learns the port (--listen ...:0).
+        println!(
+            "berth webhook: listening on {}, registered as {}",
+            webhook.local_addr(),
+            webhook.endpoint()
+        );
+        webhook
+            .serve(
+                stop,
+                || println!("berth webhook: ready, the API server calls it"),
+                self.ready_timeout,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 async fn webhook(cli: &Cli) -> Result<(), CliError> {
-    use berth::k8s::webhook::{Options, Reach, Webhook};
-    let Command::Webhook {
-        listen,
-        url,
-        service,
-        secret,
-        configuration,
-        cert_validity,
-        renew_before,
-        ready_timeout,
-    } = &cli.command
-    else {
+    let Command::Webhook { args } = &cli.command else {
         unreachable!("called for the webhook command")
     };
     log_to_stderr();
-    let (secret_namespace, secret_name) = secret
-        .split_once('/')
-        .ok_or_else(|| CliError::Usage(format!("--secret {secret:?} is not NAMESPACE/NAME")))?;
-    let reach = match (url, service) {
-        (Some(url), _) => Reach::Url(url.clone()),
-        (None, Some(service)) => {
-            let bad = || {
-                CliError::Usage(format!(
-                    "--service {service:?} is not NAMESPACE/NAME[:PORT]"
-                ))
-            };
-            let (namespace, rest) = service.split_once('/').ok_or_else(bad)?;
-            let (name, port) = match rest.split_once(':') {
-                Some((name, port)) => (name, port.parse().map_err(|_| bad())?),
-                None => (rest, 443),
-            };
-            Reach::Service {
-                namespace: namespace.into(),
-                name: name.into(),
-                port,
-            }
-        }
-        (None, None) => Reach::Listen,
-    };
-    if renew_before >= cert_validity {
-        return Err(CliError::Usage(format!(
-            "--renew-before ({}) must be shorter than --cert-validity ({})",
-            humantime::format_duration(*renew_before),
-            humantime::format_duration(*cert_validity)
-        )));
-    }
-    let options = Options {
-        listen: *listen,
-        reach,
-        secret_namespace: secret_namespace.into(),
-        secret_name: secret_name.into(),
-        configuration: configuration.clone(),
-        validity: *cert_validity,
-        renew_before: *renew_before,
-    };
+    args.options()?;
     let store = cluster_store(cli).await?;
     let client = store.client().clone();
     let engine = std::sync::Arc::new(Engine::new(store));
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
-    let webhook = Webhook::bind(client, engine, options).await?;
-    // Printed once bound: whoever started the webhook learns the port (--listen ...:0).
-    println!(
-        "berth webhook: listening on {}, registered as {}",
-        webhook.local_addr(),
-        webhook.endpoint()
-    );
-    webhook
-        .serve(
-            stop,
-            || println!("berth webhook: ready, the API server calls it"),
-            *ready_timeout,
-        )
-        .await?;
-    Ok(())
+    args.serve(client, engine, stop).await
 }
 
 /// Opens the data dir, saying on stderr, once, who holds its lock when that takes about a

@@ -73,9 +73,21 @@ impl<'a> Webhook<'a> {
     /// Starts `berth webhook` on 127.0.0.1, with its Secret in `namespace`, and waits for it to
     /// say the API server calls it.
     fn start(cluster: &'a Cluster, namespace: &str, name: &str, extra: &[&str]) -> Self {
+        Self::start_as(cluster, &["webhook"], namespace, name, extra)
+    }
+
+    /// [`Webhook::start`] of another command that serves the webhook (`command`, its own
+    /// flags first).
+    fn start_as(
+        cluster: &'a Cluster,
+        command: &[&str],
+        namespace: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = Command::new(BERTH)
             .env_remove("KUBECONFIG")
-            .arg("webhook")
+            .args(command)
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())
             .args(["--listen", "127.0.0.1:0"])
@@ -549,4 +561,40 @@ async fn the_certificate_is_renewed_while_serving() {
     .unwrap()["data"]["ca.crt"]
         .clone();
     assert_eq!(ca_before, ca_restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_serves_the_webhook() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = cluster().await;
+    let ns = cluster.namespace("webhook-controller").await.unwrap();
+    let lease = format!("{}/berth-controller", ns.name());
+    let webhook = Webhook::start_as(
+        cluster,
+        &["controller", "--lease", &lease, "--webhook"],
+        ns.name(),
+        "berth-webhook-controller",
+        &[],
+    );
+    let pool = |name: &str, ips: &str| {
+        format!(
+            "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\n\
+             metadata: {{name: {name}}}\nspec: {{subnet: 10.70.0.0/24, ips: [\"{ips}\"]}}\n"
+        )
+    };
+    let admitted = kubectl_apply(cluster, &pool("controller-a", "10.70.0.10-10.70.0.20"), &[])
+        .expect("a pool is admitted");
+    assert!(admitted.contains("created"), "{admitted}");
+    let stored = get_json(cluster, "sp", "controller-a");
+    assert_eq!(
+        stored["spec"]["ipVersion"], 4,
+        "mutated by the controller's webhook"
+    );
+    let refused = kubectl_apply(cluster, &pool("controller-b", "10.70.0.15-10.70.0.30"), &[])
+        .expect_err("an overlapping pool is refused");
+    assert!(
+        refused.contains("denied the request") && refused.contains("overlap"),
+        "{refused}"
+    );
+    drop(webhook);
 }

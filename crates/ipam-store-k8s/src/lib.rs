@@ -108,4 +108,6 @@ pub mod webhook;
 mod wire;
 
 pub use error::Error;
+/// The kube-rs this crate is built on, for callers that pass it clients.
+pub use kube;
 pub use store::{DEFAULT_DEADLINE, KubeStore};
