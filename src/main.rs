@@ -146,9 +146,9 @@ enum Command {
         /// `enable_gateway_detection` says otherwise.
         #[arg(long)]
         enable_gateway_detection: bool,
-        /// Kubernetes mode (with --kubeconfig): the node whose pods this agent serves; pods'
-        /// labels, annotations and applications come from the API server, and the store is
-        /// the cluster's.
+        /// Kubernetes mode: the node whose pods this agent serves; pods' labels, annotations and
+        /// applications come from the API server, and the store is the cluster's (through
+        /// --kubeconfig, or in a pod its service account).
         #[arg(long, value_name = "NAME")]
         node: Option<String>,
     },
@@ -700,20 +700,15 @@ fn main() -> ExitCode {
                 gateway: *enable_gateway_detection,
             };
             match (&cli.kubeconfig, node) {
-                (Some(kubeconfig), Some(node)) => {
-                    return cluster_agent(kubeconfig, node, socket, activated, detection, stop)
-                        .await;
+                // --node alone: in a pod of the DaemonSet, with its service account.
+                (_, Some(node)) => {
+                    let store = cluster_store(&cli).await?;
+                    return cluster_agent(store, node, socket, activated, detection, stop).await;
                 }
                 (Some(_), None) => {
                     return Err(CliError::Usage(
                         "berth agent --kubeconfig serves one node of the cluster: name it with \
                          --node NAME (in a DaemonSet, the pod's spec.nodeName)"
-                            .into(),
-                    ));
-                }
-                (None, Some(_)) => {
-                    return Err(CliError::Usage(
-                        "--node is for the Kubernetes-mode agent: give --kubeconfig PATH too"
                             .into(),
                     ));
                 }
@@ -809,17 +804,16 @@ impl cni_plugin::ipam::ops::PodSource for ClusterPods {
     }
 }
 
-/// `berth agent --kubeconfig PATH --node NAME`: serves the node's pods with the cluster's
+/// `berth agent [--kubeconfig PATH] --node NAME`: serves the node's pods with the cluster's
 /// store until `stop`.
 async fn cluster_agent(
-    kubeconfig: &std::path::Path,
+    store: berth::k8s::KubeStore,
     node: &str,
     socket: &std::path::Path,
     activated: Option<std::os::unix::net::UnixListener>,
     detection: cni_plugin::ipam::probe::Detection,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), CliError> {
-    let store = berth::k8s::KubeStore::from_kubeconfig(kubeconfig).await?;
     let pods = berth::k8s::pods::NodePods::start(
         store.client().clone(),
         node,
@@ -841,8 +835,7 @@ async fn cluster_agent(
         .with_pods(node, std::sync::Arc::new(ClusterPods(pods)));
     // Printed once the socket listens: whoever started the agent can wait for it.
     println!(
-        "berth agent: serving node {node} of the cluster of {} on {}",
-        kubeconfig.display(),
+        "berth agent: serving node {node} of the cluster on {}",
         listening.socket().display()
     );
     listening
