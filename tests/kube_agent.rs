@@ -283,6 +283,64 @@ async fn the_agent_serves_its_nodes_pods_from_the_cluster() {
         );
     }
 
+    // Bad input through the CNI path: a clear CNI error, and nothing written.
+    engine
+        .apply(AnyObject::Pool(SpiderIPPool::new(
+            "agent-tiny",
+            "10.50.0.0/16".parse().unwrap(),
+            berth::ips!["10.50.1.14"],
+        )))
+        .await
+        .unwrap();
+    let bare = |name: &str, annotation: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, \
+             labels: {{app: {name}}}, annotations: {{ipam.spidernet.io/ippool: '{annotation}'}}}}\n\
+             spec: {{nodeName: {node}, containers: [{{name: c, image: nginx}}]}}\n---\n",
+            ns = ns.name()
+        )
+    };
+    let tiny = r#"{"ipv4":["agent-tiny"]}"#;
+    support::apply_yaml(
+        cluster,
+        &[
+            bare("malformed", "not json"),
+            bare("unknown-pool", r#"{"ipv4":["no-such-pool"]}"#),
+            bare("tiny-a", tiny),
+            bare("tiny-b", tiny),
+        ]
+        .concat(),
+    );
+    let (pod, uid, _) = bound_pods(cluster, ns.name(), "tiny-a", 1).remove(0);
+    client
+        .add(&add_args(ns.name(), &pod, &uid, "c-tiny-a"))
+        .await
+        .unwrap_or_else(|e| panic!("ADD of {pod}: {e}"));
+    for (name, code, says) in [
+        ("malformed", 106, "ipam.spidernet.io/ippool"),
+        ("unknown-pool", 101, "no-such-pool"),
+        ("tiny-b", 100, "agent-tiny"),
+    ] {
+        let (pod, uid, _) = bound_pods(cluster, ns.name(), name, 1).remove(0);
+        let e = client
+            .add(&add_args(ns.name(), &pod, &uid, &format!("c-{name}")))
+            .await
+            .expect_err(name);
+        assert_eq!(e.code(), code, "{name}: {e}");
+        assert!(e.to_string().contains(says), "{name}: {e}");
+        let endpoint: Option<SpiderEndpoint> =
+            engine.store().get_as(Some(ns.name()), &pod).await.unwrap();
+        assert!(endpoint.is_none(), "{name}: an endpoint was written");
+    }
+    let tiny_pool: SpiderIPPool = engine
+        .store()
+        .get_as(None, "agent-tiny")
+        .await
+        .unwrap()
+        .unwrap();
+    let holders: Vec<String> = tiny_pool.records().into_values().map(|r| r.pod).collect();
+    assert_eq!(holders, [format!("{}/tiny-a", ns.name())]);
+
     // DEL releases.
     for (pod, uid, container, _) in &given {
         client
