@@ -146,6 +146,10 @@ enum Command {
         /// `enable_gateway_detection` says otherwise.
         #[arg(long)]
         enable_gateway_detection: bool,
+        /// Kubernetes mode: serve `/metrics`, `/healthz` and `/readyz` on this address (plain
+        /// HTTP).
+        #[arg(long, value_name = "ADDR", requires = "node")]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// Kubernetes mode: the node whose pods this agent serves; pods' labels, annotations and
         /// applications come from the API server, and the store is the cluster's (through
         /// --kubeconfig, or in a pod its service account).
@@ -183,6 +187,9 @@ enum Command {
         /// after each pod deletion.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         gc_period: Duration,
+        /// Serve `/metrics`, `/healthz` and `/readyz` on this address (plain HTTP).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// Also serve the admission webhook, on every replica (the webhook's flags below; a
         /// Deployment registers its Service with --service).
         #[arg(long)]
@@ -691,6 +698,7 @@ fn main() -> ExitCode {
             enable_ip_conflict_detection,
             enable_gateway_detection,
             node,
+            metrics_listen,
         } = &cli.command
         {
             let stop = cni_plugin::agent::termination_signal()
@@ -703,7 +711,16 @@ fn main() -> ExitCode {
                 // --node alone: in a pod of the DaemonSet, with its service account.
                 (_, Some(node)) => {
                     let store = cluster_store(&cli).await?;
-                    return cluster_agent(store, node, socket, activated, detection, stop).await;
+                    return cluster_agent(
+                        store,
+                        node,
+                        socket,
+                        activated,
+                        detection,
+                        *metrics_listen,
+                        stop,
+                    )
+                    .await;
                 }
                 (Some(_), None) => {
                     return Err(CliError::Usage(
@@ -812,7 +829,8 @@ async fn cluster_agent(
     socket: &std::path::Path,
     activated: Option<std::os::unix::net::UnixListener>,
     detection: cni_plugin::ipam::probe::Detection,
-    stop: impl std::future::Future<Output = ()>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CliError> {
     let pods = berth::k8s::pods::NodePods::start(
         store.client().clone(),
@@ -838,9 +856,24 @@ async fn cluster_agent(
         "berth agent: serving node {node} of the cluster on {}",
         listening.socket().display()
     );
-    listening
-        .serve(std::sync::Arc::new(Engine::new(store)), stop)
-        .await?;
+    let engine = std::sync::Arc::new(Engine::new(store));
+    let stop = futures::FutureExt::shared(Box::pin(stop));
+    let metrics = async {
+        match metrics_listen {
+            Some(listen) => berth::k8s::metrics::Metrics::new(engine.clone(), None)
+                .serve(listen, stop.clone())
+                .await
+                .map_err(CliError::from),
+            None => Ok(()),
+        }
+    };
+    let serve = async {
+        listening
+            .serve(engine.clone(), stop.clone())
+            .await
+            .map_err(CliError::from)
+    };
+    tokio::try_join!(serve, metrics)?;
     Ok(())
 }
 
@@ -872,6 +905,7 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
         identity,
         lease_duration,
         gc_period,
+        metrics_listen,
         webhook,
         webhook_args,
     } = &cli.command
@@ -906,9 +940,11 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
     let stop = futures::FutureExt::shared(Box::pin(stop));
     println!("berth controller: {identity} waiting for the Lease {lease}");
+    let leader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lead = async {
         controller
             .run(stop.clone(), |leading| {
+                leader.store(leading, std::sync::atomic::Ordering::Relaxed);
                 println!(
                     "berth controller: {}",
                     if leading { "leading" } else { "following" }
@@ -917,12 +953,26 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
             .await
             .map_err(CliError::from)
     };
-    if *webhook {
-        // Every replica serves the webhook; only the leader writes.
-        tokio::try_join!(lead, webhook_args.serve(client, engine, stop.clone()))?;
-    } else {
-        lead.await?;
-    }
+    let metrics = async {
+        match metrics_listen {
+            Some(listen) => berth::k8s::metrics::Metrics::new(engine.clone(), Some(leader.clone()))
+                .serve(*listen, stop.clone())
+                .await
+                .map_err(CliError::from),
+            None => Ok(()),
+        }
+    };
+    let webhook = async {
+        if *webhook {
+            // Every replica serves the webhook; only the leader writes.
+            webhook_args
+                .serve(client, engine.clone(), stop.clone())
+                .await
+        } else {
+            Ok(())
+        }
+    };
+    tokio::try_join!(lead, metrics, webhook)?;
     Ok(())
 }
 

@@ -29,6 +29,8 @@ static CLUSTER: SharedCluster = SharedCluster::new(|| Options::default().nodes(2
 struct Agent {
     child: Child,
     socket: std::path::PathBuf,
+    /// Where its /metrics is served.
+    metrics: String,
     _dir: tempfile::TempDir,
 }
 
@@ -36,6 +38,7 @@ impl Agent {
     fn start(cluster: &Cluster, node: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
+        let metrics = support::free_local_addr();
         let (child, lines) = support::spawn_berth(&[
             "agent".as_ref(),
             "--kubeconfig".as_ref(),
@@ -44,6 +47,8 @@ impl Agent {
             node.as_ref(),
             "--socket".as_ref(),
             socket.as_os_str(),
+            "--metrics-listen".as_ref(),
+            metrics.as_ref(),
         ]);
         let line = lines
             .recv_timeout(Duration::from_secs(60))
@@ -52,6 +57,7 @@ impl Agent {
         Agent {
             child,
             socket,
+            metrics,
             _dir: dir,
         }
     }
@@ -340,6 +346,21 @@ async fn the_agent_serves_its_nodes_pods_from_the_cluster() {
         .unwrap();
     let holders: Vec<String> = tiny_pool.records().into_values().map(|r| r.pod).collect();
     assert_eq!(holders, [format!("{}/tiny-a", ns.name())]);
+
+    // Its metrics count what it did: every ADD the engine answered (the retries too), the
+    // three bad ones as failures (pods it refused never reach the engine).
+    let page = support::http_get(&agent.metrics, "/metrics");
+    let allocations = support::metric(&page, "berth_allocations_total");
+    assert_eq!(allocations, 2 * given.len() as u64 + 3, "{page}");
+    assert_eq!(support::metric(&page, "berth_allocation_failures_total"), 3);
+    assert_eq!(
+        support::metric(&page, "berth_allocation_duration_seconds_count"),
+        allocations + 3
+    );
+    assert!(
+        page.contains("berth_pool_allocated_ips{pool=\"agent-tiny\"} 1"),
+        "{page}"
+    );
 
     // DEL releases.
     for (pod, uid, container, _) in &given {

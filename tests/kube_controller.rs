@@ -29,21 +29,27 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(cluster: &Cluster, lease: &str, identity: &str) -> Self {
+    fn start(cluster: &Cluster, lease: &str, identity: &str, extra: &[&str]) -> Self {
         let duration = format!("{}s", LEASE.as_secs());
-        let (child, lines) = support::spawn_berth(&[
-            "controller".as_ref(),
-            "--kubeconfig".as_ref(),
-            cluster.kubeconfig().as_os_str(),
-            "--lease".as_ref(),
-            lease.as_ref(),
-            "--identity".as_ref(),
-            identity.as_ref(),
-            "--lease-duration".as_ref(),
-            duration.as_ref(),
-            "--gc-period".as_ref(),
-            "1s".as_ref(),
-        ]);
+        let extra: Vec<&std::ffi::OsStr> = extra.iter().map(|a| a.as_ref()).collect();
+        let (child, lines) = support::spawn_berth(
+            &[
+                "controller".as_ref(),
+                "--kubeconfig".as_ref(),
+                cluster.kubeconfig().as_os_str(),
+                "--lease".as_ref(),
+                lease.as_ref(),
+                "--identity".as_ref(),
+                identity.as_ref(),
+                "--lease-duration".as_ref(),
+                duration.as_ref(),
+                "--gc-period".as_ref(),
+                "1s".as_ref(),
+            ]
+            .into_iter()
+            .chain(extra)
+            .collect::<Vec<_>>(),
+        );
         Replica { child, lines }
     }
 
@@ -109,12 +115,19 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
         .await
         .unwrap();
     let lease = format!("{}/berth-controller", ns.name());
-    let a = Replica::start(cluster, &lease, "replica-a");
+    let a = Replica::start(cluster, &lease, "replica-a", &[]);
     assert!(
         a.leads_within(Duration::from_secs(30)),
         "replica-a never led"
     );
-    let mut b = Some(Replica::start(cluster, &lease, "replica-b"));
+    // replica-b serves its metrics.
+    let metrics_at = support::free_local_addr();
+    let mut b = Some(Replica::start(
+        cluster,
+        &lease,
+        "replica-b",
+        &["--metrics-listen", &metrics_at],
+    ));
     let mut a = Some(a);
 
     // A Deployment of 2 with `+1`: an auto pool of 3, created on the watch event.
@@ -150,6 +163,46 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
     let took_over = killed.elapsed();
     until_sized(&engine, "web", &[2]).await;
     let resized = killed.elapsed();
+
+    // The new leader's /metrics: it leads, and its pool gauges are `kubectl get sp`'s counts.
+    for path in ["/healthz", "/readyz"] {
+        let answer = support::http_get(&metrics_at, path);
+        let status = answer.lines().next().unwrap_or_default();
+        assert!(status.contains(" 200 "), "{path}: {answer}");
+    }
+    let page = support::http_get(&metrics_at, "/metrics");
+    assert!(page.contains("\nberth_leader 1\n"), "{page}");
+    let counts = kubectl(
+        cluster,
+        &[
+            "get",
+            "sp",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.status.totalIPCount} {.status.allocatedIPCount}{"\n"}{end}"#,
+        ],
+    );
+    let mut pools = 0;
+    for line in counts.lines() {
+        let mut fields = line.split(' ');
+        let (name, total, allocated) = (
+            fields.next().unwrap(),
+            fields.next().unwrap_or_default(),
+            fields.next().unwrap_or_default(),
+        );
+        let gauge = |metric: &str| {
+            page.lines()
+                .find_map(|l| l.strip_prefix(&format!("{metric}{{pool=\"{name}\"}} ")))
+                .unwrap_or_else(|| panic!("no {metric} for {name}:\n{page}"))
+                .to_string()
+        };
+        if !total.is_empty() {
+            assert_eq!(gauge("berth_pool_total_ips"), total, "{name}");
+        }
+        let allocated = if allocated.is_empty() { "0" } else { allocated };
+        assert_eq!(gauge("berth_pool_allocated_ips"), allocated, "{name}");
+        pools += 1;
+    }
+    assert!(pools >= 1, "{counts}");
 
     // The Deployment goes: its pool is reclaimed and its IPs return to the subnet.
     kubectl(cluster, &["delete", "-n", ns.name(), "deployment/web"]);

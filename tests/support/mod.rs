@@ -116,3 +116,33 @@ pub fn spawn_berth(
     });
     (child, lines)
 }
+
+/// A plain HTTP/1.0 GET of `path` from `addr`: the whole answer, status line first.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect to the metrics address");
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// `127.0.0.1:PORT` with a port free a moment ago, for a server started next.
+pub fn free_local_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The value of the unlabelled metric `name` on a `/metrics` page.
+pub fn metric(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} on the page:\n{page}"))
+        .trim()
+        .parse()
+        .unwrap()
+}

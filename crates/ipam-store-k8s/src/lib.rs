@@ -99,6 +99,8 @@
 pub mod controller;
 pub mod crds;
 mod error;
+#[cfg(feature = "webhook")]
+pub mod metrics;
 pub mod pods;
 mod store;
 pub mod v2beta1;

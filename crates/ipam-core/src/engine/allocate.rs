@@ -53,6 +53,17 @@ impl<S: Store> Engine<S> {
     /// before the error returns. Repeating a request (same container and interfaces) returns the
     /// same IPs. A StatefulSet pod whose name its StatefulSet keeps gets the IPs it had.
     pub async fn allocate(&self, req: &AllocateRequest) -> Result<Allocation, Error> {
+        let started = std::time::Instant::now();
+        let result = self.allocate_now(req).await;
+        let ips = result
+            .as_ref()
+            .ok()
+            .map(|a| a.nics.iter().map(|n| n.ips.len()).sum());
+        self.stats.allocated(started.elapsed(), ips);
+        result
+    }
+
+    async fn allocate_now(&self, req: &AllocateRequest) -> Result<Allocation, Error> {
         if req.container_id.is_empty() {
             return Err(Error::BadRequest {
                 field: "containerID",
@@ -459,6 +470,12 @@ impl<S: Store> Engine<S> {
     /// StatefulSet pod whose name its StatefulSet keeps keeps its IPs, detached from the
     /// container, for its next incarnation.
     pub async fn release(&self, req: &ReleaseRequest) -> Result<Released, Error> {
+        let released = self.release_now(req).await?;
+        self.stats.released(released.ips.len());
+        Ok(released)
+    }
+
+    async fn release_now(&self, req: &ReleaseRequest) -> Result<Released, Error> {
         let namespace = if req.namespace.is_empty() {
             "default"
         } else {

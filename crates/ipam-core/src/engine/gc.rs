@@ -67,6 +67,12 @@ impl<S: Store> Engine<S> {
     /// (except those kept for StatefulSet pods), drop endpoints nothing backs, finish
     /// terminating pools and subnets, and free subnet claims left by a crash.
     pub async fn gc(&self, liveness: &dyn Liveness) -> Result<GcReport, Error> {
+        let report = self.gc_now(liveness).await?;
+        self.stats.collected(report.released.len());
+        Ok(report)
+    }
+
+    async fn gc_now(&self, liveness: &dyn Liveness) -> Result<GcReport, Error> {
         let mut report = GcReport::default();
         {
             let _guard = self.spec_lock.lock().await;

@@ -92,6 +92,7 @@ mod modify;
 mod queue;
 mod request;
 mod retry;
+mod stats;
 
 use crate::error::Error;
 use crate::store::{Store, TypedStore};
@@ -104,6 +105,7 @@ pub use request::{
     AllocateRequest, AllocatedIp, Allocation, NicAddresses, NicRequest, PodContext, PoolIp,
     ReleaseRequest, Released,
 };
+pub use stats::{EngineStats, LATENCY_BUCKETS};
 
 /// The allocation engine over a store.
 pub struct Engine<S> {
@@ -117,6 +119,8 @@ pub struct Engine<S> {
     /// Serialises spec writes (apply, reconcile, GC) within this process: their cross-object
     /// validation reads several objects and cannot be made atomic by the store.
     pub(crate) spec_lock: tokio::sync::Mutex<()>,
+    /// Counters for metrics.
+    pub(crate) stats: stats::Stats,
 }
 
 impl<S: Store> Engine<S> {
@@ -135,7 +139,14 @@ impl<S: Store> Engine<S> {
             batcher: batch::Batcher::default(),
             modifying: modify::ModifyQueues::default(),
             spec_lock: tokio::sync::Mutex::new(()),
+            stats: stats::Stats::default(),
         }
+    }
+
+    /// What this engine has done since it started: allocations, releases, conflicts, GC,
+    /// and the latency of allocations (for metrics).
+    pub fn stats(&self) -> EngineStats {
+        self.stats.snapshot()
     }
 
     /// The store.

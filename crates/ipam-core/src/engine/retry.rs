@@ -16,6 +16,7 @@ impl<S: Store> Engine<S> {
     /// attempt is allowed, [`Error::RetriesExhausted`] once `max_retries` attempts conflicted.
     pub(crate) async fn conflicted(&self, key: &ObjectKey, attempt: &mut u32) -> Result<(), Error> {
         *attempt += 1;
+        self.stats.conflicted();
         if *attempt >= self.config.max_retries {
             tracing::warn!(%key, attempts = *attempt, "giving up after conflicts");
             return Err(Error::RetriesExhausted {
