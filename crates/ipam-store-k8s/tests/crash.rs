@@ -10,10 +10,12 @@
 //! interrupted step, the rest of the script and GC, every invariant holds and the outcome equals
 //! that of a run without a crash.
 //!
-//! The script is the core's without its two steps that are the controller's on a cluster
-//! (scaling a Deployment, deleting one): the workloads are the cluster's apps/v1 objects, which
-//! the store only reads. Each run starts from an empty cluster (every Spider* object and the
-//! workloads removed) and creates the workloads anew.
+//! The script is the core's. On a cluster the workloads are apps/v1 objects, which the store
+//! only reads: where the core's script applies, scales or deletes one through the engine, here
+//! a user does it through the API (never failed) and the controller's reconcile of that
+//! application follows ([`Engine::reconcile`], failing like every engine write). Each run
+//! starts from an empty cluster (every Spider* object and the workloads removed) and creates
+//! the workloads anew.
 //!
 //! `BERTH_CRASH_EVERY=K` tries every K-th write point only (default 1: all of them).
 
@@ -116,29 +118,42 @@ struct Apps {
     web: Workload,
     db: Workload,
     bare: Workload,
+    /// The users' client: scales and deletes the Deployment as kubectl would.
+    client: kube::Client,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Subnets,
+    /// What the controller does when an application changes.
+    Reconcile(&'static str),
     Add(&'static str, &'static str, &'static str),
     Del(&'static str, &'static str, &'static str),
+    /// A user scales the Deployment `web` (kubectl), then the controller reconciles it.
+    Scale(u32),
     ManualPool,
+    /// A user deletes the Deployment `web`, then the controller reconciles it.
+    DeleteWeb,
     Gc,
 }
 
 fn script() -> Vec<Step> {
     vec![
         Step::Subnets,
+        Step::Reconcile("web"),
+        Step::Reconcile("db"),
         Step::Add("web", "web-a", "ca"),
         Step::Add("web", "web-b", "cb"),
         Step::Add("db", "db-0", "cd1"),
+        Step::Scale(3),
         Step::Del("web", "web-a", "ca"),
         Step::Del("db", "db-0", "cd1"),
         Step::Add("db", "db-0", "cd2"),
         Step::Add("web", "web-c", "cc"),
+        Step::Scale(1),
         Step::ManualPool,
         Step::Add("bare", "bare-0", "cm"),
+        Step::DeleteWeb,
         Step::Del("web", "web-b", "cb"),
         Step::Gc,
     ]
@@ -218,6 +233,38 @@ async fn run_step<S: Store>(engine: &Engine<S>, apps: &Apps, step: Step) -> Resu
                     app: Some(AppRef::of(w)),
                 })
                 .await?;
+        }
+        Step::Reconcile(app) => engine.reconcile(&AppRef::of(apps.get(app))).await?,
+        Step::Scale(replicas) => {
+            let web = &apps.web;
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                apps.client.clone(),
+                web.namespace(),
+                &apps_v1(Kind::Deployment),
+            );
+            let scale = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+            api.patch(&web.metadata.name, &PatchParams::default(), &scale)
+                .await
+                .unwrap();
+            engine.reconcile(&AppRef::of(web)).await?;
+        }
+        Step::DeleteWeb => {
+            let web = &apps.web;
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                apps.client.clone(),
+                web.namespace(),
+                &apps_v1(Kind::Deployment),
+            );
+            match api
+                .delete(&web.metadata.name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                // A retry: the user's delete went through before the crash.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => panic!("delete the Deployment: {e}"),
+            }
+            engine.reconcile(&AppRef::of(web)).await?;
         }
         Step::ManualPool => {
             let p = SpiderIPPool::new(
@@ -334,15 +381,20 @@ async fn wipe(cluster: &Cluster, namespace: &str) {
 }
 
 /// Creates the run's Deployments and StatefulSet and reads them back as the store sees them.
-async fn create_apps(cluster: &Cluster, store: &KubeStore, namespace: &str) -> Apps {
-    let client = cluster.client().unwrap();
-    let resource = |kind: Kind| kube::api::ApiResource {
+/// The API resource of an apps/v1 kind.
+fn apps_v1(kind: Kind) -> kube::api::ApiResource {
+    kube::api::ApiResource {
         group: "apps".into(),
         version: "v1".into(),
         api_version: "apps/v1".into(),
         kind: kind.name().into(),
         plural: kind.plural().into(),
-    };
+    }
+}
+
+async fn create_apps(cluster: &Cluster, store: &KubeStore, namespace: &str) -> Apps {
+    let client = cluster.client().unwrap();
+    let resource = apps_v1;
     let make = |kind: Kind, name: &str, replicas: i32, annotations: Value| {
         let mut spec = json!({
             "replicas": replicas,
@@ -409,6 +461,7 @@ async fn create_apps(cluster: &Cluster, store: &KubeStore, namespace: &str) -> A
         web: read(Kind::Deployment, "web").await,
         db: read(Kind::StatefulSet, "db").await,
         bare: read(Kind::Deployment, "bare").await,
+        client,
     }
 }
 
