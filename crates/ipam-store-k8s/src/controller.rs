@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 
 use crate::Error;
@@ -267,17 +267,22 @@ impl<S: Store + 'static> Controller<S> {
         let deployments = changes::<Deployment>(&self.client, WorkloadKind::Deployment);
         let statefulsets = changes::<StatefulSet>(&self.client, WorkloadKind::StatefulSet);
         let mut apps = std::pin::pin!(futures::stream::select(deployments, statefulsets));
-        // Pod deletions: a GC soon after each burst of them.
-        let deleted = watcher(
-            Api::<Pod>::all(self.client.clone()),
-            watcher::Config::default(),
+        // The pods, cached for GC's liveness answers; a GC soon after each burst of
+        // deletions.
+        let (pods, writer) = reflector::store();
+        let deleted = reflector::reflector(
+            writer,
+            watcher(
+                Api::<Pod>::all(self.client.clone()),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .filter(|e| std::future::ready(matches!(e, Ok(watcher::Event::Delete(_)))));
         let mut deleted = std::pin::pin!(deleted);
         let mut every = tokio::time::interval(self.gc_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let liveness = PodLiveness::new(self.client.clone());
+        let liveness = PodLiveness::new(self.client.clone()).with_cache(pods);
         let mut gc_due = false;
         loop {
             tokio::select! {
@@ -323,15 +328,55 @@ pub const TERMINATING_MARGIN: Duration = Duration::from_secs(30);
 /// terminating past its grace period plus [`TERMINATING_MARGIN`]. A pod whose node was
 /// deleted is deleted by Kubernetes' pod GC, and so counts as gone. StatefulSet pods within
 /// their replicas keep their IPs whatever this says (the engine asks first).
+///
+/// With a cache of the pods ([`PodLiveness::with_cache`]) a holder the cache shows alive costs
+/// no request; one it does not is read from the API server, which decides, so a cache that
+/// lags (a pod created a moment ago) never frees an IP.
 pub struct PodLiveness {
     client: kube::Client,
+    cache: Option<reflector::Store<Pod>>,
 }
 
 impl PodLiveness {
-    /// Liveness from the cluster `client` talks to.
+    /// Liveness from the cluster `client` talks to, one read per holder.
     pub fn new(client: kube::Client) -> Self {
-        PodLiveness { client }
+        PodLiveness {
+            client,
+            cache: None,
+        }
     }
+
+    /// Answers "alive" from `pods` (a reflector's store of every pod) when it can.
+    pub fn with_cache(mut self, pods: reflector::Store<Pod>) -> Self {
+        self.cache = Some(pods);
+        self
+    }
+}
+
+/// Whether `pod` is the live holder of `record` (see [`PodLiveness`]).
+fn holds(pod: &Pod, record: &IpRecord) -> bool {
+    if !record.pod_uid.is_empty() && pod.metadata.uid.as_deref() != Some(&record.pod_uid) {
+        return false;
+    }
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return false;
+    }
+    if let Some(deleted) = &pod.metadata.deletion_timestamp {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(30);
+        let overdue = Timestamp::now()
+            .duration_since(deleted.0)
+            .try_into()
+            .is_ok_and(|d: Duration| d > Duration::from_secs(grace) + TERMINATING_MARGIN);
+        if overdue {
+            return false;
+        }
+    }
+    true
 }
 
 #[async_trait::async_trait]
@@ -340,6 +385,13 @@ impl Liveness for PodLiveness {
         let Some((namespace, name)) = record.pod.split_once('/') else {
             return Ok(false);
         };
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&reflector::ObjectRef::new(name).within(namespace)));
+        if cached.is_some_and(|pod| holds(&pod, record)) {
+            return Ok(true);
+        }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let pod = tokio::time::timeout(crate::DEFAULT_DEADLINE, api.get_opt(name))
             .await
@@ -347,31 +399,7 @@ impl Liveness for PodLiveness {
             .map_err(|e| {
                 ipam_core::Error::unavailable(format!("read the pod {}", record.pod), e)
             })?;
-        let Some(pod) = pod else {
-            return Ok(false);
-        };
-        if !record.pod_uid.is_empty() && pod.metadata.uid.as_deref() != Some(&record.pod_uid) {
-            return Ok(false);
-        }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed")) {
-            return Ok(false);
-        }
-        if let Some(deleted) = &pod.metadata.deletion_timestamp {
-            let grace = pod
-                .metadata
-                .deletion_grace_period_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .unwrap_or(30);
-            let overdue = Timestamp::now()
-                .duration_since(deleted.0)
-                .try_into()
-                .is_ok_and(|d: Duration| d > Duration::from_secs(grace) + TERMINATING_MARGIN);
-            if overdue {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(pod.is_some_and(|pod| holds(&pod, record)))
     }
 }
 
