@@ -928,12 +928,11 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
             std::process::id()
         )
     });
+    // Checked before the cluster is asked anything.
+    let webhook_options = webhook.then(|| webhook_args.options()).transpose()?;
     let store = cluster_store(cli).await?;
     let client = store.client().clone();
     let election = Election::new(client.clone(), namespace, name, &identity, *lease_duration);
-    if *webhook {
-        webhook_args.options()?;
-    }
     let engine = std::sync::Arc::new(Engine::new(store));
     let controller = Controller::new(client.clone(), engine.clone(), election).gc_every(*gc_period);
     let stop = cni_plugin::agent::termination_signal()
@@ -963,13 +962,14 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
         }
     };
     let webhook = async {
-        if *webhook {
+        match webhook_options {
             // Every replica serves the webhook; only the leader writes.
-            webhook_args
-                .serve(client, engine.clone(), stop.clone())
-                .await
-        } else {
-            Ok(())
+            Some(options) => {
+                webhook_args
+                    .serve(options, client, engine.clone(), stop.clone())
+                    .await
+            }
+            None => Ok(()),
         }
     };
     tokio::try_join!(lead, metrics, webhook)?;
@@ -1033,14 +1033,16 @@ impl WebhookArgs {
         })
     }
 
-    /// Binds and registers the webhook, says so, and serves it until `stop`.
+    /// Binds and registers the webhook with `options` (from [`WebhookArgs::options`]), says
+    /// so, and serves it until `stop`.
     async fn serve<S: berth::core::store::Store + 'static>(
         &self,
+        options: berth::k8s::webhook::Options,
         client: berth::k8s::kube::Client,
         engine: std::sync::Arc<Engine<S>>,
         stop: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), CliError> {
-        let webhook = berth::k8s::webhook::Webhook::bind(client, engine, self.options()?).await?;
+        let webhook = berth::k8s::webhook::Webhook::bind(client, engine, options).await?;
         // Printed once bound: whoever started the webhook learns the port (--listen ...:0).
         println!(
             "berth webhook: listening on {}, registered as {}",
@@ -1063,13 +1065,14 @@ async fn webhook(cli: &Cli) -> Result<(), CliError> {
         unreachable!("called for the webhook command")
     };
     log_to_stderr();
-    args.options()?;
+    // Checked before the cluster is asked anything.
+    let options = args.options()?;
     let store = cluster_store(cli).await?;
     let client = store.client().clone();
     let engine = std::sync::Arc::new(Engine::new(store));
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
-    args.serve(client, engine, stop).await
+    args.serve(options, client, engine, stop).await
 }
 
 /// Opens the data dir, saying on stderr, once, who holds its lock when that takes about a
