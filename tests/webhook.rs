@@ -7,7 +7,7 @@
 //! its own, and removes the registration when it ends. The tests run one at a time: while one
 //! test's webhook is down, `failurePolicy: Fail` refuses every Spider* write of the cluster.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use berth::k8s::KubeStore;
 use berth::sled::{OpenOptions, SledStore};
 use berth::{SpiderIPPool, SpiderSubnet};
 use kube_testbed::{Cluster, Options, SharedCluster};
-use support::kubectl;
+use support::{kubectl, kubectl_apply};
 
 mod support;
 use serde_json::Value;
@@ -32,32 +32,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn cluster() -> &'static Cluster {
     support::with_crds(&CLUSTER).await
-}
-
-/// `kubectl apply -f -` of `yaml`: Ok(stdout) or Err(stderr).
-fn kubectl_apply(cluster: &Cluster, yaml: &str, extra: &[&str]) -> Result<String, String> {
-    let mut child = cluster
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    if out.status.success() {
-        Ok(text(out.stdout))
-    } else {
-        Err(text(out.stderr))
-    }
 }
 
 /// A running `berth webhook`, killed and unregistered when dropped.

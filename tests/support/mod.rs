@@ -4,6 +4,9 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::process::Stdio;
+
 use berth::core::engine::AllocateRequest;
 use berth::{NicRequest, PodContext};
 use kube_testbed::{Cluster, SharedCluster};
@@ -59,11 +62,35 @@ pub fn one_nic(pool: &str, pod: &str) -> AllocateRequest {
     }
 }
 
-/// `kubectl apply` of a YAML text (through a temporary file).
+/// `kubectl apply` of a YAML text; panics if it fails.
 pub fn apply_yaml(cluster: &Cluster, yaml: &str) -> String {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), yaml).unwrap();
-    kubectl(cluster, &["apply", "-f", file.path().to_str().unwrap()])
+    kubectl_apply(cluster, yaml, &[]).unwrap_or_else(|e| panic!("kubectl apply: {e}"))
+}
+
+/// `kubectl apply -f -` of `yaml`: Ok(stdout) or Err(stderr).
+pub fn kubectl_apply(cluster: &Cluster, yaml: &str, extra: &[&str]) -> Result<String, String> {
+    let mut child = cluster
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    if out.status.success() {
+        Ok(text(out.stdout))
+    } else {
+        Err(text(out.stderr))
+    }
 }
 
 /// A Deployment `name` in `namespace` with `replicas`, whose pods take one IPv4 address on

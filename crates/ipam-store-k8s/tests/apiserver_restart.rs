@@ -60,14 +60,18 @@ async fn allocate(
         .map(|a| a.nics[0].ips[0].address.addr())
 }
 
-async fn records(cluster: &kube_testbed::Cluster) -> BTreeMap<IpAddr, IpRecord> {
-    let pool: SpiderIPPool = support::store(cluster)
+/// The shared pool, as stored.
+async fn pool(cluster: &kube_testbed::Cluster) -> SpiderIPPool {
+    support::store(cluster)
         .await
         .get_as(None, POOL)
         .await
         .unwrap()
-        .unwrap();
-    pool.records()
+        .unwrap()
+}
+
+async fn records(cluster: &kube_testbed::Cluster) -> BTreeMap<IpAddr, IpRecord> {
+    pool(cluster).await.records()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,12 +210,7 @@ async fn every_add_succeeds_or_fails_retryably_when_the_api_server_dies() {
             "{ip}"
         );
     }
-    let pool: SpiderIPPool = support::store(cluster)
-        .await
-        .get_as(None, POOL)
-        .await
-        .unwrap()
-        .unwrap();
+    let pool = pool(cluster).await;
     assert_eq!(
         pool.status.as_ref().unwrap().allocated_ip_count,
         Some((NODES * PER_NODE) as i64)
