@@ -23,6 +23,26 @@ use crate::error::Error;
 /// busy agent queues requests behind its disk's flushes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a request keeps trying to connect while nothing listens on the socket (refused,
+/// or the socket file missing), unless set otherwise. An agent being upgraded (a DaemonSet
+/// rollout, a `systemctl restart`) closes its listener after its last request and the next
+/// one binds a moment later; the ADDs a runtime makes in between wait for it instead of
+/// failing. No request has been sent when a connect fails, so retrying it is always safe.
+pub const DEFAULT_RECONNECT: Duration = Duration::from_secs(15);
+
+/// The first pause between connect attempts; it doubles up to [`RECONNECT_PAUSE_MAX`].
+const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_millis(500);
+
+/// Whether a failed connect means "nothing listens yet" (worth waiting for), not a
+/// misconfiguration.
+fn not_listening(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+    )
+}
+
 /// A raw answer: status and body.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -37,6 +57,7 @@ pub struct Answer {
 pub struct AgentClient {
     socket: PathBuf,
     timeout: Duration,
+    reconnect: Duration,
 }
 
 impl AgentClient {
@@ -45,7 +66,15 @@ impl AgentClient {
         AgentClient {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
+            reconnect: DEFAULT_RECONNECT,
         }
+    }
+
+    /// Sets how long a request waits for an agent that does not listen yet
+    /// ([`DEFAULT_RECONNECT`]); zero fails at once.
+    pub fn with_reconnect(mut self, reconnect: Duration) -> Self {
+        self.reconnect = reconnect;
+        self
     }
 
     /// Sets the per-request timeout.
@@ -80,14 +109,21 @@ impl AgentClient {
         body: Option<Vec<u8>>,
     ) -> Result<Answer, BoxError> {
         // A full backlog (EAGAIN) means a busy agent, not a missing one: wait for room,
-        // within the request's timeout.
+        // within the request's timeout. An agent that does not listen yet is waited for up to
+        // the reconnect bound.
+        let started = std::time::Instant::now();
+        let mut pause = RECONNECT_PAUSE;
         let stream = loop {
             match tokio::net::UnixStream::connect(&self.socket).await {
                 Ok(stream) => break stream,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) if not_listening(&e) && started.elapsed() < self.reconnect => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECONNECT_PAUSE_MAX);
+                }
+                Err(e) => return Err(self.connect_error(e, started)),
             }
         };
         let (mut sender, connection) =
@@ -141,9 +177,24 @@ impl AgentClient {
         self.decode(&method, path, answer)
     }
 
+    /// The error of a connect that will not be retried, saying how long it was retried.
+    fn connect_error(&self, e: std::io::Error, started: std::time::Instant) -> BoxError {
+        if not_listening(&e) && !self.reconnect.is_zero() {
+            format!(
+                "{e} (nothing listened on {} for {:.1?})",
+                self.socket.display(),
+                started.elapsed()
+            )
+            .into()
+        } else {
+            e.into()
+        }
+    }
+
     /// One request on a blocking unix socket: HTTP/1.1 with `Connection: close`, the answer
     /// read to the end of the stream. Reads and writes time out after the client's timeout;
-    /// the connect itself waits while the agent's listen queue is full.
+    /// the connect itself waits while the agent's listen queue is full, and for an agent that
+    /// does not listen yet up to the reconnect bound ([`DEFAULT_RECONNECT`]).
     pub fn request_blocking(
         &self,
         method: &Method,
@@ -151,7 +202,18 @@ impl AgentClient {
         body: Option<&[u8]>,
     ) -> Result<Answer, BoxError> {
         use std::io::{Read, Write};
-        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        let started = std::time::Instant::now();
+        let mut pause = RECONNECT_PAUSE;
+        let mut stream = loop {
+            match std::os::unix::net::UnixStream::connect(&self.socket) {
+                Ok(stream) => break stream,
+                Err(e) if not_listening(&e) && started.elapsed() < self.reconnect => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(RECONNECT_PAUSE_MAX);
+                }
+                Err(e) => return Err(self.connect_error(e, started)),
+            }
+        };
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
         let mut request =
@@ -352,5 +414,51 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// An agent that binds its socket a moment after the request (a restart) answers it; a
+    /// socket nobody binds fails once the reconnect bound has passed, naming the socket.
+    #[test]
+    fn a_request_waits_for_an_agent_that_is_restarting() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        // The old agent's socket file is left behind, with nothing listening: refused.
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let path = socket.clone();
+        let agent = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::remove_file(&path).unwrap();
+            let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .unwrap();
+        });
+        let answer = AgentClient::new(&socket)
+            .request_blocking(&Method::GET, "/healthz", None)
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        agent.join().unwrap();
+
+        let missing = dir.path().join("never.sock");
+        let e = AgentClient::new(&missing)
+            .with_reconnect(Duration::from_millis(200))
+            .request_blocking(&Method::GET, "/healthz", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("never.sock") && e.contains("nothing listened"),
+            "{e}"
+        );
+        let refused = AgentClient::new(&socket)
+            .with_reconnect(Duration::ZERO)
+            .request_blocking(&Method::GET, "/healthz", None)
+            .unwrap_err();
+        assert!(
+            !refused.to_string().contains("nothing listened"),
+            "{refused}"
+        );
     }
 }
