@@ -62,5 +62,7 @@ pub use ipam_store_sled as sled;
 #[cfg(feature = "k8s")]
 pub use ipam_store_k8s as k8s;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod manifest;
 pub mod table;

@@ -264,7 +264,11 @@ impl SpiderIPPool {
         self.metadata
             .labels
             .insert(LABEL_IPPOOL_CIDR.into(), cidr_label(&self.spec.subnet));
-        if !self.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        // Not on a terminating object: removing the finalizer is how it goes (Spiderpool's
+        // webhook leaves terminating objects alone too).
+        if !self.metadata.is_terminating()
+            && !self.metadata.finalizers.iter().any(|f| f == FINALIZER)
+        {
             self.metadata.finalizers.push(FINALIZER.into());
         }
         if let Some(subnet) = owning_subnet(&self.spec.subnet, subnets) {

@@ -162,7 +162,11 @@ impl SpiderSubnet {
         self.metadata
             .labels
             .insert(LABEL_SUBNET_CIDR.into(), cidr_label(&self.spec.subnet));
-        if !self.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        // Not on a terminating object: removing the finalizer is how it goes (Spiderpool's
+        // webhook leaves terminating objects alone too).
+        if !self.metadata.is_terminating()
+            && !self.metadata.finalizers.iter().any(|f| f == FINALIZER)
+        {
             self.metadata.finalizers.push(FINALIZER.into());
         }
         let claims = self.claims();
@@ -183,7 +187,9 @@ impl SpiderSubnet {
         let own = self.usable_ips();
         let cidr = self.cidr();
         if let Some(old) = old {
-            if old.metadata.is_terminating() {
+            // A terminating subnet's spec is frozen; its metadata is not (its finalizer is
+            // removed to let it go).
+            if old.metadata.is_terminating() && self.spec != old.spec {
                 return Err(fail(Problem::Terminating));
             }
             immutable(old.spec.ip_version, self.spec.ip_version, "ipVersion").map_err(fail)?;

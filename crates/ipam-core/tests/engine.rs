@@ -808,6 +808,71 @@ fn admission_mutates_and_refuses_as_apply_does_and_writes_nothing() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("another kind"), "{err}");
+
+        // Finalizers are the writer's: a live object gets Berth's added back, a terminating
+        // one whose finalizer Berth removed (to let it go) keeps it removed.
+        let stored: SpiderIPPool = engine.store().get_as(None, "a").await.unwrap().unwrap();
+        let mut stripped = stored.clone();
+        stripped.metadata.finalizers.clear();
+        let finalizers_of = |o: AnyObject| match o {
+            AnyObject::Pool(p) => p.metadata.finalizers,
+            AnyObject::Subnet(s) => s.metadata.finalizers,
+            _ => panic!("not a pool or subnet"),
+        };
+        let live = engine
+            .admit(
+                AnyObject::Pool(stripped.clone()),
+                Some(AnyObject::Pool(stored.clone())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(finalizers_of(live), [ipam_core::FINALIZER]);
+        stripped.metadata.deletion_timestamp = Some("2026-12-06T00:00:00Z".into());
+        let mut terminating = stored.clone();
+        terminating.metadata.deletion_timestamp = stripped.metadata.deletion_timestamp.clone();
+        let let_go = engine
+            .admit(
+                AnyObject::Pool(stripped.clone()),
+                Some(AnyObject::Pool(terminating.clone())),
+            )
+            .await
+            .unwrap();
+        assert!(finalizers_of(let_go).is_empty());
+        // A PUT reaches admission without `deletionTimestamp`; the old object has it.
+        stripped.metadata.deletion_timestamp = None;
+        let let_go = engine
+            .admit(
+                AnyObject::Pool(stripped),
+                Some(AnyObject::Pool(terminating)),
+            )
+            .await
+            .unwrap();
+        assert!(finalizers_of(let_go).is_empty());
+        let subnet: SpiderSubnet = engine
+            .store()
+            .get_as(None, "subnet-test-ens192")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut going = subnet.clone();
+        going.metadata.finalizers.clear();
+        let mut old = subnet.clone();
+        old.metadata.deletion_timestamp = Some("2026-12-06T00:00:00Z".into());
+        let let_go = engine
+            .admit(
+                AnyObject::Subnet(going.clone()),
+                Some(AnyObject::Subnet(old.clone())),
+            )
+            .await
+            .unwrap();
+        assert!(finalizers_of(let_go).is_empty());
+        // Its spec, though, is frozen.
+        going.spec.ips = ips!["10.6.168.171-10.6.168.190"];
+        let err = engine
+            .admit(AnyObject::Subnet(going), Some(AnyObject::Subnet(old)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("terminating"), "{err}");
     });
 }
 

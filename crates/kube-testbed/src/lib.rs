@@ -56,6 +56,7 @@ mod cluster;
 pub mod cni;
 mod error;
 pub mod kubelet;
+pub mod multus;
 pub mod pki;
 mod process;
 mod proxy;

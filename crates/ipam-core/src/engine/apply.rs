@@ -223,10 +223,31 @@ impl<S: Store> Engine<S> {
             name: o.key().name,
             reason: "the old object is of another kind than the new one".into(),
         };
+        // The API server sends whole objects: their finalizers are as their writer set them
+        // (Berth itself removes its finalizer to let a pool or subnet go), and only a live
+        // object gets the finalizer added. A replaced (PUT) object reaches admission before
+        // the server copies `deletionTimestamp` over from the stored one, so whether it is
+        // terminating is read from the old object too. `apply` instead keeps the stored finalizers, which
+        // a manifest does not carry.
+        let as_written = |mut meta_finalizers: Vec<String>, terminating: bool| {
+            if !terminating && !meta_finalizers.iter().any(|f| f == crate::FINALIZER) {
+                meta_finalizers.push(crate::FINALIZER.into());
+            }
+            meta_finalizers
+        };
         Ok(match (object, old) {
-            (AnyObject::Subnet(s), None) => AnyObject::Subnet(self.admit_subnet(s, None).await?),
-            (AnyObject::Subnet(s), Some(AnyObject::Subnet(o))) => {
-                AnyObject::Subnet(self.admit_subnet(s, Some(&o)).await?)
+            (AnyObject::Subnet(s), old) => {
+                let old = match old {
+                    None => None,
+                    Some(AnyObject::Subnet(o)) => Some(o),
+                    Some(other) => return Err(wrong_old(&other)),
+                };
+                let given = s.metadata.finalizers.clone();
+                let terminating = s.metadata.is_terminating()
+                    || old.as_ref().is_some_and(|o| o.metadata.is_terminating());
+                let mut admitted = self.admit_subnet(s, old.as_ref()).await?;
+                admitted.metadata.finalizers = as_written(given, terminating);
+                AnyObject::Subnet(admitted)
             }
             (AnyObject::Pool(p), old) => {
                 let old = match old {
@@ -235,13 +256,18 @@ impl<S: Store> Engine<S> {
                     Some(other) => return Err(wrong_old(&other)),
                 };
                 let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
-                AnyObject::Pool(self.admit_pool(p, old.as_ref(), &subnets).await?)
+                let given = p.metadata.finalizers.clone();
+                let terminating = p.metadata.is_terminating()
+                    || old.as_ref().is_some_and(|o| o.metadata.is_terminating());
+                let mut admitted = self.admit_pool(p, old.as_ref(), &subnets).await?;
+                admitted.metadata.finalizers = as_written(given, terminating);
+                AnyObject::Pool(admitted)
             }
             (AnyObject::ReservedIp(r), None) => AnyObject::ReservedIp(admit_reserved(r, None)?),
             (AnyObject::ReservedIp(r), Some(AnyObject::ReservedIp(o))) => {
                 AnyObject::ReservedIp(admit_reserved(r, Some(&o))?)
             }
-            (object @ (AnyObject::Subnet(_) | AnyObject::ReservedIp(_)), Some(_)) => {
+            (object @ AnyObject::ReservedIp(_), Some(_)) => {
                 return Err(wrong_old(&object));
             }
             (object, _) => {
