@@ -12,26 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// Builds the example as `cargo build --example cluster` does; its executable.
-fn example() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "--example", "cluster", "--message-format", "json"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo build --example cluster failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["target"]["name"] == "cluster")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo names the example's executable")
-}
+mod support;
 
 /// One `POD` line: name → {nic → ip}.
 fn pod_line(line: &str) -> Option<(String, BTreeMap<String, Ipv4Addr>)> {
@@ -91,7 +74,7 @@ fn pods_of(lines: &[String]) -> BTreeMap<String, BTreeMap<String, Ipv4Addr>> {
 
 #[test]
 fn the_seed_story_holds_on_a_real_control_plane() {
-    let out = Command::new(example())
+    let out = Command::new(support::example("cluster"))
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
         .output()

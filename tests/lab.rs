@@ -7,23 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-/// Builds the lab as `cargo build --example lab` does; its executable.
-fn lab_executable() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "--example", "lab", "--message-format", "json"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo build --example lab failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["target"]["name"] == "lab")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo names the lab's executable")
-}
+mod support;
 
 /// What one interrupted run left.
 struct Run {
@@ -103,7 +87,7 @@ fn assert_clean(run: &Run, want_code: i32) {
 )]
 fn an_interrupted_lab_removes_its_namespaces_and_its_dir() {
     berth_test_support::require(&["/usr/lib/cni/macvlan"]);
-    let lab = lab_executable();
+    let lab = support::example("lab");
     // The lab alone, as `kill PID` does; at different steps.
     let run = interrupt(Command::new(&lab), "## The Deployment", "INT", false);
     assert_clean(&run, 130);

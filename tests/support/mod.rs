@@ -173,3 +173,21 @@ pub fn metric(page: &str, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Builds example `name` as `cargo build --example NAME` does; its executable.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--example", name, "--message-format", "json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo build --example {name} failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+        .expect("cargo names the example's executable")
+}
