@@ -867,7 +867,8 @@ async fn cluster_agent(
         "berth agent: serving node {node} of the cluster on {}",
         listening.socket().display()
     );
-    let engine = std::sync::Arc::new(Engine::new(store));
+    let workloads = crate::k8s::workloads::KubeWorkloads::new(store.client().clone());
+    let engine = std::sync::Arc::new(Engine::new(store).with_workload_source(workloads));
     let stop = futures::FutureExt::shared(Box::pin(stop));
     let metrics = async {
         match metrics_listen {
@@ -944,7 +945,8 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let store = cluster_store(cli).await?;
     let client = store.client().clone();
     let election = Election::new(client.clone(), namespace, name, &identity, *lease_duration);
-    let engine = std::sync::Arc::new(Engine::new(store));
+    let workloads = crate::k8s::workloads::KubeWorkloads::new(client.clone());
+    let engine = std::sync::Arc::new(Engine::new(store).with_workload_source(workloads));
     let controller = Controller::new(client.clone(), engine.clone(), election).gc_every(*gc_period);
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;

@@ -205,3 +205,112 @@ fn gc_frees_exactly_the_ips_of_a_deleted_node_whose_agent_is_down() {
         Ok(())
     });
 }
+
+/// The seed's two-NIC pod template for application `app`, its pools `ip_number`.
+fn template(app: &str, ip_number: &str, indent: usize) -> String {
+    let text = format!(
+        r#"metadata:
+  labels:
+    app: {app}
+  annotations:
+    ipam.spidernet.io/subnets: '[{{"interface": "eth0", "ipv4": ["subnet-test-ens192"]}}, {{"interface": "net1", "ipv4": ["subnet-test-ens224"]}}]'
+    ipam.spidernet.io/ippool-ip-number: '{ip_number}'
+    v1.multus-cni.io/default-network: kube-system/macvlan-conf-ens192
+    k8s.v1.cni.cncf.io/networks: kube-system/macvlan-conf-ens224
+spec:
+  restartPolicy: {restart}
+  containers:
+  - name: main
+    image: busybox
+"#,
+        restart = if app.starts_with("job") || app.starts_with("cron") {
+            "Never"
+        } else {
+            "Always"
+        }
+    );
+    let pad = " ".repeat(indent);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+#[test]
+fn replicasets_daemonsets_jobs_and_cronjobs_get_auto_pools_from_the_controller() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab(2);
+    run(&mut lab, |lab| {
+        let yaml = format!(
+            r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: rs-app
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: rs-app
+  template:
+{rs}---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: ds-app
+spec:
+  selector:
+    matchLabels:
+      app: ds-app
+  template:
+{ds}---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: job-app
+spec:
+  parallelism: 2
+  completions: 2
+  template:
+{job}---
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: cron-app
+spec:
+  schedule: "0 0 1 1 *"
+  jobTemplate:
+    spec:
+      template:
+{cron}"#,
+            rs = template("rs-app", "+0", 4),
+            ds = template("ds-app", "+1", 4),
+            job = template("job-app", "+0", 4),
+            cron = template("cron-app", "+0", 8),
+        );
+        lab.apply(&yaml, &[])?;
+        // Pools sized from each kind's own count: replicas, the nodes a DaemonSet runs on
+        // (2, plus 1), parallelism; a CronJob's pools exist before its first Job.
+        for (app, pods, size) in [("rs-app", 2, 2), ("ds-app", 2, 3), ("job-app", 2, 2)] {
+            let pools = lab.wait_pool_size(app, size)?;
+            let running = lab.wait_pods(app, pods)?;
+            check_inside(&running, &pools)?;
+        }
+        lab.wait_pool_size("cron-app", 1)?;
+        let stats = lab.cluster.kubelet_stats();
+        check(stats.cni_errors == 0, || {
+            format!("CNI errors: {:?}", stats.errors)
+        })?;
+
+        lab.kubectl(&[
+            "delete",
+            "replicaset/rs-app",
+            "daemonset/ds-app",
+            "job/job-app",
+            "cronjob/cron-app",
+        ])?;
+        wait_for("every auto pool reclaimed", || {
+            let mut left = 0;
+            for app in ["rs-app", "ds-app", "job-app", "cron-app"] {
+                left += lab.auto_pools(app)?.len();
+            }
+            Ok(left == 0)
+        })
+    });
+}

@@ -280,11 +280,16 @@ pub struct AppRef {
 }
 
 impl AppRef {
-    /// The `apps/v1` application of a workload.
+    /// The application of a workload (its group and version from its `apiVersion`:
+    /// `apps/v1`, `batch/v1`).
     pub fn of(w: &Workload) -> Self {
+        let (group, version) = match w.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", w.api_version.as_str()),
+        };
         AppRef {
-            group: "apps".into(),
-            version: "v1".into(),
+            group: group.into(),
+            version: version.into(),
             kind: AppKind::from(w.kind.as_str()),
             namespace: w.namespace().to_string(),
             name: w.metadata.name.clone(),

@@ -7,17 +7,17 @@
 //!
 //! On taking the lead it reconciles every application the store knows of
 //! ([`Engine::reconcile_all`]: the pools of one deleted meanwhile are reclaimed), then acts on
-//! watch events as they come: each change of a Deployment or StatefulSet (created, scaled,
-//! its annotations changed, deleted) reconciles that application ([`Engine::reconcile`]). A
+//! watch events as they come: each change of a Deployment, StatefulSet, ReplicaSet,
+//! DaemonSet, Job or CronJob (created, scaled, its annotations changed, deleted) reconciles
+//! that application ([`Engine::reconcile`]). ReplicaSets a Deployment controls and Jobs a
+//! CronJob controls are skipped: their pods are their owner's. The engine reads the last
+//! four kinds through a [`crate::workloads::KubeWorkloads`] source, which the caller gives it. A
 //! leader that cannot renew its Lease in time stops writing and becomes a candidate again.
 //!
 //! The leader also runs GC ([`Engine::gc`] with [`PodLiveness`]): soon after pods are deleted,
 //! and every [`Controller::gc_every`]. It frees the IPs of pods that are gone, replaced under
 //! the same name, finished, or stuck terminating, re-validating each record just before
 //! releasing it, so an IP a new pod took meanwhile stays with it.
-//!
-//! Not yet here (issue 13): ReplicaSets, Jobs, CronJobs and DaemonSets as applications,
-//! metrics, and the webhook embedded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +25,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use ipam_core::engine::{Engine, Liveness};
 use ipam_core::store::Store;
-use ipam_core::{AppRef, IpRecord, WorkloadKind};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use ipam_core::{AppKind, AppRef, IpRecord, WorkloadKind};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -264,9 +265,25 @@ impl<S: Store + 'static> Controller<S> {
         if let Err(e) = self.engine.reconcile_all().await {
             tracing::warn!(error = %e, "reconciling every application failed; events go on");
         }
-        let deployments = changes::<Deployment>(&self.client, WorkloadKind::Deployment);
-        let statefulsets = changes::<StatefulSet>(&self.client, WorkloadKind::StatefulSet);
-        let mut apps = std::pin::pin!(futures::stream::select(deployments, statefulsets));
+        let apps_v1 = |kind| move |ns: &str, name: &str| AppRef::apps_v1(kind, ns, name);
+        let other = |group: &'static str, kind: AppKind| {
+            move |ns: &str, name: &str| AppRef {
+                group: group.into(),
+                version: "v1".into(),
+                kind: kind.clone(),
+                namespace: ns.into(),
+                name: name.into(),
+            }
+        };
+        let apps = futures::stream::select_all([
+            changes::<Deployment>(&self.client, apps_v1(WorkloadKind::Deployment)),
+            changes::<StatefulSet>(&self.client, apps_v1(WorkloadKind::StatefulSet)),
+            changes::<ReplicaSet>(&self.client, other("apps", AppKind::ReplicaSet)),
+            changes::<DaemonSet>(&self.client, other("apps", AppKind::DaemonSet)),
+            changes::<Job>(&self.client, other("batch", AppKind::Job)),
+            changes::<CronJob>(&self.client, other("batch", AppKind::CronJob)),
+        ]);
+        let mut apps = std::pin::pin!(apps);
         // The pods, cached for GC's liveness answers; a GC soon after each burst of
         // deletions.
         let (pods, writer) = reflector::store();
@@ -403,16 +420,26 @@ impl Liveness for PodLiveness {
     }
 }
 
-/// The applications of `kind` (objects `K`) as they change: every object at the start, then
-/// each one created, changed or deleted.
+/// The applications among the objects `K` as they change: every object at the start, then
+/// each one created, changed or deleted, as `app(namespace, name)`. An object another
+/// controls (a Deployment's ReplicaSet, a CronJob's Job) is not an application of its own.
 fn changes<K: crate::wire::Watched>(
     client: &kube::Client,
-    kind: WorkloadKind,
-) -> impl futures::Stream<Item = Result<AppRef, watcher::Error>> + Send + use<K> {
+    app: impl Fn(&str, &str) -> AppRef + Send + 'static,
+) -> futures::stream::BoxStream<'static, Result<AppRef, watcher::Error>> {
     watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .touched_objects()
-        .map(move |o| {
-            o.map(|o| AppRef::apps_v1(kind, &o.namespace().unwrap_or_default(), &o.name_any()))
+        .filter(|o| {
+            let owned = o.as_ref().is_ok_and(|o| {
+                o.meta()
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true))
+            });
+            std::future::ready(!owned)
         })
+        .map(move |o| o.map(|o| app(&o.namespace().unwrap_or_default(), &o.name_any())))
+        .boxed()
 }

@@ -15,7 +15,8 @@
 //!   webhooks with the engine's `admit`, the code of `berth apply`: `berth webhook`.
 //! - [`pods`] is what the node agent knows of its node's pods (`berth agent --kubeconfig
 //!   --node`), and [`controller`] sizes the applications' auto pools from one leader
-//!   (`berth controller`).
+//!   (`berth controller`); [`workloads`] reads the applications that are not Deployments or
+//!   StatefulSets (ReplicaSets, DaemonSets, Jobs, CronJobs) for both.
 //!
 //! # The store
 //!
@@ -108,6 +109,7 @@ mod watch;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 mod wire;
+pub mod workloads;
 
 pub use error::Error;
 /// The kube-rs this crate is built on, for callers that pass it clients.

@@ -107,6 +107,17 @@ pub use request::{
 };
 pub use stats::{EngineStats, LATENCY_BUCKETS};
 
+/// Where applications the store does not hold are read: a cluster's ReplicaSets,
+/// DaemonSets, Jobs and CronJobs (`ipam_store_k8s::workloads`). Deployments and StatefulSets
+/// are always read from the store.
+#[async_trait::async_trait]
+pub trait WorkloadSource: Send + Sync {
+    /// The application `app` as a [`Workload`] (its replica count and pod template), or
+    /// `None` when it does not exist or is not an application of its own (a ReplicaSet a
+    /// Deployment owns, a Job a CronJob owns).
+    async fn workload(&self, app: &AppRef) -> Result<Option<Workload>, Error>;
+}
+
 /// The allocation engine over a store.
 pub struct Engine<S> {
     pub(crate) store: S,
@@ -121,6 +132,8 @@ pub struct Engine<S> {
     pub(crate) spec_lock: tokio::sync::Mutex<()>,
     /// Counters for metrics.
     pub(crate) stats: stats::Stats,
+    /// Applications of the kinds the store does not hold.
+    pub(crate) workloads: Option<std::sync::Arc<dyn WorkloadSource>>,
 }
 
 impl<S: Store> Engine<S> {
@@ -140,7 +153,15 @@ impl<S: Store> Engine<S> {
             modifying: modify::ModifyQueues::default(),
             spec_lock: tokio::sync::Mutex::new(()),
             stats: stats::Stats::default(),
+            workloads: None,
         }
+    }
+
+    /// Reads the applications of other kinds than Deployment and StatefulSet from `source`,
+    /// so their pods get auto pools too.
+    pub fn with_workload_source(mut self, source: impl WorkloadSource + 'static) -> Self {
+        self.workloads = Some(std::sync::Arc::new(source));
+        self
     }
 
     /// What this engine has done since it started: allocations, releases, conflicts, GC,
@@ -159,7 +180,8 @@ impl<S: Store> Engine<S> {
         &self.config
     }
 
-    /// The workload an application names, if it is a Deployment or StatefulSet on record.
+    /// The workload an application names: a Deployment or StatefulSet on record, or an
+    /// application of another kind from the [`WorkloadSource`], if there is one.
     pub async fn workload(&self, app: &AppRef) -> Result<Option<Workload>, Error> {
         Ok(match app.workload_kind() {
             Some(WorkloadKind::Deployment) => self
@@ -172,7 +194,10 @@ impl<S: Store> Engine<S> {
                 .get_as::<StatefulSet>(Some(&app.namespace), &app.name)
                 .await?
                 .map(|s| s.0),
-            None => None,
+            None => match &self.workloads {
+                Some(source) => source.workload(app).await?,
+                None => None,
+            },
         })
     }
 }
