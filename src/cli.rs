@@ -868,7 +868,13 @@ async fn cluster_agent(
         listening.socket().display()
     );
     let workloads = crate::k8s::workloads::KubeWorkloads::new(store.client().clone());
-    let engine = std::sync::Arc::new(Engine::new(store).with_workload_source(workloads));
+    // The controller makes and sizes auto pools; an ADD that comes first waits for them.
+    let config = crate::core::engine::EngineConfig {
+        auto_pool_wait: Some(AGENT_AUTO_POOL_WAIT),
+        ..Default::default()
+    };
+    let engine =
+        std::sync::Arc::new(Engine::with_config(store, config).with_workload_source(workloads));
     let stop = futures::FutureExt::shared(Box::pin(stop));
     let metrics = async {
         match metrics_listen {
@@ -888,6 +894,10 @@ async fn cluster_agent(
     tokio::try_join!(serve, metrics)?;
     Ok(())
 }
+
+/// How long an ADD on a cluster node waits for the controller to make its application's
+/// auto pool, before it fails with "try again later" (CNI code 11) and the runtime retries.
+const AGENT_AUTO_POOL_WAIT: Duration = Duration::from_secs(20);
 
 /// Logs of the long-running cluster commands (`controller`, `webhook`) go to stderr, at
 /// `RUST_LOG`'s level (`info` by default).

@@ -4,7 +4,7 @@
 //!
 //! A Deployment with the seed's `ipam.spidernet.io/subnets` annotation gets two pods on
 //! `kwok-node-0`; ADDs for them through the agent's socket get IPs from the Deployment's auto
-//! pool (created on the first ADD), their SpiderEndpoints are written, a repeated ADD is
+//! pool (the first ADD waits for the controller to make it), their SpiderEndpoints are written, a repeated ADD is
 //! idempotent, and DEL releases. A pod that does not exist, a pod of another incarnation and a
 //! pod of another node are refused with code 109, and change nothing.
 
@@ -171,34 +171,45 @@ async fn the_agent_serves_its_nodes_pods_from_the_cluster() {
     let agent = Agent::start(cluster, node);
     let client = agent.client();
 
-    let mut given = Vec::new();
-    for (i, (pod, uid, on)) in pods.iter().enumerate() {
-        let args = add_args(ns.name(), pod, uid, &format!("c{i}"));
-        let answer = client.add(&args).await;
-        if on != node {
-            let e = answer.expect_err("a pod of another node is refused");
-            assert_eq!(e.code(), 109, "{e}");
-            assert!(e.to_string().contains("bound to node"), "{e}");
-            continue;
+    // The controller's part: it makes the Deployment's auto pool a moment after the first
+    // ADD, which waits for it on a watch.
+    let controller = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let app = berth::AppRef::apps_v1(berth::WorkloadKind::Deployment, ns.name(), "web");
+        engine.reconcile(&app).await.unwrap();
+    };
+    let adds = async {
+        let mut given = Vec::new();
+        for (i, (pod, uid, on)) in pods.iter().enumerate() {
+            let args = add_args(ns.name(), pod, uid, &format!("c{i}"));
+            let answer = client.add(&args).await;
+            if on != node {
+                let e = answer.expect_err("a pod of another node is refused");
+                assert_eq!(e.code(), 109, "{e}");
+                assert!(e.to_string().contains("bound to node"), "{e}");
+                continue;
+            }
+            let answer = answer.unwrap_or_else(|e| panic!("ADD of {pod}: {e}"));
+            let ip = &answer.ips[0];
+            assert!(ip.ip_pool.starts_with("auto4-web-eth0"), "{ip:?}");
+            assert_eq!(ip.gateway, Some("10.50.0.1".parse().unwrap()));
+            // The runtime retries an ADD: the same IP.
+            let again = client.add(&args).await.unwrap();
+            assert_eq!(again.ips[0].address, ip.address);
+            let endpoint: SpiderEndpoint = engine
+                .store()
+                .get_as(Some(ns.name()), pod)
+                .await
+                .unwrap()
+                .expect("the pod's SpiderEndpoint");
+            let status = endpoint.status.expect("an endpoint status");
+            assert_eq!(status.owner_controller_type, "Deployment");
+            assert_eq!(status.owner_controller_name, "web");
+            given.push((pod.clone(), uid.clone(), format!("c{i}"), ip.clone()));
         }
-        let answer = answer.unwrap_or_else(|e| panic!("ADD of {pod}: {e}"));
-        let ip = &answer.ips[0];
-        assert!(ip.ip_pool.starts_with("auto4-web-eth0"), "{ip:?}");
-        assert_eq!(ip.gateway, Some("10.50.0.1".parse().unwrap()));
-        // The runtime retries an ADD: the same IP.
-        let again = client.add(&args).await.unwrap();
-        assert_eq!(again.ips[0].address, ip.address);
-        let endpoint: SpiderEndpoint = engine
-            .store()
-            .get_as(Some(ns.name()), pod)
-            .await
-            .unwrap()
-            .expect("the pod's SpiderEndpoint");
-        let status = endpoint.status.expect("an endpoint status");
-        assert_eq!(status.owner_controller_type, "Deployment");
-        assert_eq!(status.owner_controller_name, "web");
-        given.push((pod.clone(), uid.clone(), format!("c{i}"), ip.clone()));
-    }
+        given
+    };
+    let ((), given) = tokio::join!(controller, adds);
     assert!(!given.is_empty(), "no pod of web landed on {node}");
     println!(
         "{} of {} pods on {node} got IPs; the others, on {other}, were refused",

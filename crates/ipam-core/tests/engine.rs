@@ -1039,3 +1039,60 @@ fn concurrent_allocations_on_one_pool_are_batched_and_distinct() {
     let _ = IpFamily::V4;
     let _ = EngineConfig::default();
 }
+
+/// With `auto_pool_wait` (a cluster's node agent), a pod whose auto pools do not exist yet
+/// waits for another engine (the controller) to make them, on a watch; without one, the
+/// allocation fails in time with a retryable error and creates nothing.
+#[test]
+fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
+    use ipam_core::engine::EngineConfig;
+    use ipam_core::{AppRef, Deployment};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let rt = rt();
+    rt.block_on(async {
+        let store = Arc::new(MemStore::new());
+        let controller = Engine::new(store.clone());
+        let agent = Engine::with_config(
+            store.clone(),
+            EngineConfig {
+                auto_pool_wait: Some(Duration::from_millis(300)),
+                ..Default::default()
+            },
+        );
+        setup_seed(&controller).await;
+        // The Deployment as a cluster stores it: nobody has sized its pools yet.
+        let app = seed_app(WorkloadKind::Deployment, "web", 1, "+1");
+        store.create_as(&Deployment(app.clone())).await.unwrap();
+
+        let err = agent
+            .allocate(&request(&app, "web-1", "u1", "c1", &["eth0", "net1"]))
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "not retryable: {err}");
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            message.push_str(&format!(": {e}"));
+            source = e.source();
+        }
+        assert!(message.contains("berth controller"), "{message}");
+        let stored = |s: &Arc<MemStore>| {
+            let s = s.clone();
+            async move { s.list_as::<SpiderIPPool>(None).await.unwrap().len() }
+        };
+        assert_eq!(stored(&store).await, 0, "the agent created a pool");
+
+        let second = request(&app, "web-1", "u1", "c2", &["eth0", "net1"]);
+        let waiting = agent.allocate(&second);
+        let reconcile = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            controller.reconcile(&AppRef::of(&app)).await
+        };
+        let (allocated, reconciled) = tokio::join!(waiting, reconcile);
+        reconciled.unwrap();
+        let allocation = allocated.unwrap();
+        assert_eq!(allocation.nics.len(), 2);
+        assert_eq!(stored(&store).await, 2);
+    });
+}

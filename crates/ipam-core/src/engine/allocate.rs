@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -17,10 +18,11 @@ use crate::addressing::Route;
 use crate::annotations::PodAnnotations;
 use crate::endpoint::{EndpointStatus, NicAllocation, PodAllocation, SpiderEndpoint};
 use crate::error::Error;
+use crate::meta::Kind;
 use crate::pool::{IpRecord, SpiderIPPool};
 use crate::range::IpFamily;
 use crate::select::{find_auto_pool, select};
-use crate::store::{Store, TypedStore};
+use crate::store::{Store, TypedStore, WatchEvent};
 use crate::workload::{AppRef, StatefulSet, WorkloadKind};
 
 struct Taken {
@@ -436,8 +438,10 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Makes sure the application's auto pools for the requested NICs exist (the agent creates
-    /// them synchronously instead of making the pod wait for a controller).
+    /// Makes sure the application's auto pools for the requested NICs exist: creates them
+    /// synchronously instead of making the pod wait for a controller, or, with
+    /// [`EngineConfig::auto_pool_wait`](super::EngineConfig::auto_pool_wait), waits for the
+    /// controller to.
     async fn ensure_auto_pools(
         &self,
         ctx: &PodContext,
@@ -447,23 +451,69 @@ impl<S: Store> Engine<S> {
         let Some(app) = &ctx.app else {
             return Ok(());
         };
-        let pools = self.pools().await?;
-        let missing = nics.iter().any(|n| {
-            parsed.subnet_for(&n.interface).is_some_and(|item| {
+        let missing = |pools: &[Arc<SpiderIPPool>]| {
+            nics.iter().find_map(|n| {
+                let item = parsed.subnet_for(&n.interface)?;
                 [(IpFamily::V4, &item.ipv4), (IpFamily::V6, &item.ipv6)]
                     .into_iter()
-                    .any(|(f, s)| {
+                    .find(|(f, s)| {
                         s.is_some()
-                            && find_auto_pool(&pools, app, ctx.app_uid.as_deref(), &n.interface, f)
+                            && find_auto_pool(pools, app, ctx.app_uid.as_deref(), &n.interface, *f)
                                 .is_none()
                     })
+                    .map(|(f, _)| format!("{} {f}", n.interface))
             })
-        });
-        if missing && self.workload(app).await?.is_some() {
-            let _guard = self.spec_lock.lock().await;
-            self.reconcile_app_locked(app).await?;
+        };
+        if missing(&self.pools().await?).is_none() || self.workload(app).await?.is_none() {
+            return Ok(());
         }
-        Ok(())
+        let Some(limit) = self.config.auto_pool_wait else {
+            let _guard = self.spec_lock.lock().await;
+            return self.reconcile_app_locked(app).await;
+        };
+        // Subscribe first, then look: a pool made in between is in the listing.
+        let mut watch = self.store.watch(Kind::SpiderIPPool);
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut pools = self.stored_pools().await?;
+        loop {
+            let Some(nic) = missing(&pools) else {
+                return Ok(());
+            };
+            let event =
+                tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut watch)).await;
+            match event {
+                Ok(Some(WatchEvent::Changed { key, version })) => {
+                    pools.retain(|p| p.metadata.name != key.name);
+                    if version.is_some()
+                        && let Some(pool) =
+                            self.store.get_as::<SpiderIPPool>(None, &key.name).await?
+                    {
+                        pools.push(Arc::new(pool));
+                    }
+                }
+                Ok(Some(WatchEvent::Lost)) => pools = self.stored_pools().await?,
+                Ok(None) | Err(_) => {
+                    return Err(Error::unavailable(
+                        format!("allocate for {}/{}", ctx.namespace, ctx.name),
+                        format!(
+                            "the auto pool of {app} for {nic} does not exist after {limit:?}; \
+                             `berth controller` makes it: is it running?"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Every pool as the store has it now (not the cache, which follows a watch of its own).
+    async fn stored_pools(&self) -> Result<Vec<Arc<SpiderIPPool>>, Error> {
+        Ok(self
+            .store
+            .list_as::<SpiderIPPool>(None)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     /// Releases what a container holds (CNI DEL). Unknown containers are a success. A
@@ -635,7 +685,9 @@ impl<S: Store> Engine<S> {
             }
             return Ok(());
         }
-        if let Some(app) = super::apps::app_of_pool(&p)
+        // Shrinking is the controller's where it makes the pools (its GC reconciles).
+        if self.config.auto_pool_wait.is_none()
+            && let Some(app) = super::apps::app_of_pool(&p)
             && self.auto_pool_oversized(&p, &app).await?
         {
             let _guard = self.spec_lock.lock().await;

@@ -24,6 +24,12 @@ pub struct EngineConfig {
     /// Off, each allocation and release is a write of its own, as in Spiderpool: there to
     /// measure what batching saves.
     pub batching: bool,
+    /// Who makes a missing auto pool when a pod of its application allocates. `None` (the
+    /// default, one node): the engine creates it there and then. `Some(limit)` (a cluster's
+    /// node agent): the controller makes it, and the allocation waits for it on a watch of
+    /// the pools, up to `limit`, then fails with a retryable error. The agent then needs no
+    /// right to create pools, and a scale of many pods makes no races between nodes.
+    pub auto_pool_wait: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -33,6 +39,7 @@ impl Default for EngineConfig {
             max_retries: 24,
             claim_grace: Duration::from_secs(600),
             batching: true,
+            auto_pool_wait: None,
         }
     }
 }
