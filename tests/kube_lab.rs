@@ -314,3 +314,85 @@ spec:
         })
     });
 }
+
+/// A DaemonSet rollout of the agent: SIGTERM in the middle of a burst of ADDs, the old agent
+/// finishes what it took, the new one starts; the plugins wait for it, so no ADD fails.
+#[test]
+fn an_agent_rollout_loses_no_add() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab(2);
+    run(&mut lab, |lab| {
+        lab.apply(&deployment(2), &[])?;
+        lab.wait_pods("test-app", 2)?;
+        let node = lab.nodes()[0].clone();
+        lab.kubectl(&["scale", "deployment", "test-app", "--replicas", "8"])?;
+        wait_for("ADDs to start", || Ok(lab.cluster.kubelet_stats().adds > 4))?;
+        lab.terminate(&format!("agent-{node}"))?;
+        lab.start_agent(&node)?;
+        let pods = lab.wait_pods("test-app", 8)?;
+        let stats = lab.cluster.kubelet_stats();
+        check(stats.cni_errors == 0, || {
+            format!("an ADD failed across the rollout: {:?}", stats.errors)
+        })?;
+        wait_for("the pools to record exactly the running pods", || {
+            pools_match_pods(lab, &pods)
+        })
+    });
+}
+
+/// Bad input through the plugin binary in Kubernetes mode: the agent's refusal reaches the
+/// runtime as a CNI error on stdout (code and message intact), and nothing is written.
+#[test]
+fn the_plugin_passes_the_agents_refusals_on_as_cni_errors() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab(2);
+    run(&mut lab, |lab| {
+        let nodes = lab.nodes();
+        // In namespace `bad` the stand-ins run no IPAM: only this test's calls do.
+        lab.kubectl(&["create", "namespace", "bad"])?;
+        let pod = |name: &str, node: &str, annotation: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: bad, \
+                 annotations: {{ipam.spidernet.io/subnets: '{annotation}'}}}}\n\
+                 spec: {{nodeName: {node}, containers: [{{name: c, image: busybox}}]}}\n---\n"
+            )
+        };
+        lab.apply(
+            &[
+                pod(
+                    "elsewhere",
+                    &nodes[1],
+                    r#"[{"interface":"eth0","ipv4":["subnet-test-ens192"]}]"#,
+                ),
+                pod(
+                    "unknown-subnet",
+                    &nodes[0],
+                    r#"[{"interface":"eth0","ipv4":["no-such-subnet"]}]"#,
+                ),
+                pod("malformed", &nodes[0], "not json"),
+            ]
+            .concat(),
+            &[],
+        )?;
+        for (name, code, says) in [
+            ("missing", 109, "no such pod"),
+            ("elsewhere", 109, "bound to node"),
+            ("malformed", 106, "ipam.spidernet.io/subnets"),
+            ("unknown-subnet", 101, "no-such-subnet"),
+        ] {
+            let (ok, answer) = lab.cni(&nodes[0], "ADD", "bad", name, &format!("c-{name}"))?;
+            check(!ok, || format!("{name}: ADD succeeded: {answer}"))?;
+            check(answer["code"] == code, || format!("{name}: {answer}"))?;
+            let text = format!("{} {}", answer["msg"], answer["details"]);
+            check(text.contains(says), || format!("{name}: {answer}"))?;
+        }
+        check(lab.holders()?.is_empty(), || {
+            format!("a refused ADD holds an IP: {:?}", lab.holders())
+        })?;
+        let endpoints = lab.json(&["get", "spiderendpoints", "-n", "bad"])?;
+        check(
+            endpoints["items"].as_array().is_none_or(Vec::is_empty),
+            || format!("a refused ADD wrote an endpoint: {endpoints}"),
+        )
+    });
+}

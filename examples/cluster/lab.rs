@@ -177,6 +177,55 @@ impl Lab {
         }
     }
 
+    /// SIGTERMs the process of `role`, as a DaemonSet rollout does, and waits for it to exit.
+    pub fn terminate(&mut self, role: &str) -> Res<()> {
+        if let Some(mut child) = self.children.remove(role) {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Runs node `node`'s IPAM plugin once, as a runtime does: `command` with `K8S_POD_*` in
+    /// `CNI_ARGS` and the seed's `macvlan-conf-ens192` config on stdin. Its exit status and
+    /// stdout (the result, or the CNI error).
+    pub fn cni(
+        &self,
+        node: &str,
+        command: &str,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Res<(bool, Value)> {
+        let config = kube_testbed::multus::ipam_config(NAD_ENS192)?;
+        let mut child = Command::new(self.node_dir(node).join("spiderpool"))
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", format!("/var/run/netns/{container}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", self.node_dir(node))
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};\
+                     K8S_POD_INFRA_CONTAINER_ID={container}"
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(config.to_string().as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok((out.status.success(), serde_json::from_slice(&out.stdout)?))
+    }
+
     /// Starts `berth args...` as `user` (a service account of kube-system), its log in
     /// `<role>.log`; waits until it prints a line starting with `ready`.
     fn start_berth(&mut self, role: &str, user: &str, args: &[&str], ready: &str) -> Res<()> {

@@ -1094,5 +1094,27 @@ fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
         let allocation = allocated.unwrap();
         assert_eq!(allocation.nics.len(), 2);
         assert_eq!(stored(&store).await, 2);
+
+        // A scale to 3 the controller has not carried out: the pool (1 + 1) serves one more
+        // pod; the next waits for the growth, or fails as exhausted once the wait is over.
+        let mut scaled: Deployment = store.get_as(Some("default"), "web").await.unwrap().unwrap();
+        scaled.0.spec.replicas = Some(3);
+        store.update_as(&scaled).await.unwrap();
+        agent
+            .allocate(&request(&app, "web-2", "u2", "c3", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        let err = agent
+            .allocate(&request(&app, "web-3", "u3", "c4", &["eth0", "net1"]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("exhausted"), "{err}");
+        let third = request(&app, "web-3", "u3", "c5", &["eth0", "net1"]);
+        let (allocated, reconciled) = tokio::join!(agent.allocate(&third), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            controller.reconcile(&AppRef::of(&app)).await
+        });
+        reconciled.unwrap();
+        assert_eq!(allocated.unwrap().nics.len(), 2);
     });
 }

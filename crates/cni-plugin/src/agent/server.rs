@@ -218,7 +218,8 @@ impl Listening {
     /// engine merges concurrent writes to one pool, and the sled store shares flushes between
     /// concurrent writers); run it on a multi-thread runtime to use more than one core. When
     /// `shutdown` completes, the agent stops accepting, removes the data-dir record and the
-    /// socket, lets every request in flight finish and answer, and returns. Every write was
+    /// socket (but in Kubernetes mode, [`Listening::with_pods`], where the file stays for the
+    /// next agent), lets every request in flight finish and answer, and returns. Every write was
     /// durable before it was acknowledged, so a restarted agent loses nothing it acknowledged.
     pub async fn serve<S, F>(self, engine: Arc<Engine<S>>, shutdown: F) -> Result<(), Error>
     where
@@ -232,6 +233,11 @@ impl Listening {
             detection,
             pods,
         } = self;
+        // In Kubernetes mode the socket's file stays when the agent stops: a plugin whose
+        // config names no socket picks agent mode by the file's presence, and a DaemonSet
+        // rollout must find it there (and wait for the next agent) instead of falling back
+        // to an embedded store the cluster knows nothing of.
+        let owns_socket = owns_socket && pods.is_none();
         let (node, pods) = match pods {
             Some((node, pods)) => (node, Some(pods)),
             None => (ops::node_name(), None),

@@ -17,7 +17,7 @@ pub struct PodIdentity {
     pub namespace: String,
     /// `K8S_POD_NAME`, else [`derived_pod_name`] of the container id.
     pub name: String,
-    /// `K8S_POD_UID`, else the container id.
+    /// `K8S_POD_UID`; else empty (unknown) for a named pod, the container id for a derived one.
     pub uid: String,
 }
 
@@ -35,10 +35,14 @@ impl PodIdentity {
                 .k8s_pod_name
                 .clone()
                 .unwrap_or_else(|| derived_pod_name(container_id)),
-            uid: args
-                .k8s_pod_uid
-                .clone()
-                .unwrap_or_else(|| container_id.to_owned()),
+            // A named pod whose runtime sends no uid has an unknown one (empty): the
+            // container id is no pod's uid, and a cluster agent would refuse the pod as
+            // "another incarnation".
+            uid: match (&args.k8s_pod_uid, &args.k8s_pod_name) {
+                (Some(uid), _) => uid.clone(),
+                (None, Some(_)) => String::new(),
+                (None, None) => container_id.to_owned(),
+            },
         }
     }
 }
@@ -71,6 +75,9 @@ mod tests {
                 uid: "u-1".into()
             }
         );
+        // A runtime that names the pod but sends no uid: unknown, never the container id.
+        let args = CniArgs::parse("K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0").unwrap();
+        assert_eq!(PodIdentity::of(&args, "c1").uid, "");
     }
 
     #[test]

@@ -56,7 +56,18 @@ impl<S: Store> Engine<S> {
     /// same IPs. A StatefulSet pod whose name its StatefulSet keeps gets the IPs it had.
     pub async fn allocate(&self, req: &AllocateRequest) -> Result<Allocation, Error> {
         let started = std::time::Instant::now();
-        let result = self.allocate_now(req).await;
+        let mut result = self.allocate_now(req).await;
+        // Where a controller sizes the auto pools, a pod of a scale-up can come before its
+        // pool has grown: wait for the growth instead of failing.
+        if let Some(limit) = self.config.auto_pool_wait {
+            let deadline = tokio::time::Instant::now() + limit;
+            while let Err(Error::PoolsExhausted { pools, .. }) = &result {
+                if !self.await_growth(pools, deadline).await? {
+                    break;
+                }
+                result = self.allocate_now(req).await;
+            }
+        }
         let ips = result
             .as_ref()
             .ok()
@@ -501,6 +512,46 @@ impl<S: Store> Engine<S> {
                         ),
                     ));
                 }
+            }
+        }
+    }
+
+    /// Waits until one of `pools` that its application wants bigger has changed (grown),
+    /// or `deadline`: whether to try again. `false` at once when none of them is an auto
+    /// pool short of its size (a full pool nobody is growing).
+    async fn await_growth(
+        &self,
+        pools: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, Error> {
+        // Subscribe first, then look: a growth in between shows in what is read.
+        let mut watch = self.store.watch(Kind::SpiderIPPool);
+        let mut short = Vec::new();
+        for name in pools {
+            let Some(pool) = self.store.get_as::<SpiderIPPool>(None, name).await? else {
+                continue;
+            };
+            if self.auto_pool_undersized(&pool).await? {
+                short.push((name.clone(), pool.metadata.resource_version.clone()));
+            } else if pool.allocated_count() < pool.usable_ips().len() as usize {
+                return Ok(true);
+            }
+        }
+        if short.is_empty() {
+            return Ok(false);
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut watch)).await {
+                Ok(Some(WatchEvent::Changed { key, version })) => {
+                    if short
+                        .iter()
+                        .any(|(name, seen)| *name == key.name && *seen != version)
+                    {
+                        return Ok(true);
+                    }
+                }
+                Ok(Some(WatchEvent::Lost)) => return Ok(true),
+                Ok(None) | Err(_) => return Ok(false),
             }
         }
     }

@@ -175,6 +175,26 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
+    /// How many IPs an auto pool's application wants it to hold (`None`: the application is
+    /// gone, or no longer names this NIC and family).
+    pub(crate) async fn auto_pool_desired(
+        &self,
+        p: &SpiderIPPool,
+        app: &AppRef,
+    ) -> Result<Option<u128>, Error> {
+        let Some(w) = self.workload(app).await? else {
+            return Ok(None);
+        };
+        let specs = self.auto_specs(&w)?;
+        Ok(specs
+            .iter()
+            .find(|s| {
+                Some(s.nic.as_str()) == p.metadata.label(LABEL_INTERFACE)
+                    && Some(s.family) == family_label(p)
+            })
+            .map(|spec| spec.desired as u128))
+    }
+
     /// Whether an auto pool holds more IPs than its application wants (a shrink waited for
     /// pods to go).
     pub(crate) async fn auto_pool_oversized(
@@ -182,17 +202,22 @@ impl<S: Store> Engine<S> {
         p: &SpiderIPPool,
         app: &AppRef,
     ) -> Result<bool, Error> {
-        let Some(w) = self.workload(app).await? else {
+        Ok(self
+            .auto_pool_desired(p, app)
+            .await?
+            .is_some_and(|desired| p.spec.ips.len() > desired))
+    }
+
+    /// Whether an auto pool holds fewer IPs than its application wants (a scale-up its
+    /// controller has not carried out yet).
+    pub(crate) async fn auto_pool_undersized(&self, p: &SpiderIPPool) -> Result<bool, Error> {
+        let Some(app) = app_of_pool(p) else {
             return Ok(false);
         };
-        let specs = self.auto_specs(&w)?;
-        let Some(spec) = specs.iter().find(|s| {
-            Some(s.nic.as_str()) == p.metadata.label(LABEL_INTERFACE)
-                && Some(s.family) == family_label(p)
-        }) else {
-            return Ok(false);
-        };
-        Ok(p.spec.ips.len() > spec.desired as u128)
+        Ok(self
+            .auto_pool_desired(p, &app)
+            .await?
+            .is_some_and(|desired| p.spec.ips.len() < desired))
     }
 
     /// Brings the auto pools of `app` to what the application as stored wants: creates, grows
