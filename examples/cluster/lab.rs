@@ -65,8 +65,14 @@ impl Lab {
     /// NICs from their Multus annotations. `exe` is the multi-call executable. Nothing of
     /// Berth runs yet: [`Lab::start_controller`], [`Lab::start_agent`].
     pub fn start(exe: &Path, nodes: usize) -> Res<Lab> {
+        Self::start_with(exe, Options::default().nodes(nodes))
+    }
+
+    /// [`Lab::start`] on a control plane started with `options` (nodes, pods in flight per
+    /// node, API server flags).
+    pub fn start_with(exe: &Path, options: Options) -> Res<Lab> {
         let runtime = tokio::runtime::Runtime::new()?;
-        let cluster = runtime.block_on(Cluster::start(Options::default().nodes(nodes)))?;
+        let cluster = runtime.block_on(Cluster::start(options))?;
         let dir = tempfile::Builder::new()
             .prefix("berth-cluster-")
             .tempdir()?;
@@ -94,15 +100,47 @@ impl Lab {
         for node in lab.nodes() {
             lab.link(&lab.node_dir(&node).join("spiderpool"))?;
         }
-        let nodes_dir = lab.dir.path().join("nodes");
-        let _entered = lab.runtime.enter();
-        lab.cluster.set_pod_network(
-            "default",
-            Multus::new(lab.cluster.client()?, move |node, ipam| {
+        lab.multus("default")?;
+        Ok(lab)
+    }
+
+    /// The pods of `namespace` get their NICs from their Multus annotations, each NIC's IPAM
+    /// plugin the executable of its `type` in the node's directory (other namespaces' pods get
+    /// one NIC and no IPAM, the floor).
+    pub fn multus(&self, namespace: &str) -> Res<()> {
+        let nodes_dir = self.dir.path().join("nodes");
+        let _entered = self.runtime.enter();
+        self.cluster.set_pod_network(
+            namespace,
+            Multus::new(self.cluster.client()?, move |node, ipam| {
                 nodes_dir.join(node).join(ipam)
             }),
         );
-        Ok(lab)
+        Ok(())
+    }
+
+    /// Installs `path` as IPAM plugin `name` on every node (a link in each node's directory).
+    pub fn install_plugin(&self, name: &str, path: &Path) -> Res<()> {
+        for node in self.nodes() {
+            let link = self.node_dir(&node).join(name);
+            std::fs::create_dir_all(self.node_dir(&node))?;
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(path, &link)?;
+        }
+        Ok(())
+    }
+
+    /// The pids of Berth's processes (controller and agents), by role.
+    pub fn pids(&self) -> BTreeMap<String, u32> {
+        self.children
+            .iter()
+            .map(|(role, child)| (role.clone(), child.id()))
+            .collect()
+    }
+
+    /// The tokio runtime the control plane's tasks run on.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
     }
 
     /// The simulated nodes' names.

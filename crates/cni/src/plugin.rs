@@ -349,6 +349,12 @@ fn log_outcome(
         _ => None,
     };
     let container_id = attachment.map(|r| display(&r.container_id));
+    // The pod (`K8S_POD_NAMESPACE/K8S_POD_NAME`) when the runtime names one.
+    let pod = attachment.and_then(|r| {
+        let name = r.args.k8s_pod_name.as_deref()?;
+        let namespace = r.args.k8s_pod_namespace.as_deref().unwrap_or("default");
+        Some(display(format!("{namespace}/{name}")))
+    });
     let ifname = attachment.map(|r| display(&r.ifname));
     let network = invocation.config().map(|c| display(&c.name));
     match outcome {
@@ -364,6 +370,7 @@ fn log_outcome(
                 )
             });
             tracing::info!(
+                pod,
                 container_id,
                 ifname,
                 network,
@@ -376,6 +383,7 @@ fn log_outcome(
         Err(err) => {
             let cni = err.to_cni_error();
             tracing::warn!(
+                pod,
                 container_id,
                 ifname,
                 network,
