@@ -471,12 +471,21 @@ fn main() -> Res<()> {
                 let kubeconfig = lab
                     .cluster
                     .kubeconfig_for(&Identity::new(WHEREABOUTS_USER, Some("system:masters")))?;
+                // whereabouts insists on a flat configuration file besides the NAD's.
+                let flat = work.path().join("whereabouts.conf");
+                std::fs::write(
+                    &flat,
+                    json!({"datastore": "kubernetes", "log_level": "error",
+                        "kubernetes": {"kubeconfig": kubeconfig.display().to_string()}})
+                    .to_string(),
+                )?;
                 let mut nads = String::new();
                 for (nic, octet) in [("eth0", 130), ("net1", 131)] {
                     let config = json!({"cniVersion": "0.3.1", "name": format!("wa-{nic}"), "type": "macvlan",
                         "master": "ens192", "ipam": {"type": "whereabouts", "range": format!("10.{octet}.0.0/16"),
                         "range_end": format!("10.{octet}.7.254"),
                         "kubernetes": {"kubeconfig": kubeconfig.display().to_string()},
+                        "configuration_path": flat.display().to_string(),
                         "log_level": "error"}});
                     nads.push_str(&nad_yaml(
                         "kube-system",

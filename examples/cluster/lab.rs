@@ -31,7 +31,13 @@ pub const STATEFULSET: &str = include_str!("../seed/statefulset.yaml");
 pub const NAD_ENS192: &str = include_str!("../seed/macvlan-conf-ens192.json");
 pub const NAD_ENS224: &str = include_str!("../seed/macvlan-conf-ens224.json");
 const RBAC: &str = include_str!("../../deploy/rbac.yaml");
-const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds");
+/// `deploy/crds/`, as `kubectl apply -f deploy/crds/` reads it.
+const CRDS: [&str; 4] = [
+    include_str!("../../deploy/crds/spiderpool.spidernet.io_spiderendpoints.yaml"),
+    include_str!("../../deploy/crds/spiderpool.spidernet.io_spiderippools.yaml"),
+    include_str!("../../deploy/crds/spiderpool.spidernet.io_spiderreservedips.yaml"),
+    include_str!("../../deploy/crds/spiderpool.spidernet.io_spidersubnets.yaml"),
+];
 
 /// How long any one wait may take.
 pub const STEP: Duration = Duration::from_secs(120);
@@ -83,7 +89,7 @@ impl Lab {
             exe: exe.to_path_buf(),
             runtime,
         };
-        lab.kubectl(&["apply", "-f", CRDS])?;
+        lab.apply(&CRDS.join("\n---\n"), &[])?;
         lab.apply(NAD_CRD, &[])?;
         lab.apply(RBAC, &["-n", "kube-system"])?;
         lab.kubectl(&[
