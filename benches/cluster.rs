@@ -76,6 +76,8 @@ struct Outcome {
     duplicates: usize,
     leaks: usize,
     daemon_cpu_seconds: Option<f64>,
+    /// The last CNI errors the stand-ins saw (at most 10).
+    errors: Vec<String>,
     note: String,
 }
 
@@ -327,6 +329,8 @@ fn run(
     outcome.seconds_to_delete = gone.map(|d| d.as_secs_f64());
     let end = lab.cluster.kubelet_stats();
     outcome.cni_errors = end.cni_errors - base.cni_errors;
+    let fresh = (outcome.cni_errors as usize).min(end.errors.len()).min(10);
+    outcome.errors = end.errors[end.errors.len() - fresh..].to_vec();
     outcome.leaks = leaks(lab, name, namespace)?;
     if !users.is_empty() {
         let (writes, by, conflicts) = audit(audit_log, audit_from, users)?;
