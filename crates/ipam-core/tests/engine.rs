@@ -493,6 +493,17 @@ fn deleting_the_app_reclaims_its_pools_when_their_last_ip_goes() {
         let p = pools(&engine).await;
         assert_eq!(p.len(), 2);
         assert!(p.values().all(|p| p.metadata.is_terminating()));
+        // Reconciling the gone application again (the controller's GC does, every period)
+        // writes nothing: the pools wait for their last IP.
+        engine
+            .reconcile(&ipam_core::AppRef::of(&app))
+            .await
+            .unwrap();
+        assert_eq!(
+            pools(&engine).await,
+            p,
+            "a reconcile rewrote a terminating pool"
+        );
         let err = engine
             .allocate(&request(&app, "web-2", "u2", "c2", &["eth0"]))
             .await

@@ -257,7 +257,15 @@ impl<S: Store> Engine<S> {
             .filter(|p| app_of_pool(p).as_ref() == Some(app))
         {
             if !wanted.contains(&p.metadata.name) && reclaimable(p) {
-                self.delete_pool(&p.metadata.name).await?;
+                // Deleted already: only its last IP's release (or GC) can finish it, and
+                // another DELETE would be one more write to the API server per reconcile.
+                if p.metadata.is_terminating() {
+                    if p.allocated_count() == 0 {
+                        self.finish_pool(&p.metadata.name).await?;
+                    }
+                } else {
+                    self.delete_pool(&p.metadata.name).await?;
+                }
             }
         }
         if app.workload_kind() == Some(WorkloadKind::StatefulSet) {
