@@ -130,17 +130,23 @@ fn a_rolling_update_takes_the_spare_ip_while_the_old_pods_hold_theirs() {
     });
 }
 
+/// The seed's Deployment at 2, then scaled to 8: returns, once the burst's first ADDs have
+/// run, the first node (whose agent the caller then stops).
+fn start_a_burst(lab: &Lab) -> Res<String> {
+    lab.apply(&deployment(2), &[])?;
+    lab.wait_pods("test-app", 2)?;
+    lab.kubectl(&["scale", "deployment", "test-app", "--replicas", "8"])?;
+    wait_for("ADDs to start", || Ok(lab.cluster.kubelet_stats().adds > 4))?;
+    Ok(lab.nodes()[0].clone())
+}
+
 #[test]
 fn an_agent_killed_in_the_middle_of_adds_loses_nothing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab(2);
     run(&mut lab, |lab| {
-        lab.apply(&deployment(2), &[])?;
-        lab.wait_pods("test-app", 2)?;
-        let node = lab.nodes()[0].clone();
-        lab.kubectl(&["scale", "deployment", "test-app", "--replicas", "8"])?;
-        // Let the ADDs of the burst start, then crash the agent under them.
-        wait_for("ADDs to start", || Ok(lab.cluster.kubelet_stats().adds > 4))?;
+        // Crash the agent under the ADDs of the burst.
+        let node = start_a_burst(lab)?;
         lab.kill(&format!("agent-{node}"));
         std::thread::sleep(Duration::from_millis(500));
         lab.start_agent(&node)?;
@@ -322,11 +328,7 @@ fn an_agent_rollout_loses_no_add() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab(2);
     run(&mut lab, |lab| {
-        lab.apply(&deployment(2), &[])?;
-        lab.wait_pods("test-app", 2)?;
-        let node = lab.nodes()[0].clone();
-        lab.kubectl(&["scale", "deployment", "test-app", "--replicas", "8"])?;
-        wait_for("ADDs to start", || Ok(lab.cluster.kubelet_stats().adds > 4))?;
+        let node = start_a_burst(lab)?;
         lab.terminate(&format!("agent-{node}"))?;
         lab.start_agent(&node)?;
         let pods = lab.wait_pods("test-app", 8)?;

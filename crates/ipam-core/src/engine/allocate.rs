@@ -58,11 +58,12 @@ impl<S: Store> Engine<S> {
         let started = std::time::Instant::now();
         let mut result = self.allocate_now(req).await;
         // Where a controller sizes the auto pools, a pod of a scale-up can come before its
-        // pool has grown: wait for the growth instead of failing.
+        // pool has grown, and a rolling update's new pod before the old pod's DEL: wait for
+        // the pool to grow or give an IP back instead of failing.
         if let Some(limit) = self.config.auto_pool_wait {
             let deadline = tokio::time::Instant::now() + limit;
             while let Err(Error::PoolsExhausted { pools, .. }) = &result {
-                if !self.await_growth(pools, deadline).await? {
+                if !self.await_room(pools, deadline).await? {
                     break;
                 }
                 result = self.allocate_now(req).await;
@@ -516,34 +517,36 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Waits until one of `pools` that its application wants bigger has changed (grown),
-    /// or `deadline`: whether to try again. `false` at once when none of them is an auto
-    /// pool short of its size (a full pool nobody is growing).
-    async fn await_growth(
+    /// Waits until one of `pools` that is an auto pool has changed (grown, or given an IP
+    /// back), or `deadline`: whether to try again. `false` at once when none of them is an
+    /// auto pool (a full manual pool: nobody makes room in it on the pod's behalf).
+    async fn await_room(
         &self,
         pools: &[String],
         deadline: tokio::time::Instant,
     ) -> Result<bool, Error> {
-        // Subscribe first, then look: a growth in between shows in what is read.
+        // Subscribe first, then look: a change in between shows in what is read.
         let mut watch = self.store.watch(Kind::SpiderIPPool);
-        let mut short = Vec::new();
+        let mut waiting = Vec::new();
         for name in pools {
             let Some(pool) = self.store.get_as::<SpiderIPPool>(None, name).await? else {
                 continue;
             };
-            if self.auto_pool_undersized(&pool).await? {
-                short.push((name.clone(), pool.metadata.resource_version.clone()));
-            } else if pool.allocated_count() < pool.usable_ips().len() as usize {
+            // Room already (an IP came back since the allocation looked): try again now.
+            if pool.allocated_count() < pool.usable_ips().len() as usize {
                 return Ok(true);
             }
+            if super::apps::app_of_pool(&pool).is_some() {
+                waiting.push((name.clone(), pool.metadata.resource_version.clone()));
+            }
         }
-        if short.is_empty() {
+        if waiting.is_empty() {
             return Ok(false);
         }
         loop {
             match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut watch)).await {
                 Ok(Some(WatchEvent::Changed { key, version })) => {
-                    if short
+                    if waiting
                         .iter()
                         .any(|(name, seen)| *name == key.name && *seen != version)
                     {

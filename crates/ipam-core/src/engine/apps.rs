@@ -208,18 +208,6 @@ impl<S: Store> Engine<S> {
             .is_some_and(|desired| p.spec.ips.len() > desired))
     }
 
-    /// Whether an auto pool holds fewer IPs than its application wants (a scale-up its
-    /// controller has not carried out yet).
-    pub(crate) async fn auto_pool_undersized(&self, p: &SpiderIPPool) -> Result<bool, Error> {
-        let Some(app) = app_of_pool(p) else {
-            return Ok(false);
-        };
-        Ok(self
-            .auto_pool_desired(p, &app)
-            .await?
-            .is_some_and(|desired| p.spec.ips.len() < desired))
-    }
-
     /// Brings the auto pools of `app` to what the application as stored wants: creates, grows
     /// or shrinks them, reclaims them once the application is gone (unless
     /// `ippool-reclaim: "false"`), and frees the IPs of StatefulSet ordinals scaled away.
