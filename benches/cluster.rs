@@ -27,6 +27,9 @@
 //! to `target/bench/cluster.json`. Each contender gets at most 20 minutes
 //! (`BERTH_BENCH_LIMIT_SECS`).
 //!
+//! Under `cargo test` (no `--bench` argument, as CI runs every target) it is the CI-sized
+//! check instead: 50 pods on 2 nodes, the floor and Berth, asserting correctness only.
+//!
 //! Not here yet: the fault run, the picture, and the plugins' own CPU (short-lived processes).
 
 #[path = "../examples/cluster/lab.rs"]
@@ -81,19 +84,17 @@ struct Outcome {
     note: String,
 }
 
-/// The multi-call executable of `examples/cluster`, built in release mode.
-fn example() -> Res<PathBuf> {
+/// The multi-call executable of `examples/cluster`, built in release mode (in the debug
+/// profile for the CI-sized check).
+fn example(release: bool) -> Res<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut args = vec!["build", "--example", "cluster", "--message-format", "json"];
+    if release {
+        args.push("--release");
+    }
     let out = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--example",
-            "cluster",
-            "--message-format",
-            "json",
-        ])
+        .args(&args)
         .current_dir(&root)
         .stderr(std::process::Stdio::inherit())
         .output()?;
@@ -374,16 +375,27 @@ fn leaks(lab: &Lab, name: &str, namespace: &str) -> Res<usize> {
 }
 
 fn main() -> Res<()> {
-    // `cargo bench` passes `--bench`; a filter argument selects nothing here.
-    let pods = env_usize("BERTH_BENCH_PODS", 1000);
-    let nodes = env_usize("BERTH_BENCH_NODES", 10);
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (CI) does not: then the
+    // CI-sized check, 50 pods on 2 nodes, Berth and the floor, which asserts correctness
+    // only (every pod gets its IPs, none held twice, none left, no CNI error), never time.
+    let testing = !std::env::args().any(|a| a == "--bench");
+    let (default_pods, default_nodes, default_contenders) = if testing {
+        (50, 2, "floor,berth")
+    } else {
+        (1000, 10, "floor,berth,berth-shared,whereabouts")
+    };
+    let pods = env_usize("BERTH_BENCH_PODS", default_pods);
+    let nodes = env_usize("BERTH_BENCH_NODES", default_nodes);
     let limit = Duration::from_secs(env_usize("BERTH_BENCH_LIMIT_SECS", 1200) as u64);
     let contenders: Vec<String> = std::env::var("BERTH_BENCH_CONTENDERS")
-        .unwrap_or_else(|_| "floor,berth,berth-shared,whereabouts".into())
+        .unwrap_or_else(|_| default_contenders.into())
         .split(',')
         .map(str::to_string)
         .collect();
-    let exe = example()?;
+    let exe = example(!testing)?;
     let work = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
     let policy = work.path().join("audit-policy.yaml");
     std::fs::write(
@@ -569,6 +581,24 @@ fn main() -> Res<()> {
             o.leaks,
             o.note
         );
+    }
+    if testing {
+        let wrong: Vec<String> = outcomes
+            .iter()
+            .filter(|o| {
+                o.pods_with_ips != o.pods
+                    || o.duplicates > 0
+                    || o.leaks > 0
+                    || o.cni_errors > 0
+                    || !o.note.is_empty()
+            })
+            .map(|o| format!("{}: {o:?}", o.name))
+            .collect();
+        if !wrong.is_empty() {
+            return Err(format!("the cluster check failed:\n{}", wrong.join("\n")).into());
+        }
+        println!("cluster check: every pod got its IPs; no duplicate, leak or CNI error");
+        return Ok(());
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
