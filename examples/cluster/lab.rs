@@ -102,10 +102,9 @@ impl Lab {
             "crd/spiderreservedips.spiderpool.spidernet.io",
             "crd/network-attachment-definitions.k8s.cni.cncf.io",
         ])?;
-        lab.link(&lab.dir.path().join("bin/berth"))?;
-        for node in lab.nodes() {
-            lab.link(&lab.node_dir(&node).join("spiderpool"))?;
-        }
+        std::fs::create_dir_all(lab.dir.path().join("bin"))?;
+        std::os::unix::fs::symlink(&lab.exe, lab.dir.path().join("bin/berth"))?;
+        lab.install_plugin("spiderpool", &lab.exe)?;
         lab.multus("default")?;
         Ok(lab)
     }
@@ -161,12 +160,6 @@ impl Lab {
     /// A node's `/opt/cni/bin` and run dir: its IPAM plugin, its agent's socket and logs.
     pub fn node_dir(&self, node: &str) -> PathBuf {
         self.dir.path().join("nodes").join(node)
-    }
-
-    fn link(&self, path: &Path) -> Res<()> {
-        std::fs::create_dir_all(path.parent().expect("a parent"))?;
-        std::os::unix::fs::symlink(&self.exe, path)?;
-        Ok(())
     }
 
     /// Applies the seed's subnets and its two NetworkAttachmentDefinitions (in kube-system).
