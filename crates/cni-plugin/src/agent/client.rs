@@ -43,6 +43,14 @@ fn not_listening(e: &std::io::Error) -> bool {
     )
 }
 
+/// How one exchange with the agent failed.
+enum Exchange {
+    /// The agent went away before it answered: worth sending again once it is back.
+    AgentGone(BoxError),
+    /// Anything else.
+    Failed(BoxError),
+}
+
 /// A raw answer: status and body.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -195,14 +203,41 @@ impl AgentClient {
     /// read to the end of the stream. Reads and writes time out after the client's timeout;
     /// the connect itself waits while the agent's listen queue is full, and for an agent that
     /// does not listen yet up to the reconnect bound ([`DEFAULT_RECONNECT`]).
+    ///
+    /// An agent that dies before it answers (the connection is reset, or closes with no
+    /// answer at all) is given the request again once it listens, within the same bound. So
+    /// this is for idempotent requests only, as the IPAM calls are: a repeated ADD of the same
+    /// container and interface returns the same IPs, and a repeated DEL releases nothing more.
     pub fn request_blocking(
         &self,
         method: &Method,
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Answer, BoxError> {
-        use std::io::{Read, Write};
         let started = std::time::Instant::now();
+        let mut pause = RECONNECT_PAUSE;
+        loop {
+            match self.exchange(method, path, body, started) {
+                Err(Exchange::AgentGone(e)) if started.elapsed() < self.reconnect => {
+                    tracing::debug!(error = %e, "the agent went away before it answered; sending again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(RECONNECT_PAUSE_MAX);
+                }
+                Err(Exchange::AgentGone(e) | Exchange::Failed(e)) => return Err(e),
+                Ok(raw) => return parse_response(&raw),
+            }
+        }
+    }
+
+    /// Connects, sends one request and reads the raw answer to the end of the stream.
+    fn exchange(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&[u8]>,
+        started: std::time::Instant,
+    ) -> Result<Vec<u8>, Exchange> {
+        use std::io::{Read, Write};
         let mut pause = RECONNECT_PAUSE;
         let mut stream = loop {
             match std::os::unix::net::UnixStream::connect(&self.socket) {
@@ -211,11 +246,16 @@ impl AgentClient {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(RECONNECT_PAUSE_MAX);
                 }
-                Err(e) => return Err(self.connect_error(e, started)),
+                Err(e) => return Err(Exchange::Failed(self.connect_error(e, started))),
             }
         };
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
+        let failed = |e: std::io::Error| Exchange::Failed(e.into());
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(failed)?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(failed)?;
         let mut request =
             format!("{method} {path} HTTP/1.1\r\nhost: berth-agent\r\nconnection: close\r\n");
         if let Some(body) = body {
@@ -227,19 +267,30 @@ impl AgentClient {
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(body.unwrap_or_default());
-        stream.write_all(&bytes)?;
-        let mut raw = Vec::with_capacity(4096);
-        stream.read_to_end(&mut raw).map_err(|e| {
+        let gone = |e: std::io::Error| {
             if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                Exchange::AgentGone(e.into())
+            } else if matches!(
                 e.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ) {
-                format!("no answer within {:?}", self.timeout).into()
+                Exchange::Failed(format!("no answer within {:?}", self.timeout).into())
             } else {
-                BoxError::from(e)
+                Exchange::Failed(e.into())
             }
-        })?;
-        parse_response(&raw)
+        };
+        stream.write_all(&bytes).map_err(gone)?;
+        let mut raw = Vec::with_capacity(4096);
+        stream.read_to_end(&mut raw).map_err(gone)?;
+        if raw.is_empty() {
+            return Err(Exchange::AgentGone(
+                "the agent closed the connection without an answer".into(),
+            ));
+        }
+        Ok(raw)
     }
 
     fn decode<R: DeserializeOwned>(
@@ -460,5 +511,50 @@ mod tests {
             !refused.to_string().contains("nothing listened"),
             "{refused}"
         );
+    }
+
+    /// An agent killed after it read a request, before it answered, is sent the same request
+    /// again once it is back; with no time left to wait, the error says what happened.
+    #[test]
+    fn a_request_is_sent_again_when_the_agent_dies_before_answering() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let agent = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for answer in [false, true] {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut request = vec![0u8; 1024];
+                let n = conn.read(&mut request).unwrap();
+                seen.push(String::from_utf8_lossy(&request[..n]).into_owned());
+                if answer {
+                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .unwrap();
+                }
+                // Dropping the connection unanswered is what a SIGKILLed agent does.
+            }
+            seen
+        });
+        let answer = AgentClient::new(&socket)
+            .request_blocking(&Method::POST, "/v1/ipam/ip", Some(b"{\"a\":1}"))
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        let seen = agent.join().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], seen[1], "the same request both times");
+
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("b.sock")).unwrap();
+        let dies = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0u8; 1024]).unwrap();
+        });
+        let e = AgentClient::new(dir.path().join("b.sock"))
+            .with_reconnect(Duration::ZERO)
+            .request_blocking(&Method::POST, "/v1/ipam/ip", Some(b"{}"))
+            .unwrap_err()
+            .to_string();
+        dies.join().unwrap();
+        assert!(e.contains("without an answer"), "{e}");
     }
 }
