@@ -249,8 +249,16 @@ impl Node {
         }
         if *desired.borrow() == Desired::Running {
             let nics = sandbox.as_ref().map(|s| s.nics.as_slice()).unwrap_or(&[]);
-            if let Err(e) = self.write_running(&pod, nics, host_network).await {
-                tracing::debug!(pod = %key, "status not written: {e}");
+            // As a kubelet's status manager does, the status is written until it lands (an
+            // API server that restarts loses the first attempts).
+            let mut backoff = Duration::from_millis(200);
+            while let Err(e) = self.write_running(&pod, nics, host_network).await {
+                tracing::debug!(pod = %key, "status not written, trying again: {e}");
+                if *desired.borrow() != Desired::Running {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             self.kubelets.record(|s| s.pods_started += 1);
             while *desired.borrow() == Desired::Running {
