@@ -20,6 +20,10 @@ use crate::wire::{self, Op};
 /// The longest a store method waits for the API server, by default.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
 
+/// How long a refused request (403) is asked again: long enough for an API server that has
+/// just started to read its roles, short enough that a real RBAC gap shows at once.
+pub const FORBIDDEN_GRACE: Duration = Duration::from_secs(5);
+
 /// A [`Store`] whose objects are the API server's: Spiderpool's custom resources, and the
 /// cluster's Deployments and StatefulSets (read only). See the crate documentation.
 ///
@@ -79,12 +83,9 @@ impl KubeStore {
         ] {
             let key = ObjectKey::cluster(kind, "");
             let probe = store.api(kind, None);
+            let params = ListParams::default().limit(1);
             let list = store
-                .timed(
-                    &key,
-                    Op::Read,
-                    probe.list_metadata(&ListParams::default().limit(1)),
-                )
+                .timed(&key, Op::Read, || probe.list_metadata(&params))
                 .await;
             match list {
                 Ok(list) => {
@@ -194,18 +195,40 @@ impl KubeStore {
     }
 
     /// One request to the API server, within the deadline, its failure mapped.
-    async fn timed<T>(
+    ///
+    /// A refusal (403) is asked again for up to [`FORBIDDEN_GRACE`]: an API server that has
+    /// just started serves requests before its authorizer has read the roles, and refuses
+    /// them meanwhile. A refusal that lasts is returned as it is.
+    async fn timed<T, Fut>(
         &self,
         key: &ObjectKey,
         op: Op,
-        request: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, CoreError> {
-        match tokio::time::timeout(self.deadline, request).await {
-            Ok(answer) => answer.map_err(|e| wire::error(key, op, e)),
-            Err(_) => Err(CoreError::unavailable(
-                format!("{} {key}", op.verb()),
-                Error::DeadlineExceeded(self.deadline),
-            )),
+        request: impl Fn() -> Fut,
+    ) -> Result<T, CoreError>
+    where
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.deadline;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match tokio::time::timeout_at(deadline, request()).await {
+                Ok(Err(kube::Error::Api(status)))
+                    if status.code == 403
+                        && started.elapsed() + pause < FORBIDDEN_GRACE.min(self.deadline) =>
+                {
+                    tracing::debug!(%key, message = %status.message, "refused (403); asking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Ok(answer) => return answer.map_err(|e| wire::error(key, op, e)),
+                Err(_) => {
+                    return Err(CoreError::unavailable(
+                        format!("{} {key}", op.verb()),
+                        Error::DeadlineExceeded(self.deadline),
+                    ));
+                }
+            }
         }
     }
 
@@ -237,9 +260,8 @@ impl KubeStore {
     }
 
     async fn read(&self, key: &ObjectKey) -> Result<Option<Value>, CoreError> {
-        let got = self
-            .timed(key, Op::Read, self.api_of(key).get_opt(&key.name))
-            .await?;
+        let api = self.api_of(key);
+        let got = self.timed(key, Op::Read, || api.get_opt(&key.name)).await?;
         Ok(got.map(|o| self.document(o)))
     }
 
@@ -270,10 +292,10 @@ impl KubeStore {
             };
             let body = wire::request(key, object.clone(), Some(&version))?;
             let put = if status {
-                self.timed(key, Op::Write, api.replace_status(&key.name, &pp, &body))
+                self.timed(key, Op::Write, || api.replace_status(&key.name, &pp, &body))
                     .await
             } else {
-                self.timed(key, Op::Write, api.replace(&key.name, &pp, &body))
+                self.timed(key, Op::Write, || api.replace(&key.name, &pp, &body))
                     .await
             };
             match put {
@@ -311,13 +333,9 @@ impl KubeStore {
                 }
             }
             let body = wire::request(key, stored, Some(&version))?;
+            let (api, pp) = (self.api_of(key), PostParams::default());
             let put = self
-                .timed(
-                    key,
-                    Op::Write,
-                    self.api_of(key)
-                        .replace(&key.name, &PostParams::default(), &body),
-                )
+                .timed(key, Op::Write, || api.replace(&key.name, &pp, &body))
                 .await;
             match put {
                 Err(CoreError::Conflict(_)) if given.is_none() => continue,
@@ -341,13 +359,9 @@ impl KubeStore {
         }
         apply_records(key, &mut pool, delta)?;
         let body = wire::request(key, pool, Some(version))?;
+        let (api, pp) = (self.api_of(key), PostParams::default());
         let written = self
-            .timed(
-                key,
-                Op::Write,
-                self.api_of(key)
-                    .replace_status(&key.name, &PostParams::default(), &body),
-            )
+            .timed(key, Op::Write, || api.replace_status(&key.name, &pp, &body))
             .await?;
         let written = self.document(written);
         semantics::version_of(&written)
@@ -447,7 +461,7 @@ impl Store for KubeStore {
         let work = async {
             let mut objects = Vec::new();
             loop {
-                let page = self.timed(&key, Op::Read, api.list(&params)).await?;
+                let page = self.timed(&key, Op::Read, || api.list(&params)).await?;
                 if let Some(v) = &page.metadata.resource_version {
                     self.record(v);
                 }
@@ -482,12 +496,9 @@ impl Store for KubeStore {
         let key = wire::key_to_write(kind, &object)?;
         self.refuse_read_only(&key)?;
         let body = wire::request(&key, object, None)?;
+        let (api, pp) = (self.api_of(&key), PostParams::default());
         let created = self
-            .timed(
-                &key,
-                Op::Create,
-                self.api_of(&key).create(&PostParams::default(), &body),
-            )
+            .timed(&key, Op::Create, || api.create(&pp, &body))
             .await?;
         Ok(self.document(created))
     }
@@ -530,8 +541,9 @@ impl Store for KubeStore {
             }),
             ..Default::default()
         };
+        let api = self.api_of(key);
         let answer = self
-            .timed(key, Op::Write, self.api_of(key).delete(&key.name, &params))
+            .timed(key, Op::Write, || api.delete(&key.name, &params))
             .await?;
         Ok(match answer.left() {
             Some(object) if wire::is_terminating(&object) => {
