@@ -830,6 +830,16 @@ impl cni_plugin::ipam::ops::PodSource for ClusterPods {
                 },
             })
     }
+
+    async fn leaving(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, cni_plugin::Error> {
+        // When the API server cannot say, the DEL releases its own NIC only.
+        Ok(self.0.leaving(namespace, name, uid).await.unwrap_or(false))
+    }
 }
 
 /// `berth agent [--kubeconfig PATH] --node NAME`: serves the node's pods with the cluster's

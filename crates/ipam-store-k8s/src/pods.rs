@@ -233,6 +233,23 @@ impl NodePods {
 
     /// The facts of the pod `namespace/name` for an allocation on this node.
     ///
+    /// Whether the pod `namespace/name` (incarnation `uid` when given) is going away: there
+    /// is no such pod, another pod has its name now, or it is terminating. A DEL for it
+    /// releases all its NICs at once.
+    pub async fn leaving(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<bool, Error> {
+        let Some(pod) = self.pod(namespace, name).await? else {
+            return Ok(true);
+        };
+        let replaced =
+            uid.is_some_and(|uid| !uid.is_empty() && pod.metadata.uid.as_deref() != Some(uid));
+        Ok(replaced || pod.metadata.deletion_timestamp.is_some())
+    }
+
     /// Fails with [`Error::UnknownPod`] when the pod does not exist, or is another
     /// incarnation than `uid` (when given), or is bound to another node; with an API error
     /// when the API server cannot say.

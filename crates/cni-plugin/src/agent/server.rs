@@ -557,7 +557,10 @@ async fn route<S: Store + 'static>(
             .await
         }
         (&Method::DELETE, protocol::PATH_IP) => {
-            ipam(async { ops::del(engine, &decode::<DelArgs>(body)?).await }).await
+            ipam(async {
+                ops::del_with(engine, &decode::<DelArgs>(body)?, state.pods.as_deref()).await
+            })
+            .await
         }
         (&Method::POST, protocol::PATH_CHECK) => {
             ipam(async {

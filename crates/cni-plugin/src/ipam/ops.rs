@@ -75,16 +75,97 @@ pub trait PodSource: Send + Sync {
         name: &str,
         uid: Option<&str>,
     ) -> Result<PodContext, Error>;
+
+    /// Whether the pod `namespace/name` (incarnation `uid` when given) is going away: deleted,
+    /// terminating, or replaced by another pod of its name. Its DEL then releases every NIC
+    /// of the container at once. The default says no, so that each DEL releases its own NIC.
+    async fn leaving(&self, namespace: &str, name: &str, uid: Option<&str>) -> Result<bool, Error> {
+        let _ = (namespace, name, uid);
+        Ok(false)
+    }
+}
+
+/// The pod's other NICs that its annotations name, which an ADD allocates ahead, in the same
+/// engine call as its own NIC: `ipam.spidernet.io/subnets`, else `ipam.spidernet.io/ippools`
+/// items with interface names. Spiderpool does the same: the pod's NICs take their IPs
+/// together, all or nothing, with one write per pool and one endpoint write, and the ADD of
+/// each other NIC finds its IPs recorded. A NIC allocated ahead records no CNI network name
+/// (its own ADD does not rewrite the pool for that alone), so a CNI GC naming that network
+/// leaves it to the controller's GC. Annotations that do not parse name nothing here; the
+/// engine reports them.
+fn ahead_of(pod: &PodContext, own: &str) -> Vec<NicRequest> {
+    let Ok(parsed) = ipam_core::annotations::PodAnnotations::parse(&pod.annotations) else {
+        return Vec::new();
+    };
+    let named: Vec<String> = match (&parsed.subnets, &parsed.ippools) {
+        (Some(items), _) => items.iter().map(|i| i.interface.clone()).collect(),
+        (None, Some(items)) => items.iter().filter_map(|i| i.interface.clone()).collect(),
+        (None, None) => Vec::new(),
+    };
+    if !named.iter().any(|n| n == own) {
+        return Vec::new();
+    }
+    let mut out: Vec<NicRequest> = Vec::new();
+    for interface in named {
+        if interface != own && !out.iter().any(|n| n.interface == interface) {
+            out.push(NicRequest {
+                interface,
+                ..NicRequest::default()
+            });
+        }
+    }
+    out
 }
 
 /// [`add`], with the pod's facts from `pods` (Kubernetes mode): `BERTH_OWNER` is not used.
+///
+/// In Kubernetes mode an ADD that fails because the API server cannot answer (it restarts,
+/// or is overloaded: code 11) is made again, whole, for up to [`RIDE_OUT`]: it is idempotent,
+/// and a runtime's own retry would come seconds later and count as a failed sandbox.
 pub async fn add_with<S: Store>(
     engine: &Engine<S>,
     args: &AddArgs,
     node: &str,
     pods: Option<&dyn PodSource>,
 ) -> Result<AddResponse, Error> {
-    durably(engine, add_now(engine, args, node, pods)).await
+    riding_out(pods.is_some(), || {
+        durably(engine, add_now(engine, args, node, pods))
+    })
+    .await
+}
+
+/// How long the agent makes an ADD or DEL again, in Kubernetes mode, while the API server
+/// cannot answer: a restart of the API server takes a few seconds.
+pub const RIDE_OUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs `op` again while it fails with "try again later" (code 11), for up to [`RIDE_OUT`]
+/// after its first such failure when `cluster`; once otherwise. (An ADD may have waited long
+/// for its pool before the API server went away; the bound counts from then.)
+async fn riding_out<T, F, Fut>(cluster: bool, op: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut first_failure = None;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(e)
+                if cluster
+                    && e.code() == berth_cni::error::code::TRY_AGAIN_LATER
+                    && first_failure
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                        + pause
+                        < RIDE_OUT =>
+            {
+                tracing::info!(error = %e, "the cluster cannot answer now; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Runs an operation's writes with one wait for the disk at the end instead of one per write
@@ -129,7 +210,7 @@ async fn add_now<S: Store>(
         pod.app_uid = workload.metadata.uid.clone();
         pod.app = Some(app);
     }
-    let request = AllocateRequest {
+    let mut request = AllocateRequest {
         pod,
         pod_uid: args.pod_uid.clone(),
         container_id: args.container_id.clone(),
@@ -142,6 +223,10 @@ async fn add_now<S: Store>(
             clean_gateway: Some(args.clean_gateway),
         }],
     };
+    if pods.is_some() {
+        let ahead = ahead_of(&request.pod, &args.if_name);
+        request.nics.extend(ahead);
+    }
     let allocation = engine.allocate(&request).await?;
     let nic = allocation
         .nics
@@ -214,23 +299,50 @@ pub fn response_of(nic: &NicAddresses) -> AddResponse {
 /// containers succeed; a StatefulSet pod its StatefulSet keeps keeps its IPs for its next
 /// incarnation.
 pub async fn del<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<DelResponse, Error> {
-    durably(engine, del_now(engine, args)).await
+    del_with(engine, args, None).await
 }
 
-async fn del_now<S: Store>(engine: &Engine<S>, args: &DelArgs) -> Result<DelResponse, Error> {
+/// [`del`], with the pod's state from `pods` (Kubernetes mode): when the pod is going away
+/// ([`PodSource::leaving`]), the DEL releases every NIC of the container at once, as
+/// Spiderpool's does, and the DELs of its other NICs find nothing left to do.
+pub async fn del_with<S: Store>(
+    engine: &Engine<S>,
+    args: &DelArgs,
+    pods: Option<&dyn PodSource>,
+) -> Result<DelResponse, Error> {
+    riding_out(pods.is_some(), || {
+        durably(engine, del_now(engine, args, pods))
+    })
+    .await
+}
+
+async fn del_now<S: Store>(
+    engine: &Engine<S>,
+    args: &DelArgs,
+    pods: Option<&dyn PodSource>,
+) -> Result<DelResponse, Error> {
     validate(&args.container_id, &args.if_name, None)?;
+    let namespace = namespace_or_default(&args.pod_namespace);
+    let whole_pod = match pods {
+        Some(pods) if !args.pod_name.is_empty() => {
+            let uid = Some(args.pod_uid.as_str()).filter(|u| !u.is_empty());
+            pods.leaving(namespace, &args.pod_name, uid).await?
+        }
+        _ => false,
+    };
     let request = ReleaseRequest {
-        namespace: namespace_or_default(&args.pod_namespace).to_owned(),
+        namespace: namespace.to_owned(),
         name: args.pod_name.clone(),
         pod_uid: args.pod_uid.clone(),
         container_id: args.container_id.clone(),
-        interfaces: Some(vec![args.if_name.clone()]),
+        interfaces: (!whole_pod).then(|| vec![args.if_name.clone()]),
         app: None,
     };
     let released = engine.release(&request).await?;
     tracing::debug!(
         container_id = %args.container_id,
         ifname = %args.if_name,
+        whole_pod,
         released = ?released.ips,
         kept_for_statefulset = ?released.kept_for_statefulset,
         "released"
@@ -471,5 +583,197 @@ mod tests {
     #[test]
     fn node_name_is_never_empty() {
         assert!(!node_name().is_empty());
+    }
+
+    /// A cluster's pod source of one pod, which may be going away.
+    struct OnePod {
+        annotations: std::collections::BTreeMap<String, String>,
+        leaving: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl PodSource for OnePod {
+        async fn pod(
+            &self,
+            namespace: &str,
+            name: &str,
+            _: Option<&str>,
+        ) -> Result<PodContext, Error> {
+            Ok(PodContext {
+                namespace: namespace.into(),
+                name: name.into(),
+                annotations: self.annotations.clone(),
+                node: "node-a".into(),
+                ..PodContext::default()
+            })
+        }
+
+        async fn leaving(&self, _: &str, _: &str, _: Option<&str>) -> Result<bool, Error> {
+            Ok(self.leaving.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    fn add_args(if_name: &str, clean_gateway: bool) -> AddArgs {
+        AddArgs {
+            container_id: "c1".into(),
+            if_name: if_name.into(),
+            pod_namespace: "ns".into(),
+            pod_name: "web".into(),
+            pod_uid: "uid-1".into(),
+            clean_gateway,
+            network: Some(format!("net-of-{if_name}")),
+            ..AddArgs::default()
+        }
+    }
+
+    fn del_args(if_name: &str) -> DelArgs {
+        DelArgs {
+            container_id: "c1".into(),
+            if_name: if_name.into(),
+            net_namespace: None,
+            pod_namespace: "ns".into(),
+            pod_name: "web".into(),
+            pod_uid: "uid-1".into(),
+        }
+    }
+
+    /// In Kubernetes mode the first ADD takes the IPs of every NIC the pod's annotations
+    /// name, in one engine call; the other NIC's ADD finds them without writing a pool or
+    /// the endpoint again (unless its own config changes its gateway); a DEL of a pod going
+    /// away releases every NIC, and one of a pod that stays only its own.
+    #[tokio::test]
+    async fn the_pods_nics_are_allocated_together_and_released_together() {
+        use ipam_core::store::{MemStore, TypedStore};
+        use ipam_core::{SpiderEndpoint, SpiderIPPool, ips};
+        let engine = Engine::new(MemStore::new());
+        for (name, cidr, range, gateway) in [
+            ("p0", "10.6.0.0/16", ips!["10.6.0.10-10.6.0.19"], "10.6.0.1"),
+            ("p1", "10.7.0.0/16", ips!["10.7.0.10-10.7.0.19"], "10.7.0.1"),
+        ] {
+            let mut pool = SpiderIPPool::new(name, cidr.parse().unwrap(), range);
+            pool.spec.gateway = Some(gateway.parse().unwrap());
+            engine.apply(pool).await.unwrap();
+        }
+        let pods = OnePod {
+            annotations: [(
+                "ipam.spidernet.io/ippools".to_string(),
+                r#"[{"interface":"eth0","ipv4":["p0"]},{"interface":"net1","ipv4":["p1"]}]"#
+                    .to_string(),
+            )]
+            .into(),
+            leaving: false.into(),
+        };
+        let pod_source: Option<&dyn PodSource> = Some(&pods);
+        let versions = || async {
+            let mut v = Vec::new();
+            for p in ["p0", "p1"] {
+                let pool: SpiderIPPool = engine.store().get_as(None, p).await.unwrap().unwrap();
+                v.push(pool.metadata.resource_version.clone());
+            }
+            let ep: Option<SpiderEndpoint> =
+                engine.store().get_as(Some("ns"), "web").await.unwrap();
+            v.push(ep.and_then(|e| e.metadata.resource_version.clone()));
+            v
+        };
+
+        let eth0 = add_with(&engine, &add_args("eth0", false), "node-a", pod_source)
+            .await
+            .unwrap();
+        assert_eq!(eth0.ips[0].address.to_string(), "10.6.0.10/16");
+        let records = engine.records().await.unwrap();
+        let net1_ip: IpAddr = "10.7.0.10".parse().unwrap();
+        let ahead = &records["p1"][&net1_ip];
+        assert_eq!(
+            (
+                ahead.pod.as_str(),
+                ahead.interface.as_deref(),
+                ahead.network.as_deref()
+            ),
+            ("ns/web", Some("net1"), None),
+            "net1 is allocated ahead, with no network name"
+        );
+        assert_eq!(
+            records["p0"][&"10.6.0.10".parse::<IpAddr>().unwrap()]
+                .network
+                .as_deref(),
+            Some("net-of-eth0")
+        );
+
+        let before = versions().await;
+        let net1 = add_with(&engine, &add_args("net1", false), "node-a", pod_source)
+            .await
+            .unwrap();
+        assert_eq!(net1.ips[0].address.to_string(), "10.7.0.10/16");
+        assert_eq!(versions().await, before, "net1's own ADD writes nothing");
+        let default_route = |r: &AddResponse| r.routes.iter().any(|r| r.dst.prefix_len() == 0);
+        assert!(default_route(&net1), "{net1:?}");
+
+        // Its own config's clean_gateway wins over what the ahead allocation recorded.
+        let again = add_with(&engine, &add_args("net1", true), "node-a", pod_source)
+            .await
+            .unwrap();
+        assert!(!default_route(&again), "{again:?}");
+        assert_eq!(again.ips, net1.ips);
+
+        // A DEL while the pod stays (a sandbox being made again) releases its NIC only.
+        let one = del_with(&engine, &del_args("net1"), pod_source)
+            .await
+            .unwrap();
+        assert_eq!(one.released.len(), 1);
+        assert_eq!(engine.records().await.unwrap()["p0"].len(), 1);
+
+        // The pod goes: the first DEL releases every NIC, the next finds nothing.
+        add_with(&engine, &add_args("net1", false), "node-a", pod_source)
+            .await
+            .unwrap();
+        pods.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let all = del_with(&engine, &del_args("net1"), pod_source)
+            .await
+            .unwrap();
+        assert_eq!(all.released.len(), 2, "{all:?}");
+        let rest = del_with(&engine, &del_args("eth0"), pod_source)
+            .await
+            .unwrap();
+        assert!(rest.released.is_empty());
+        let left: usize = engine
+            .records()
+            .await
+            .unwrap()
+            .values()
+            .map(|r| r.len())
+            .sum();
+        assert_eq!(left, 0);
+        let ep: Option<SpiderEndpoint> = engine.store().get_as(Some("ns"), "web").await.unwrap();
+        assert!(ep.is_none(), "the endpoint went with the pod");
+    }
+
+    #[test]
+    fn only_nics_the_annotations_name_are_allocated_ahead() {
+        let pod = |key: &str, value: &str| PodContext {
+            annotations: [(key.to_string(), value.to_string())].into(),
+            ..PodContext::default()
+        };
+        let names = |v: Vec<NicRequest>| v.into_iter().map(|n| n.interface).collect::<Vec<_>>();
+        let subnets = pod(
+            "ipam.spidernet.io/subnets",
+            r#"[{"interface":"eth0","ipv4":["s0"]},{"interface":"net1","ipv4":["s1"]}]"#,
+        );
+        assert_eq!(names(ahead_of(&subnets, "eth0")), ["net1"]);
+        assert_eq!(names(ahead_of(&subnets, "net1")), ["eth0"]);
+        assert!(
+            ahead_of(&subnets, "net2").is_empty(),
+            "a NIC they do not name"
+        );
+        let unnamed = pod(
+            "ipam.spidernet.io/ippools",
+            r#"[{"ipv4":["p0"]},{"ipv4":["p1"]}]"#,
+        );
+        assert!(
+            ahead_of(&unnamed, "eth0").is_empty(),
+            "items without interface names"
+        );
+        assert!(ahead_of(&PodContext::default(), "eth0").is_empty());
+        assert!(ahead_of(&pod("ipam.spidernet.io/subnets", "not json"), "eth0").is_empty());
     }
 }

@@ -252,7 +252,9 @@ impl<S: Store> Engine<S> {
 
     /// A retried ADD of the same container and interface gets what it has, whatever selection
     /// would say now (the application may have changed since): the recorded IPs, confirmed in
-    /// their pools. Returns the NIC's recorded `clean_gateway` when it does.
+    /// their pools. So does the ADD of a NIC that an earlier ADD of the same container
+    /// allocated ahead. Returns the NIC's `clean_gateway` (the request's, else the recorded
+    /// one) when it does.
     async fn recorded(
         &self,
         req: &AllocateRequest,
@@ -283,7 +285,11 @@ impl<S: Store> Engine<S> {
             return Ok(None);
         }
         taken.extend(mine);
-        Ok(Some(entry.clean_gateway.unwrap_or(false)))
+        // The NIC's own configuration says whether it has a default route; a NIC allocated
+        // ahead by another NIC's ADD took that one's.
+        Ok(Some(
+            nic.clean_gateway.or(entry.clean_gateway).unwrap_or(false),
+        ))
     }
 
     /// Gives `ip` of `pool` back to the pod `record` names, now held by `record`; `None` when

@@ -494,7 +494,19 @@ fn apply(
         }
         PoolOp::Restamp { ip, record } => match records.get(ip) {
             Some(r) if r.pod == record.pod && r.interface == record.interface => {
-                records.set(*ip, record);
+                // A NIC allocated ahead by its pod's first ADD records no network, and an ADD
+                // of another NIC confirms this one with none: within one container, a record
+                // keeps its network then, instead of rewriting the pool for the name alone.
+                let unnamed = r.network.is_none() || record.network.is_none();
+                if unnamed && r.container_id == record.container_id {
+                    let record = IpRecord {
+                        network: r.network.clone(),
+                        ..record.clone()
+                    };
+                    records.set(*ip, &record);
+                } else {
+                    records.set(*ip, record);
+                }
                 OpResult::Restamped(true)
             }
             Some(_) => OpResult::Restamped(false),
