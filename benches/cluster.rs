@@ -30,13 +30,21 @@
 //! Under `cargo test` (no `--bench` argument, as CI runs every target) it is the CI-sized
 //! check instead: 50 pods on 2 nodes, the floor and Berth, asserting correctness only.
 //!
-//! Not here yet: the fault run, the picture, and the plugins' own CPU (short-lived processes).
+//! `berth-faults` is the fault run: Berth as `berth`, but when a quarter of the pods run,
+//! two agents and the controller are SIGKILLed and started again, and at half the API
+//! server is killed and started again. One GC period after every pod runs, the pools, the
+//! endpoints and the pods are audited against each other.
+//!
+//! The picture, pods with IPs over time per contender, goes to `target/bench/cluster.png`
+//! (it needs a TrueType font, such as Debian's `fonts-dejavu-core`).
+//!
+//! Not here yet: the plugins' own CPU (short-lived processes).
 
 #[path = "../examples/cluster/lab.rs"]
 mod lab;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Seek};
+use std::io::{BufRead, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -73,6 +81,9 @@ struct Outcome {
     add_p99_ms: Option<f64>,
     add_calls: usize,
     api_writes_per_pod: Option<f64>,
+    /// Of those, the writes while the pods were made (ADD) and while they were deleted (DEL).
+    api_writes_per_pod_add: Option<f64>,
+    api_writes_per_pod_del: Option<f64>,
     api_requests: BTreeMap<String, u64>,
     conflicts: u64,
     cni_errors: u64,
@@ -81,6 +92,12 @@ struct Outcome {
     daemon_cpu_seconds: Option<f64>,
     /// The last CNI errors the stand-ins saw (at most 10).
     errors: Vec<String>,
+    /// Pods with their IPs over time: (seconds since the first Deployment, pods).
+    curve: Vec<(f64, usize)>,
+    /// The faults injected, with when (the fault run).
+    faults: Vec<String>,
+    /// What the audit of pools, endpoints and pods found wrong (the fault run).
+    audit: Vec<String>,
     note: String,
 }
 
@@ -185,30 +202,45 @@ fn pod_ips(lab: &Lab, namespace: &str) -> Res<BTreeMap<String, Vec<String>>> {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let status = pod["metadata"]["annotations"][kube_testbed::kubelet::NETWORK_STATUS]
-            .as_str()
-            .and_then(|s| serde_json::from_str::<Value>(s).ok());
-        let ips: Vec<String> = status
-            .as_ref()
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .flat_map(|nic| nic["ips"].as_array().cloned().unwrap_or_default())
-            .filter_map(|ip| ip.as_str().map(str::to_string))
-            .collect();
         if pod["status"]["phase"] == "Running" {
-            out.insert(name, ips);
+            out.insert(name, pod_status_ips(&pod));
         }
     }
     Ok(out)
 }
 
-/// What the audit log says the `users` asked of the API server after byte `from`.
-fn audit(path: &Path, from: u64, users: &[&str]) -> Res<(u64, BTreeMap<String, u64>, u64)> {
+/// A pod's IPs on every NIC, from its network-status annotation.
+fn pod_status_ips(pod: &Value) -> Vec<String> {
+    let status = pod["metadata"]["annotations"][kube_testbed::kubelet::NETWORK_STATUS]
+        .as_str()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok());
+    status
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|nic| nic["ips"].as_array().cloned().unwrap_or_default())
+        .filter_map(|ip| ip.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The audit log's length now: where the next requests' lines start.
+fn audit_offset(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// What the audit log says the `users` asked of the API server between bytes `from` and `to`:
+/// writes, requests by verb and resource, 409 conflicts.
+fn audit(
+    path: &Path,
+    from: u64,
+    to: u64,
+    users: &[&str],
+) -> Res<(u64, BTreeMap<String, u64>, u64)> {
     let mut file = std::fs::File::open(path)?;
     file.seek(std::io::SeekFrom::Start(from))?;
     let (mut writes, mut by, mut conflicts) = (0, BTreeMap::new(), 0);
-    for line in std::io::BufReader::new(file).lines() {
+    for line in std::io::BufReader::new(file.take(to.saturating_sub(from))).lines() {
         let Ok(event) = serde_json::from_str::<Value>(&line?) else {
             continue;
         };
@@ -246,15 +278,24 @@ struct Contender<'a> {
     namespace: String,
     annotations: Value,
     users: Vec<&'a str>,
+    /// The pods get their NICs from Multus annotations (all but the floor).
+    multus: bool,
 }
 
-/// One contender's run.
+/// The faults of the fault run, each injected once when this share of the pods runs.
+const AGENTS_AND_CONTROLLER_KILLED_AT: f64 = 0.25;
+const APISERVER_RESTARTED_AT: f64 = 0.5;
+
+/// One contender's run. With `faults`, two agents and the controller are SIGKILLed and
+/// started again during the burst, then the API server is restarted; once every pod runs,
+/// and one GC period later, pools, endpoints and pods are audited against each other.
 fn run(
-    lab: &Lab,
+    lab: &mut Lab,
     contender: &Contender<'_>,
     pods: usize,
     audit_log: &Path,
     limit: Duration,
+    faults: bool,
 ) -> Res<Outcome> {
     let (name, namespace) = (contender.name, contender.namespace.as_str());
     let (annotations, users) = (&contender.annotations, &contender.users);
@@ -264,29 +305,74 @@ fn run(
         ..Default::default()
     };
     lab.kubectl(&["create", "namespace", namespace])?;
-    if name != "floor" {
+    if contender.multus {
         lab.multus(namespace)?;
     }
     let base = lab.cluster.kubelet_stats();
-    let audit_from = std::fs::metadata(audit_log).map_or(0, |m| m.len());
+    let audit_from = audit_offset(audit_log);
     let cpu_before = daemons_cpu(lab);
     let started = Instant::now();
     lab.apply(&deployments(namespace, pods, annotations), &[])?;
     let mut all_in = None;
+    let mut injected = 0;
+    let mut cpu_of_killed = 0.0;
     while started.elapsed() < limit {
         let now = lab.cluster.kubelet_stats();
-        if (now.pods_started - base.pods_started) as usize >= pods {
+        let running = (now.pods_started - base.pods_started) as usize;
+        if outcome.curve.last().is_none_or(|(_, n)| *n != running) {
+            outcome
+                .curve
+                .push((started.elapsed().as_secs_f64(), running));
+        }
+        if running >= pods {
             all_in = Some(started.elapsed());
             break;
+        }
+        if faults {
+            let share = running as f64 / pods as f64;
+            if injected == 0 && share >= AGENTS_AND_CONTROLLER_KILLED_AT {
+                injected += 1;
+                let nodes = lab.nodes();
+                let mut roles: Vec<String> =
+                    nodes.iter().take(2).map(|n| format!("agent-{n}")).collect();
+                roles.push("controller".into());
+                let at = started.elapsed();
+                for role in &roles {
+                    cpu_of_killed += lab
+                        .pids()
+                        .get(role)
+                        .and_then(|p| cpu_seconds(*p))
+                        .unwrap_or(0.0);
+                    lab.kill(role);
+                }
+                for node in nodes.iter().take(2) {
+                    lab.start_agent(node)?;
+                }
+                lab.start_controller()?;
+                outcome.faults.push(format!(
+                    "{at:.1?}: SIGKILL {} at {running} pods; all back in {:.1?}",
+                    roles.join(", "),
+                    started.elapsed() - at
+                ));
+            } else if injected == 1 && share >= APISERVER_RESTARTED_AT {
+                injected += 1;
+                let at = started.elapsed();
+                lab.cluster.kill_apiserver();
+                lab.runtime().block_on(lab.cluster.restart_apiserver())?;
+                outcome.faults.push(format!(
+                    "{at:.1?}: API server SIGKILLed and started again at {running} pods; ready in {:.1?}",
+                    started.elapsed() - at
+                ));
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     outcome.seconds_to_all_ips = all_in.map(|d| d.as_secs_f64());
     let ips = pod_ips(lab, namespace)?;
-    outcome.pods_with_ips = if name == "floor" {
-        ips.len()
-    } else {
+    outcome.pods_with_ips = if contender.multus {
         ips.values().filter(|v| v.len() >= 2).count()
+    } else {
+        ips.len()
     };
     let mut holders: BTreeMap<&String, usize> = BTreeMap::new();
     for ip in ips.values().flatten() {
@@ -296,6 +382,11 @@ fn run(
     if all_in.is_none() {
         outcome.note = format!("{} of {pods} pods in {limit:?}", outcome.pods_with_ips);
     }
+    if faults {
+        // One GC period (the lab's controller runs GC every 10 s), then the audit.
+        std::thread::sleep(Duration::from_secs(15));
+        outcome.audit = audit_holdings(lab, namespace)?;
+    }
 
     let stats = lab.cluster.kubelet_stats();
     let mut adds = stats.add_latencies[base.add_latencies.len()..].to_vec();
@@ -304,6 +395,7 @@ fn run(
     outcome.add_p50_ms = percentile(&adds, 0.50);
     outcome.add_p99_ms = percentile(&adds, 0.99);
 
+    let audit_at_delete = audit_offset(audit_log);
     let deleting = Instant::now();
     lab.kubectl(&[
         "delete",
@@ -334,15 +426,98 @@ fn run(
     outcome.errors = end.errors[end.errors.len() - fresh..].to_vec();
     outcome.leaks = leaks(lab, name, namespace)?;
     if !users.is_empty() {
-        let (writes, by, conflicts) = audit(audit_log, audit_from, users)?;
-        outcome.api_writes_per_pod = Some(writes as f64 / pods as f64);
+        let audit_end = audit_offset(audit_log);
+        let (writes, by, conflicts) = audit(audit_log, audit_from, audit_end, users)?;
+        let (add_writes, _, _) = audit(audit_log, audit_from, audit_at_delete, users)?;
+        let per_pod = |w: u64| Some(w as f64 / pods as f64);
+        outcome.api_writes_per_pod = per_pod(writes);
+        outcome.api_writes_per_pod_add = per_pod(add_writes);
+        outcome.api_writes_per_pod_del = per_pod(writes - add_writes);
         outcome.api_requests = by;
         outcome.conflicts = conflicts;
     }
     if name.starts_with("berth") {
-        outcome.daemon_cpu_seconds = Some(daemons_cpu(lab) - cpu_before);
+        outcome.daemon_cpu_seconds = Some(daemons_cpu(lab) + cpu_of_killed - cpu_before);
     }
     Ok(outcome)
+}
+
+/// Pools, endpoints and pods of `namespace` against each other, once every pod runs: every
+/// IP the pools record for a pod of the namespace is held by that pod (same uid) and in its
+/// network status, every IP of a pod's status is recorded for it, and every endpoint's IPs
+/// are recorded for its pod. What does not hold, in words.
+fn audit_holdings(lab: &Lab, namespace: &str) -> Res<Vec<String>> {
+    let mut problems = Vec::new();
+    let holders = match lab.holders() {
+        Ok(h) => h,
+        Err(e) => return Ok(vec![e.to_string()]),
+    };
+    let mut running: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for pod in lab.json(&["get", "pods", "-n", namespace])?["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let ips = pod_status_ips(&pod);
+        running.insert(format!("{namespace}/{name}"), (uid.to_string(), ips));
+    }
+    let prefix = format!("{namespace}/");
+    for (ip, (pod, uid)) in holders.iter().filter(|(_, (p, _))| p.starts_with(&prefix)) {
+        match running.get(pod) {
+            None => problems.push(format!("{ip} is held by {pod}, which does not exist")),
+            Some((live, _)) if live != uid => problems.push(format!(
+                "{ip} is held by {pod} uid {uid}, but the pod's uid is {live}"
+            )),
+            Some((_, ips)) if !ips.contains(&ip.to_string()) => problems.push(format!(
+                "{ip} is held by {pod}, but is not in its network status {ips:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (pod, (_, ips)) in &running {
+        for ip in ips {
+            let held = ip
+                .parse()
+                .ok()
+                .and_then(|ip: std::net::IpAddr| holders.get(&ip));
+            if held.is_none_or(|(p, _)| p != pod) {
+                problems.push(format!(
+                    "{pod} has {ip}, which the pools record for {held:?}"
+                ));
+            }
+        }
+    }
+    let endpoints = lab.json(&["get", "spiderendpoints", "-n", namespace])?;
+    for ep in endpoints["items"].as_array().cloned().unwrap_or_default() {
+        let pod = format!(
+            "{namespace}/{}",
+            ep["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        for nic in ep["status"]["current"]["ips"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            for key in ["ipv4", "ipv6"] {
+                let Some(cidr) = nic[key].as_str() else {
+                    continue;
+                };
+                let ip = cidr.split('/').next().unwrap_or(cidr);
+                let held = ip
+                    .parse()
+                    .ok()
+                    .and_then(|ip: std::net::IpAddr| holders.get(&ip));
+                if held.is_none_or(|(p, _)| *p != pod) {
+                    problems.push(format!(
+                        "the endpoint of {pod} names {ip}, which the pools record for {held:?}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(problems)
 }
 
 /// IPs still held for the contender's pods after they are all gone.
@@ -383,9 +558,13 @@ fn main() -> Res<()> {
     // only (every pod gets its IPs, none held twice, none left, no CNI error), never time.
     let testing = !std::env::args().any(|a| a == "--bench");
     let (default_pods, default_nodes, default_contenders) = if testing {
-        (50, 2, "floor,berth")
+        (50, 2, "floor,berth,berth-faults")
     } else {
-        (1000, 10, "floor,berth,berth-shared,whereabouts")
+        (
+            1000,
+            10,
+            "floor,berth,berth-shared,whereabouts,berth-faults",
+        )
     };
     let pods = env_usize("BERTH_BENCH_PODS", default_pods);
     let nodes = env_usize("BERTH_BENCH_NODES", default_nodes);
@@ -454,7 +633,7 @@ fn main() -> Res<()> {
         let namespace = format!("bench-{i}-{name}");
         let (annotations, users): (Value, Vec<&str>) = match name.as_str() {
             "floor" => (json!({}), Vec::new()),
-            "berth" => (
+            "berth" | "berth-faults" => (
                 berth_networks(json!({
                     "ipam.spidernet.io/subnets": r#"[{"interface":"eth0","ipv4":["bench-eth0"]},{"interface":"net1","ipv4":["bench-net1"]}]"#,
                     "ipam.spidernet.io/ippool-ip-number": "+1",
@@ -527,8 +706,10 @@ fn main() -> Res<()> {
             namespace,
             annotations,
             users,
+            multus: name != "floor",
         };
-        match run(&lab, &contender, pods, &audit_log, limit) {
+        let faults = name == "berth-faults";
+        match run(&mut lab, &contender, pods, &audit_log, limit, faults) {
             Ok(o) => {
                 println!("{}", serde_json::to_string(&o)?);
                 outcomes.push(o);
@@ -549,14 +730,15 @@ fn main() -> Res<()> {
         .find(|o| o.name == "floor")
         .and_then(|o| o.seconds_to_all_ips);
     println!(
-        "\n{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>11} {:>6} {:>6} {:>5} {:>5}  note",
+        "\n{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>17} {:>6} {:>6} {:>5} {:>5}  note",
         "contender",
         "pods",
         "all IPs s",
         "× floor",
+        "delete s",
         "ADD p50",
         "ADD p99",
-        "writes/pod",
+        "writes/pod a+d",
         "409s",
         "errors",
         "dups",
@@ -566,21 +748,29 @@ fn main() -> Res<()> {
         |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     for o in &outcomes {
         let ratio = o.seconds_to_all_ips.zip(floor).map(|(s, f)| s / f);
+        let writes = match (o.api_writes_per_pod_add, o.api_writes_per_pod_del) {
+            (Some(a), Some(d)) => format!("{a:.2}+{d:.2}"),
+            _ => "-".into(),
+        };
         println!(
-            "{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>11} {:>6} {:>6} {:>5} {:>5}  {}",
+            "{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>17} {:>6} {:>6} {:>5} {:>5}  {}",
             o.name,
             o.pods_with_ips,
             num(o.seconds_to_all_ips, 1),
             num(ratio, 2),
+            num(o.seconds_to_delete, 1),
             num(o.add_p50_ms, 1),
             num(o.add_p99_ms, 1),
-            num(o.api_writes_per_pod, 2),
+            writes,
             o.conflicts,
             o.cni_errors,
             o.duplicates,
             o.leaks,
             o.note
         );
+        for line in o.faults.iter().chain(&o.audit) {
+            println!("  {}: {line}", o.name);
+        }
     }
     if testing {
         let wrong: Vec<String> = outcomes
@@ -590,6 +780,7 @@ fn main() -> Res<()> {
                     || o.duplicates > 0
                     || o.leaks > 0
                     || o.cni_errors > 0
+                    || !o.audit.is_empty()
                     || !o.note.is_empty()
             })
             .map(|o| format!("{}: {o:?}", o.name))
@@ -597,7 +788,10 @@ fn main() -> Res<()> {
         if !wrong.is_empty() {
             return Err(format!("the cluster check failed:\n{}", wrong.join("\n")).into());
         }
-        println!("cluster check: every pod got its IPs; no duplicate, leak or CNI error");
+        println!(
+            "cluster check: every pod got its IPs; no duplicate, leak or CNI error; \
+             the fault run recovered and its audit is clean"
+        );
         return Ok(());
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
@@ -613,5 +807,68 @@ fn main() -> Res<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     println!("\nwritten: target/bench/cluster.json");
+    match plot(&outcomes, pods, nodes, &dir.join("cluster.png")) {
+        Ok(()) => println!("written: target/bench/cluster.png"),
+        Err(e) => println!("no picture: {e}"),
+    }
+    Ok(())
+}
+
+/// Fonts the picture can use, in order.
+const FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+/// Pods with IPs over time, one line per contender.
+fn plot(outcomes: &[Outcome], pods: usize, nodes: usize, path: &Path) -> Res<()> {
+    use plotters::prelude::*;
+    let font = FONTS
+        .iter()
+        .find_map(|f| std::fs::read(f).ok())
+        .ok_or("no TrueType font found (apt-get install fonts-dejavu-core)")?;
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| "the font could not be read")?;
+    let end = outcomes
+        .iter()
+        .filter_map(|o| o.curve.last().map(|(t, _)| *t))
+        .fold(1.0, f64::max);
+    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("{pods} pods (2 NICs each) on {nodes} simulated nodes: pods with their IPs"),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end * 1.05, 0usize..pods + pods / 20)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the Deployments were created")
+        .y_desc("pods running with their IPs")
+        .draw()?;
+    for (i, o) in outcomes.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                o.curve.iter().copied(),
+                colour.stroke_width(2),
+            ))?
+            .label(o.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
     Ok(())
 }
