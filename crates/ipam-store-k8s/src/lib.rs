@@ -114,4 +114,4 @@ pub mod workloads;
 pub use error::Error;
 /// The kube-rs this crate is built on, for callers that pass it clients.
 pub use kube;
-pub use store::{DEFAULT_DEADLINE, KubeStore};
+pub use store::{DEFAULT_DEADLINE, FORBIDDEN_GRACE, KubeStore};

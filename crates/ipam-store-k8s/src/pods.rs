@@ -137,15 +137,19 @@ impl NodePods {
         move |source| Error::Api { action, source }
     }
 
-    /// Runs one request under the deadline.
-    async fn timed<T>(
+    /// Runs one request under the deadline (a refusal is asked again a moment: see
+    /// `wire::ask`).
+    async fn timed<T, Fut>(
         &self,
         action: impl Fn() -> String,
-        request: impl std::future::Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.deadline, request).await {
-            Ok(result) => result.map_err(self.api_error(action())),
-            Err(_) => Err(Error::DeadlineExceeded(self.deadline)),
+        request: impl Fn() -> Fut,
+    ) -> Result<T, Error>
+    where
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        match crate::wire::ask(self.deadline, request).await {
+            Some(result) => result.map_err(self.api_error(action())),
+            None => Err(Error::DeadlineExceeded(self.deadline)),
         }
     }
 
@@ -158,7 +162,7 @@ impl NodePods {
         Ok(self
             .timed(
                 || format!("read the pod {namespace}/{name}"),
-                api.get_opt(name),
+                || api.get_opt(name),
             )
             .await?
             .map(Arc::new))
@@ -179,13 +183,13 @@ impl NodePods {
         let meta = match kind {
             "ReplicaSet" => {
                 let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-                self.timed(action, api.get_opt(name))
+                self.timed(action, || api.get_opt(name))
                     .await?
                     .map(|o| o.metadata)
             }
             _ => {
                 let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
-                self.timed(action, api.get_opt(name))
+                self.timed(action, || api.get_opt(name))
                     .await?
                     .map(|o| o.metadata)
             }
@@ -293,7 +297,7 @@ impl NodePods {
                 let api: Api<Namespace> = Api::all(self.client.clone());
                 self.timed(
                     || format!("read the namespace {namespace}"),
-                    api.get_opt(namespace),
+                    || api.get_opt(namespace),
                 )
                 .await?
                 .map(Arc::new)

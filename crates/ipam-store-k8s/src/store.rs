@@ -208,27 +208,12 @@ impl KubeStore {
     where
         Fut: Future<Output = Result<T, kube::Error>>,
     {
-        let started = tokio::time::Instant::now();
-        let deadline = started + self.deadline;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            match tokio::time::timeout_at(deadline, request()).await {
-                Ok(Err(kube::Error::Api(status)))
-                    if status.code == 403
-                        && started.elapsed() + pause < FORBIDDEN_GRACE.min(self.deadline) =>
-                {
-                    tracing::debug!(%key, message = %status.message, "refused (403); asking again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Ok(answer) => return answer.map_err(|e| wire::error(key, op, e)),
-                Err(_) => {
-                    return Err(CoreError::unavailable(
-                        format!("{} {key}", op.verb()),
-                        Error::DeadlineExceeded(self.deadline),
-                    ));
-                }
-            }
+        match wire::ask(self.deadline, request).await {
+            Some(answer) => answer.map_err(|e| wire::error(key, op, e)),
+            None => Err(CoreError::unavailable(
+                format!("{} {key}", op.verb()),
+                Error::DeadlineExceeded(self.deadline),
+            )),
         }
     }
 

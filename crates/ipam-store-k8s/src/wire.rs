@@ -231,6 +231,37 @@ impl<K> Watched for K where
 {
 }
 
+/// One request to the API server within `deadline` (`None` when it did not answer in time).
+///
+/// A refusal (403) is asked again, with backoff, for up to
+/// [`FORBIDDEN_GRACE`](crate::FORBIDDEN_GRACE): an API server that has just started
+/// serves requests before its authorizer has read the roles, and refuses them meanwhile. A
+/// refusal that lasts is returned as it is.
+pub(crate) async fn ask<T, Fut>(
+    deadline: std::time::Duration,
+    request: impl Fn() -> Fut,
+) -> Option<Result<T, kube::Error>>
+where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let grace = crate::store::FORBIDDEN_GRACE.min(deadline);
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match tokio::time::timeout_at(started + deadline, request()).await {
+            Ok(Err(kube::Error::Api(status)))
+                if status.code == 403 && started.elapsed() + pause < grace =>
+            {
+                tracing::debug!(message = %status.message, "refused (403); asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            Ok(answer) => return Some(answer),
+            Err(_) => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

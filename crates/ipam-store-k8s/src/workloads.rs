@@ -86,9 +86,11 @@ impl KubeWorkloads {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        tokio::time::timeout(crate::DEFAULT_DEADLINE, api.get_opt(&app.name))
+        crate::wire::ask(crate::DEFAULT_DEADLINE, || api.get_opt(&app.name))
             .await
-            .map_err(|_| ipam_core::Error::unavailable(format!("read {app}"), "no answer in time"))?
+            .ok_or_else(|| {
+                ipam_core::Error::unavailable(format!("read {app}"), "no answer in time")
+            })?
             .map_err(|e| ipam_core::Error::unavailable(format!("read {app}"), e))
     }
 }

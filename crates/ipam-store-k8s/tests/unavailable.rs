@@ -179,3 +179,106 @@ async fn a_watch_whose_history_is_gone_reports_lost_then_follows() {
         .await
         .expect("the watch did not follow after Lost");
 }
+
+/// A refusal (403) is asked again for a few seconds, as an API server that has just started
+/// refuses until its authorizer has read the roles: a read refused when it starts succeeds
+/// once the user is granted the right, and a refusal that lasts fails after
+/// `FORBIDDEN_GRACE`, saying "forbidden".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_asked_again_for_a_moment_then_returned() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Api, DeleteParams, PostParams};
+    use kube_testbed::pki::Identity;
+    let cluster = cluster().await;
+    let user = unique_name("grace");
+    let admin = cluster.client().unwrap();
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin);
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "rules": [{"apiGroups": ["spiderpool.spidernet.io"], "resources": ["*"],
+                   "verbs": ["get", "list", "watch"]}],
+    }))
+    .unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    let grant = || async {
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    };
+    let key = ObjectKey::cluster(Kind::SpiderIPPool, "grace");
+    let kubeconfig = cluster.kubeconfig_for(&Identity::new(&user, None)).unwrap();
+    grant().await;
+    let store = eventually(|| KubeStore::from_kubeconfig(&kubeconfig)).await;
+
+    // Refused from now on: the binding goes, and a plain read sees it.
+    bindings
+        .delete(&user, &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while store.get(&key).await.is_ok() {
+        assert!(started.elapsed() < LIMIT, "the refusal never took effect");
+    }
+
+    // A refusal that lasts: returned after the grace, naming it.
+    let started = Instant::now();
+    let refused = store.get(&key).await.unwrap_err();
+    let refused = std::iter::successors(Some(&refused as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    let took = started.elapsed();
+    let grace = ipam_store_k8s::FORBIDDEN_GRACE;
+    assert!(refused.contains("forbidden"), "{refused}");
+    assert!(
+        took >= grace - Duration::from_secs(1) && took < grace + Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    // Granted while the read is refused: it succeeds (nothing is stored under that name).
+    let read = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            let started = Instant::now();
+            (store.get(&key).await, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    grant().await;
+    let (got, took) = read.await.unwrap();
+    assert!(got.unwrap().is_none());
+    assert!(
+        took >= Duration::from_millis(1400),
+        "it was refused first: {took:?}"
+    );
+    roles.delete(&user, &DeleteParams::default()).await.unwrap();
+    bindings
+        .delete(&user, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// `make` until it succeeds (RBAC grants take a moment to reach the authorizer).
+async fn eventually<T, E: std::fmt::Debug, F: Future<Output = Result<T, E>>>(
+    make: impl Fn() -> F,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match make().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(started.elapsed() < LIMIT, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
