@@ -38,7 +38,9 @@
 //! The picture, pods with IPs over time per contender, goes to `target/bench/cluster.png`
 //! (it needs a TrueType font, such as Debian's `fonts-dejavu-core`).
 //!
-//! Not here yet: the plugins' own CPU (short-lived processes).
+//! CPU: `daemon s` is what Berth's agents and controller used during the contender's run
+//! (whereabouts has no daemon), `plugin ms` the CPU per pod of the IPAM plugin processes of
+//! the ADD phase (every NIC), from `getrusage(RUSAGE_CHILDREN)`: the floor's is `/bin/true`.
 
 #[path = "../examples/cluster/lab.rs"]
 mod lab;
@@ -90,6 +92,11 @@ struct Outcome {
     duplicates: usize,
     leaks: usize,
     daemon_cpu_seconds: Option<f64>,
+    /// CPU seconds of the plugin processes of the ADD phase (user + system), per pod: the
+    /// children the bench waited for from the first Deployment until every pod ran, which
+    /// are the stand-ins' plugin calls only. Not for the fault run, whose killed processes
+    /// are children too.
+    plugin_cpu_ms_per_pod: Option<f64>,
     /// The last CNI errors the stand-ins saw (at most 10).
     errors: Vec<String>,
     /// Pods with their IPs over time: (seconds since the first Deployment, pods).
@@ -141,6 +148,15 @@ fn whereabouts() -> Res<(PathBuf, PathBuf)> {
         (Some(bin), Some(crds)) => Ok((bin.into(), crds.into())),
         _ => Err(format!("scripts/whereabouts-bin printed {text:?}").into()),
     }
+}
+
+/// CPU seconds (user + system) of the children this process has waited for so far.
+fn children_cpu() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -313,6 +329,7 @@ fn run(
     let cpu_before = daemons_cpu(lab);
     let started = Instant::now();
     lab.apply(&deployments(namespace, pods, annotations), &[])?;
+    let children_before = children_cpu();
     let mut all_in = None;
     let mut injected = 0;
     let mut cpu_of_killed = 0.0;
@@ -326,6 +343,10 @@ fn run(
         }
         if running >= pods {
             all_in = Some(started.elapsed());
+            if !faults {
+                let ms = (children_cpu() - children_before) * 1000.0;
+                outcome.plugin_cpu_ms_per_pod = Some(ms / pods as f64);
+            }
             break;
         }
         if faults {
@@ -730,7 +751,7 @@ fn main() -> Res<()> {
         .find(|o| o.name == "floor")
         .and_then(|o| o.seconds_to_all_ips);
     println!(
-        "\n{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>17} {:>6} {:>6} {:>5} {:>5}  note",
+        "\n{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>17} {:>6} {:>6} {:>5} {:>5} {:>9} {:>9}  note",
         "contender",
         "pods",
         "all IPs s",
@@ -743,6 +764,8 @@ fn main() -> Res<()> {
         "errors",
         "dups",
         "leaks",
+        "daemon s",
+        "plugin ms",
     );
     let num =
         |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
@@ -753,7 +776,7 @@ fn main() -> Res<()> {
             _ => "-".into(),
         };
         println!(
-            "{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>17} {:>6} {:>6} {:>5} {:>5}  {}",
+            "{:<14} {:>6} {:>10} {:>9} {:>8} {:>8} {:>8} {:>17} {:>6} {:>6} {:>5} {:>5} {:>9} {:>9}  {}",
             o.name,
             o.pods_with_ips,
             num(o.seconds_to_all_ips, 1),
@@ -766,6 +789,8 @@ fn main() -> Res<()> {
             o.cni_errors,
             o.duplicates,
             o.leaks,
+            num(o.daemon_cpu_seconds, 1),
+            num(o.plugin_cpu_ms_per_pod, 1),
             o.note
         );
         for line in o.faults.iter().chain(&o.audit) {
