@@ -880,7 +880,7 @@ fn plot(outcomes: &[Outcome], pods: usize, nodes: usize, path: &Path) -> Res<()>
         let colour = Palette99::pick(i).to_rgba();
         chart
             .draw_series(LineSeries::new(
-                o.curve.iter().copied(),
+                std::iter::once((0.0, 0)).chain(o.curve.iter().copied()),
                 colour.stroke_width(2),
             ))?
             .label(o.name.clone())

@@ -721,7 +721,8 @@ where
             match (&cli.kubeconfig, node) {
                 // --node alone: in a pod of the DaemonSet, with its service account.
                 (_, Some(node)) => {
-                    let store = cluster_store(&cli).await?;
+                    // Each ADD's selection lists every pool: from a watch, not the API server.
+                    let store = cluster_store(&cli).await?.caching_pool_lists();
                     return cluster_agent(
                         store,
                         node,

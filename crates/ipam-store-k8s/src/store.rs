@@ -39,6 +39,25 @@ pub struct KubeStore {
     /// state of one object, so when `update_pool_records` is given the version of the document
     /// here, that document is the stored pool and the read before the write can be skipped.
     pools: Arc<Mutex<HashMap<String, Value>>>,
+    /// Listings of every pool, from a watch (see [`KubeStore::caching_pool_lists`]).
+    pool_lists: Option<PoolLists>,
+}
+
+/// A watch-fed copy of the pools that `list` serves once the watch has listed them.
+#[derive(Clone)]
+struct PoolLists {
+    reader: kube::runtime::reflector::Store<DynamicObject>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    _task: Arc<AbortOnDrop>,
+}
+
+/// Stops the watch task when the last clone of the store goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for KubeStore {
@@ -74,6 +93,7 @@ impl KubeStore {
             deadline: DEFAULT_DEADLINE,
             seen: Arc::new(AtomicU64::new(0)),
             pools: Arc::default(),
+            pool_lists: None,
         };
         for kind in [
             Kind::SpiderSubnet,
@@ -103,6 +123,68 @@ impl KubeStore {
             }
         }
         Ok(store)
+    }
+
+    /// This store, with its listings of every pool served from a watch of the pools once the
+    /// watch has listed them. For long-running callers that list every pool often: the node
+    /// agent's selection does for each ADD, and on a cluster with hundreds of pools each ADD
+    /// fetched them all from the API server.
+    ///
+    /// A listing served so may lag the API server by the watch's delay (milliseconds).
+    /// Selection tolerates that: every write to a pool still carries the version of a fresh
+    /// read, so a stale listing can only make a write conflict and be made again. Listings
+    /// with a label selector, and single reads, still ask the API server. Starts a task on the
+    /// current tokio runtime, which ends with the last clone of the store.
+    pub fn caching_pool_lists(mut self) -> Self {
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+        let resource = wire::resource(Kind::SpiderIPPool);
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let writer = reflector::store::Writer::new(resource);
+        let reader = writer.as_reader();
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .applied_objects();
+        let (flag, waiting) = (ready.clone(), reader.clone());
+        let task = tokio::spawn(async move {
+            let follow = async {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = futures::StreamExt::next(&mut stream).await {
+                    if let Err(e) = event {
+                        tracing::debug!(error = %e, "the watch of the pools failed; it restarts");
+                    }
+                }
+            };
+            let mark = async {
+                if waiting.wait_until_ready().await.is_ok() {
+                    flag.store(true, Ordering::Release);
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::join!(follow, mark);
+        });
+        self.pool_lists = Some(PoolLists {
+            reader,
+            ready,
+            _task: Arc::new(AbortOnDrop(task)),
+        });
+        self
+    }
+
+    /// Every pool from the watch-fed copy, when there is one and it has listed them.
+    fn cached_pool_list(&self) -> Option<Vec<Value>> {
+        let lists = self.pool_lists.as_ref()?;
+        if !lists.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            lists
+                .reader
+                .state()
+                .iter()
+                .map(|o| wire::document((**o).clone()))
+                .collect(),
+        )
     }
 
     /// A store on the cluster of a kubeconfig file (its current context), as kubectl's
@@ -435,6 +517,19 @@ impl Store for KubeStore {
                 .map(str::to_string),
             name: String::new(),
         };
+        let unselected = selector.is_none_or(LabelSelector::is_empty);
+        if kind == Kind::SpiderIPPool
+            && unselected
+            && let Some(mut pools) = self.cached_pool_list()
+        {
+            pools.sort_by_cached_key(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            });
+            return Ok(pools);
+        }
         let mut params = ListParams::default().limit(500);
         if let Some(selector) = selector.filter(|s| !s.is_empty()) {
             match wire::selector_query(selector) {

@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -658,4 +659,58 @@ async fn a_pool_write_on_a_version_the_store_saw_is_one_request() {
         .update_pool_records(&name, &v2, &delta("10.9.0.13", "d", 4))
         .await;
     assert!(matches!(stale, Err(Error::Conflict(_))), "{stale:?}");
+}
+
+/// With `caching_pool_lists`, listings of every pool come from a watch: another client's new
+/// pool shows once the watch has it, a deleted one goes, and a listing with a label selector
+/// still asks the API server (so it sees what it asks for at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_of_every_pool_can_come_from_a_watch() {
+    let cluster = cluster().await;
+    let cached = store(cluster).await.caching_pool_lists();
+    let other = store(cluster).await;
+    let name = unique_name("listed");
+    let mut made = pool(&name);
+    made.metadata.labels.insert("bench".into(), name.clone());
+    let listed = |name: String| {
+        let cached = cached.clone();
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let pools: Vec<SpiderIPPool> = cached.list_as(None).await.unwrap();
+                if pools.iter().any(|p| p.metadata.name == name) {
+                    return true;
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    other.create_as(&made).await.unwrap();
+    assert!(listed(name.clone()).await, "the new pool never showed");
+    let selector: LabelSelector =
+        serde_json::from_value(json!({"matchLabels": {"bench": name}})).unwrap();
+    let by_label = cached
+        .list(Kind::SpiderIPPool, None, Some(&selector))
+        .await
+        .unwrap();
+    assert_eq!(by_label.len(), 1);
+    other
+        .delete(&ObjectKey::cluster(Kind::SpiderIPPool, &name), None)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let pools: Vec<SpiderIPPool> = cached.list_as(None).await.unwrap();
+        if pools.iter().all(|p| p.metadata.name != name) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the deleted pool stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

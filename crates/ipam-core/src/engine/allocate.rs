@@ -497,8 +497,18 @@ impl<S: Store> Engine<S> {
             let Some(nic) = missing(&pools) else {
                 return Ok(());
             };
-            let event =
-                tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut watch)).await;
+            // A listing may lag the watch (a store may serve it from a cache of its own): look
+            // again every second too.
+            let look_again = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            let event = tokio::time::timeout_at(
+                deadline.min(look_again),
+                futures::StreamExt::next(&mut watch),
+            )
+            .await;
+            if event.is_err() && tokio::time::Instant::now() < deadline {
+                pools = self.stored_pools().await?;
+                continue;
+            }
             match event {
                 Ok(Some(WatchEvent::Changed { key, version })) => {
                     pools.retain(|p| p.metadata.name != key.name);
@@ -565,7 +575,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Every pool as the store has it now (not the cache, which follows a watch of its own).
+    /// Every pool as the store lists it (not the engine's cache, which follows a watch of its own).
     async fn stored_pools(&self) -> Result<Vec<Arc<SpiderIPPool>>, Error> {
         Ok(self
             .store
