@@ -105,7 +105,8 @@ impl<S: Store> Engine<S> {
         let endpoint: Option<SpiderEndpoint> =
             self.store.get_as(Some(&ctx.namespace), &ctx.name).await?;
         let retained = self.keeps(ctx.app.as_ref(), &ctx.name).await?;
-        self.ensure_auto_pools(&ctx, &parsed, &req.nics).await?;
+        // Pools the wait read directly, which a listing may not show yet.
+        let awaited = self.ensure_auto_pools(&ctx, &parsed, &req.nics).await?;
 
         let mut taken: Vec<Taken> = Vec::new();
         let mut moved: Vec<(String, IpAddr)> = Vec::new();
@@ -135,7 +136,13 @@ impl<S: Store> Engine<S> {
                 }
                 // The listing is dropped before the pool writes, which can then take the cached
                 // pools over instead of copying them.
-                let selection = select(&ctx, &parsed, nic, &self.pools().await?)?;
+                let mut pools = self.pools().await?;
+                for p in &awaited {
+                    if !pools.iter().any(|q| q.metadata.name == p.metadata.name) {
+                        pools.push(p.clone());
+                    }
+                }
+                let selection = select(&ctx, &parsed, nic, &pools)?;
                 for (family, candidates) in &selection.families {
                     let t = self
                         .allocate_family(
@@ -460,14 +467,17 @@ impl<S: Store> Engine<S> {
     /// synchronously instead of making the pod wait for a controller, or, with
     /// [`EngineConfig::auto_pool_wait`](super::EngineConfig::auto_pool_wait), waits for the
     /// controller to.
+    ///
+    /// Returns the pools the wait read directly: a store may serve listings from a cache of
+    /// its own that shows them a moment later, and selection must see them now.
     async fn ensure_auto_pools(
         &self,
         ctx: &PodContext,
         parsed: &PodAnnotations,
         nics: &[NicRequest],
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<Arc<SpiderIPPool>>, Error> {
         let Some(app) = &ctx.app else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let missing = |pools: &[Arc<SpiderIPPool>]| {
             nics.iter().find_map(|n| {
@@ -483,19 +493,27 @@ impl<S: Store> Engine<S> {
             })
         };
         if missing(&self.pools().await?).is_none() || self.workload(app).await?.is_none() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let Some(limit) = self.config.auto_pool_wait else {
             let _guard = self.spec_lock.lock().await;
-            return self.reconcile_app_locked(app).await;
+            self.reconcile_app_locked(app).await?;
+            return Ok(Vec::new());
         };
         // Subscribe first, then look: a pool made in between is in the listing.
         let mut watch = self.store.watch(Kind::SpiderIPPool);
         let deadline = tokio::time::Instant::now() + limit;
         let mut pools = self.stored_pools().await?;
+        let mut read: Vec<Arc<SpiderIPPool>> = Vec::new();
         loop {
-            let Some(nic) = missing(&pools) else {
-                return Ok(());
+            let mut seen = pools.clone();
+            for p in &read {
+                if !seen.iter().any(|q| q.metadata.name == p.metadata.name) {
+                    seen.push(p.clone());
+                }
+            }
+            let Some(nic) = missing(&seen) else {
+                return Ok(read);
             };
             // A listing may lag the watch (a store may serve it from a cache of its own): look
             // again every second too.
@@ -515,16 +533,17 @@ impl<S: Store> Engine<S> {
                     // missing pool appear: only new names and deletions are read. (Every
                     // waiting ADD reading every changed pool cost 85 reads per pod in the
                     // 1,000-pod bench.)
-                    let known = pools.iter().any(|p| p.metadata.name == key.name);
+                    let known = seen.iter().any(|p| p.metadata.name == key.name);
                     if known && version.is_some() {
                         continue;
                     }
                     pools.retain(|p| p.metadata.name != key.name);
+                    read.retain(|p| p.metadata.name != key.name);
                     if version.is_some()
                         && let Some(pool) =
                             self.store.get_as::<SpiderIPPool>(None, &key.name).await?
                     {
-                        pools.push(Arc::new(pool));
+                        read.push(Arc::new(pool));
                     }
                 }
                 Ok(Some(WatchEvent::Lost)) => pools = self.stored_pools().await?,
