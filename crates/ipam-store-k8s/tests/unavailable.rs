@@ -189,6 +189,8 @@ async fn a_refusal_is_asked_again_for_a_moment_then_returned() {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use kube::api::{Api, DeleteParams, PostParams};
     use kube_testbed::pki::Identity;
+    // The other tests here freeze or black-hole the API server: not meanwhile.
+    let _turn = TURN.lock().await;
     let cluster = cluster().await;
     let user = unique_name("grace");
     let admin = cluster.client().unwrap();
