@@ -497,12 +497,15 @@ fn audit_holdings(lab: &Lab, namespace: &str) -> Res<Vec<String>> {
             Some(_) => {}
         }
     }
+    // Who the pools say holds an IP written as text.
+    let holder = |ip: &str| {
+        ip.parse()
+            .ok()
+            .and_then(|ip: std::net::IpAddr| holders.get(&ip))
+    };
     for (pod, (_, ips)) in &running {
         for ip in ips {
-            let held = ip
-                .parse()
-                .ok()
-                .and_then(|ip: std::net::IpAddr| holders.get(&ip));
+            let held = holder(ip);
             if held.is_none_or(|(p, _)| p != pod) {
                 problems.push(format!(
                     "{pod} has {ip}, which the pools record for {held:?}"
@@ -526,10 +529,7 @@ fn audit_holdings(lab: &Lab, namespace: &str) -> Res<Vec<String>> {
                     continue;
                 };
                 let ip = cidr.split('/').next().unwrap_or(cidr);
-                let held = ip
-                    .parse()
-                    .ok()
-                    .and_then(|ip: std::net::IpAddr| holders.get(&ip));
+                let held = holder(ip);
                 if held.is_none_or(|(p, _)| *p != pod) {
                     problems.push(format!(
                         "the endpoint of {pod} names {ip}, which the pools record for {held:?}"

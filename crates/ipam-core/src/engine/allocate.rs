@@ -32,6 +32,19 @@ struct Taken {
     record: IpRecord,
 }
 
+/// `listed` and those of `extra` whose names it lacks.
+fn with_pools(
+    mut listed: Vec<Arc<SpiderIPPool>>,
+    extra: &[Arc<SpiderIPPool>],
+) -> Vec<Arc<SpiderIPPool>> {
+    for p in extra {
+        if !listed.iter().any(|q| q.metadata.name == p.metadata.name) {
+            listed.push(p.clone());
+        }
+    }
+    listed
+}
+
 fn pod_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
@@ -136,12 +149,7 @@ impl<S: Store> Engine<S> {
                 }
                 // The listing is dropped before the pool writes, which can then take the cached
                 // pools over instead of copying them.
-                let mut pools = self.pools().await?;
-                for p in &awaited {
-                    if !pools.iter().any(|q| q.metadata.name == p.metadata.name) {
-                        pools.push(p.clone());
-                    }
-                }
+                let pools = with_pools(self.pools().await?, &awaited);
                 let selection = select(&ctx, &parsed, nic, &pools)?;
                 for (family, candidates) in &selection.families {
                     let t = self
@@ -506,12 +514,7 @@ impl<S: Store> Engine<S> {
         let mut pools = self.stored_pools().await?;
         let mut read: Vec<Arc<SpiderIPPool>> = Vec::new();
         loop {
-            let mut seen = pools.clone();
-            for p in &read {
-                if !seen.iter().any(|q| q.metadata.name == p.metadata.name) {
-                    seen.push(p.clone());
-                }
-            }
+            let seen = with_pools(pools.clone(), &read);
             let Some(nic) = missing(&seen) else {
                 return Ok(read);
             };

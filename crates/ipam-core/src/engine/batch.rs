@@ -498,15 +498,16 @@ fn apply(
                 // of another NIC confirms this one with none: within one container, a record
                 // keeps its network then, instead of rewriting the pool for the name alone.
                 let unnamed = r.network.is_none() || record.network.is_none();
-                if unnamed && r.container_id == record.container_id {
-                    let record = IpRecord {
-                        network: r.network.clone(),
-                        ..record.clone()
-                    };
-                    records.set(*ip, &record);
+                let network = if unnamed && r.container_id == record.container_id {
+                    r.network.clone()
                 } else {
-                    records.set(*ip, record);
-                }
+                    record.network.clone()
+                };
+                let record = IpRecord {
+                    network,
+                    ..record.clone()
+                };
+                records.set(*ip, &record);
                 OpResult::Restamped(true)
             }
             Some(_) => OpResult::Restamped(false),
