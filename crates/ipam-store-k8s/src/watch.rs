@@ -1,6 +1,11 @@
 //! `Store::watch` on the API server: one watch of a kind's collection, followed from a known
 //! resourceVersion and re-opened where it left off, by a task that feeds a channel.
 //!
+//! The watch asks for metadata only (`PartialObjectMetadata`): a consumer learns which object
+//! changed and its new version, which is all a [`WatchEvent`] carries, and is spared decoding
+//! the object itself. A pool's `allocatedIPs` document grows with its IPs; a full watch made
+//! every agent decode every write to every pool.
+//!
 //! Why not kube-runtime's `watcher`: it starts with a fresh list, so the writes between
 //! `watch()` and that list would go unreported; the store instead starts the watch at the
 //! newest resourceVersion it has seen (`KubeStore` records it from every answer), so every
@@ -152,7 +157,7 @@ async fn watch_once(
     let params = WatchParams::default().timeout(WATCH_SECONDS);
     let opened = tokio::select! {
         _ = tx.closed() => return End::Closed,
-        opened = tokio::time::timeout(SILENCE, api.watch(&params, at)) => opened,
+        opened = tokio::time::timeout(SILENCE, api.watch_metadata(&params, at)) => opened,
     };
     let events = match opened {
         Ok(Ok(events)) => events,
@@ -197,7 +202,7 @@ async fn watch_once(
             at.clone_from(v);
         }
         let event = WatchEvent::Changed {
-            key: wire::key_of(kind, &object),
+            key: wire::key_of(kind, &object.metadata),
             version: if deleted { None } else { version },
         };
         if tx.send(event).await.is_err() {

@@ -4,7 +4,7 @@
 
 use ipam_core::store::semantics;
 use ipam_core::{Error, Kind, LabelSelector, ObjectKey};
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{ApiResource, DynamicObject, ObjectMeta};
 use serde_json::{Map, Value};
 
 /// The API resource of `kind`: Spiderpool's CRDs, or apps/v1 for the workloads.
@@ -79,16 +79,12 @@ pub(crate) fn document(object: DynamicObject) -> Value {
     value
 }
 
-/// The key of an object the API server returned.
-pub(crate) fn key_of(kind: Kind, object: &DynamicObject) -> ObjectKey {
+/// The key of an object the API server returned, from its metadata.
+pub(crate) fn key_of(kind: Kind, metadata: &ObjectMeta) -> ObjectKey {
     ObjectKey {
         kind,
-        namespace: object
-            .metadata
-            .namespace
-            .clone()
-            .filter(|_| kind.is_namespaced()),
-        name: object.metadata.name.clone().unwrap_or_default(),
+        namespace: metadata.namespace.clone().filter(|_| kind.is_namespaced()),
+        name: metadata.name.clone().unwrap_or_default(),
     }
 }
 
