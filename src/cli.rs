@@ -177,8 +177,11 @@ enum Command {
         /// The Lease (`NAMESPACE/NAME`).
         #[arg(long, default_value = "kube-system/berth-controller")]
         lease: String,
-        /// This replica's name in the Lease (default: host name and pid).
-        #[arg(long)]
+        /// This replica's name in the Lease. Default: `$POD_NAME` when set (give it the pod's
+        /// name from the Downward API, as Spiderpool's controller does: a container restarted
+        /// in the same pod then resumes its Lease at once instead of waiting it out), else
+        /// host name and pid.
+        #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
         /// How long the Lease holds after each renewal; a leader renews every third of it.
         #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]

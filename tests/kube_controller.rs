@@ -2,6 +2,8 @@
 //! leading through a Lease, size a Deployment's auto pool from its replicas as `kubectl`
 //! changes them, and reclaim it when the Deployment goes. The leader is killed (SIGKILL) just
 //! before a scale: the other takes the Lease over once it expires and finishes the resize.
+//! That one is killed and started again under the same pod name (`$POD_NAME`): it resumes the
+//! Lease it holds, with no transition.
 
 use std::process::Child;
 use std::sync::mpsc;
@@ -30,17 +32,28 @@ struct Replica {
 
 impl Replica {
     fn start(cluster: &Cluster, lease: &str, identity: &str, extra: &[&str]) -> Self {
+        let extra: Vec<&str> = ["--identity", identity]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Self::start_with(cluster, lease, &extra, &[])
+    }
+
+    /// A replica named by `$POD_NAME`, as the manifest names it (the Downward API).
+    fn start_as_pod(cluster: &Cluster, lease: &str, pod: &str, extra: &[&str]) -> Self {
+        Self::start_with(cluster, lease, extra, &[("POD_NAME", pod)])
+    }
+
+    fn start_with(cluster: &Cluster, lease: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let duration = format!("{}s", LEASE.as_secs());
         let extra: Vec<&std::ffi::OsStr> = extra.iter().map(|a| a.as_ref()).collect();
-        let (child, lines) = support::spawn_berth(
+        let (child, lines) = support::spawn_berth_with(
             &[
                 "controller".as_ref(),
                 "--kubeconfig".as_ref(),
                 cluster.kubeconfig().as_os_str(),
                 "--lease".as_ref(),
                 lease.as_ref(),
-                "--identity".as_ref(),
-                identity.as_ref(),
                 "--lease-duration".as_ref(),
                 duration.as_ref(),
                 "--gc-period".as_ref(),
@@ -49,6 +62,7 @@ impl Replica {
             .into_iter()
             .chain(extra)
             .collect::<Vec<_>>(),
+            envs,
         );
         Replica { child, lines }
     }
@@ -163,6 +177,37 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
     let took_over = killed.elapsed();
     until_sized(&engine, "web", &[2]).await;
     let resized = killed.elapsed();
+
+    // The leader's container is killed and restarted in its pod: the same name (`$POD_NAME`)
+    // resumes the Lease it holds, with no transition, instead of waiting it out.
+    let lease_state = || {
+        kubectl(
+            cluster,
+            &[
+                "get",
+                "lease",
+                "-n",
+                ns.name(),
+                "berth-controller",
+                "-o",
+                "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}",
+            ],
+        )
+    };
+    let before = lease_state();
+    assert!(before.starts_with("replica-b "), "{before}");
+    drop(b.take());
+    let b = Replica::start_as_pod(
+        cluster,
+        &lease,
+        "replica-b",
+        &["--metrics-listen", &metrics_at],
+    );
+    assert!(
+        b.leads_within(Duration::from_secs(30)),
+        "the restarted replica-b never led"
+    );
+    assert_eq!(lease_state(), before, "the restart resumed the Lease");
 
     // The new leader's /metrics: it leads, and its pool gauges are `kubectl get sp`'s counts.
     for path in ["/healthz", "/readyz"] {
@@ -326,5 +371,5 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
          after the scale; leader killed: replica-b led after {took_over:.2?} (lease {LEASE:?}), \
          the pool resized {resized:.2?} after the kill; reclaimed after the delete"
     );
-    drop(b.take());
+    drop(b);
 }

@@ -184,6 +184,9 @@ impl Lab {
                 "controller",
                 "--lease",
                 "kube-system/berth-controller",
+                // The pod name a Deployment's controller pod keeps across container restarts.
+                "--identity",
+                "berth-controller-0",
                 "--gc-period",
                 "10s",
                 "--webhook",

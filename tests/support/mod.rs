@@ -121,9 +121,19 @@ spec:
 pub fn spawn_berth(
     args: &[&std::ffi::OsStr],
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    spawn_berth_with(args, &[])
+}
+
+/// [`spawn_berth`] with these environment variables set.
+pub fn spawn_berth_with(
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .env_remove("KUBECONFIG")
+        .env_remove("POD_NAME")
+        .envs(envs.iter().copied())
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
