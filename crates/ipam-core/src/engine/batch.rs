@@ -306,12 +306,13 @@ impl<S: Store> Engine<S> {
         let key = ObjectKey::cluster(Kind::SpiderIPPool, name);
         let mut attempt = 0;
         loop {
+            let began = std::time::Instant::now();
             let error = match self.try_commit(name, ops).await {
                 Ok(results) => return results,
                 Err(Error::NotFound(_)) => {
                     return ops.iter().map(|_| Ok(OpResult::Missing)).collect();
                 }
-                Err(Error::Conflict(_)) => match self.conflicted(&key, &mut attempt).await {
+                Err(Error::Conflict(_)) => match self.conflicted(&key, &mut attempt, began).await {
                     Ok(()) => continue,
                     Err(exhausted) => exhausted,
                 },

@@ -178,6 +178,7 @@ impl<S: Store> Engine<S> {
         let mut later = ops.split_off(same_part);
         let mut attempt = 0;
         let mut round = loop {
+            let began = std::time::Instant::now();
             let mut round = self.attempt(key, part, &mut ops).await;
             if let Err(e) = &round.outcome
                 && matches!(
@@ -185,7 +186,7 @@ impl<S: Store> Engine<S> {
                     Error::Conflict(_) | Error::AlreadyExists(_) | Error::NotFound(_)
                 )
             {
-                match self.conflicted(key, &mut attempt).await {
+                match self.conflicted(key, &mut attempt, began).await {
                     Ok(()) => continue,
                     Err(exhausted) => round.outcome = Err(exhausted),
                 }
