@@ -1129,3 +1129,51 @@ fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
         assert_eq!(allocated.unwrap().nics.len(), 2);
     });
 }
+
+/// The pools a waiting ADD saw in a listing are what its selection picks from, even while the
+/// watch that keeps the engine's cache lags behind the listing (a cluster's agent: its
+/// listings come from one watch, its cache's news from another). The ADD must not fail for a
+/// pool it has just seen.
+#[test]
+fn a_waiting_add_selects_from_the_pools_it_saw_while_the_cache_lags() {
+    use ipam_core::engine::EngineConfig;
+    use ipam_core::{AppRef, Deployment};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let rt = rt();
+    rt.block_on(async {
+        let mem = Arc::new(MemStore::new());
+        let controller = Engine::new(mem.clone());
+        let lagging = Arc::new(support::LaggingWatch::new(mem.clone()));
+        let agent = Engine::with_config(
+            lagging.clone(),
+            EngineConfig {
+                auto_pool_wait: Some(Duration::from_millis(300)),
+                ..Default::default()
+            },
+        );
+        setup_seed(&controller).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        mem.create_as(&Deployment(app.clone())).await.unwrap();
+        // The agent lists the pools (none yet) and keeps that listing as complete.
+        let err = agent
+            .allocate(&request(&app, "web-1", "u1", "c1", &["eth0", "net1"]))
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        // The controller makes them; the agent's watch has not told its cache yet.
+        controller.reconcile(&AppRef::of(&app)).await.unwrap();
+        let allocation = agent
+            .allocate(&request(&app, "web-1", "u1", "c2", &["eth0", "net1"]))
+            .await
+            .expect("the pools the wait listed are selected");
+        assert_eq!(allocation.nics.len(), 2);
+        lagging.catch_up();
+        let allocation = agent
+            .allocate(&request(&app, "web-2", "u2", "c3", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        assert_eq!(allocation.nics.len(), 2);
+        check_invariants(&*mem).await.unwrap();
+    });
+}

@@ -118,7 +118,7 @@ impl<S: Store> Engine<S> {
         let endpoint: Option<SpiderEndpoint> =
             self.store.get_as(Some(&ctx.namespace), &ctx.name).await?;
         let retained = self.keeps(ctx.app.as_ref(), &ctx.name).await?;
-        // Pools the wait read directly, which a listing may not show yet.
+        // Pools the wait saw, which the engine's cache may not show yet.
         let awaited = self.ensure_auto_pools(&ctx, &parsed, &req.nics).await?;
 
         let mut taken: Vec<Taken> = Vec::new();
@@ -476,8 +476,9 @@ impl<S: Store> Engine<S> {
     /// [`EngineConfig::auto_pool_wait`](super::EngineConfig::auto_pool_wait), waits for the
     /// controller to.
     ///
-    /// Returns the pools the wait read directly: a store may serve listings from a cache of
-    /// its own that shows them a moment later, and selection must see them now.
+    /// Returns the pools the wait saw (listed or read directly): the engine's cache, which
+    /// selection reads, follows a watch of its own that may show them a moment later, and
+    /// selection must see them now.
     async fn ensure_auto_pools(
         &self,
         ctx: &PodContext,
@@ -516,7 +517,9 @@ impl<S: Store> Engine<S> {
         loop {
             let seen = with_pools(pools.clone(), &read);
             let Some(nic) = missing(&seen) else {
-                return Ok(read);
+                // All of what it saw, not only what it read: the listing that showed the
+                // pool may be ahead of the engine's cache, which selection reads.
+                return Ok(seen);
             };
             // A listing may lag the watch (a store may serve it from a cache of its own): look
             // again every second too.

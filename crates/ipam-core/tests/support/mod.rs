@@ -259,3 +259,68 @@ pub async fn check_quiescent(store: &impl Store, default_extra: u32) -> Result<(
         Err(v.join("; "))
     }
 }
+
+/// A store whose watch holds its events back until [`LaggingWatch::catch_up`]: what a
+/// Kubernetes store's watch does for a moment, while its listings (served from a watch of
+/// their own, or from the API server) already show the write.
+pub struct LaggingWatch {
+    pub inner: Arc<MemStore>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl LaggingWatch {
+    pub fn new(inner: Arc<MemStore>) -> Self {
+        LaggingWatch {
+            inner,
+            open: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Delivers every held event, and every later one at once.
+    pub fn catch_up(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+#[async_trait]
+impl Store for LaggingWatch {
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        sel: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error> {
+        self.inner.list(kind, ns, sel).await
+    }
+    async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        self.inner.create(kind, object).await
+    }
+    async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        self.inner.update(kind, object).await
+    }
+    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        self.inner.update_status(kind, object).await
+    }
+    async fn delete(&self, key: &ObjectKey, pre: Option<&str>) -> Result<Deleted, Error> {
+        self.inner.delete(key, pre).await
+    }
+    fn watch(&self, kind: Kind) -> WatchStream {
+        let open = self.open.subscribe();
+        Box::pin(futures::StreamExt::then(
+            self.inner.watch(kind),
+            move |event| {
+                let mut open = open.clone();
+                async move {
+                    let _ = open.wait_for(|o| *o).await;
+                    event
+                }
+            },
+        ))
+    }
+    fn watches_every_write(&self) -> bool {
+        self.inner.watches_every_write()
+    }
+}
