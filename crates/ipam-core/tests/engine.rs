@@ -1051,12 +1051,23 @@ fn concurrent_allocations_on_one_pool_are_batched_and_distinct() {
     let _ = EngineConfig::default();
 }
 
+/// An engine as a cluster's node agent runs it: an ADD whose auto pools do not exist yet
+/// waits up to 300 ms for another engine (the controller) to make them.
+fn waiting_agent<S: Store>(store: S) -> Engine<S> {
+    Engine::with_config(
+        store,
+        EngineConfig {
+            auto_pool_wait: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+    )
+}
+
 /// With `auto_pool_wait` (a cluster's node agent), a pod whose auto pools do not exist yet
 /// waits for another engine (the controller) to make them, on a watch; without one, the
 /// allocation fails in time with a retryable error and creates nothing.
 #[test]
 fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
-    use ipam_core::engine::EngineConfig;
     use ipam_core::{AppRef, Deployment};
     use std::sync::Arc;
     use std::time::Duration;
@@ -1064,13 +1075,7 @@ fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
     rt.block_on(async {
         let store = Arc::new(MemStore::new());
         let controller = Engine::new(store.clone());
-        let agent = Engine::with_config(
-            store.clone(),
-            EngineConfig {
-                auto_pool_wait: Some(Duration::from_millis(300)),
-                ..Default::default()
-            },
-        );
+        let agent = waiting_agent(store.clone());
         setup_seed(&controller).await;
         // The Deployment as a cluster stores it: nobody has sized its pools yet.
         let app = seed_app(WorkloadKind::Deployment, "web", 1, "+1");
@@ -1136,22 +1141,14 @@ fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
 /// pool it has just seen.
 #[test]
 fn a_waiting_add_selects_from_the_pools_it_saw_while_the_cache_lags() {
-    use ipam_core::engine::EngineConfig;
     use ipam_core::{AppRef, Deployment};
     use std::sync::Arc;
-    use std::time::Duration;
     let rt = rt();
     rt.block_on(async {
         let mem = Arc::new(MemStore::new());
         let controller = Engine::new(mem.clone());
-        let lagging = Arc::new(support::LaggingWatch::new(mem.clone()));
-        let agent = Engine::with_config(
-            lagging.clone(),
-            EngineConfig {
-                auto_pool_wait: Some(Duration::from_millis(300)),
-                ..Default::default()
-            },
-        );
+        let lagging = Arc::new(FaultyStore::lagging_watch(mem.clone()));
+        let agent = waiting_agent(lagging.clone());
         setup_seed(&controller).await;
         let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
         mem.create_as(&Deployment(app.clone())).await.unwrap();

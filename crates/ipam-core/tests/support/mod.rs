@@ -152,12 +152,15 @@ pub enum Fault {
     AckLost,
 }
 
-/// A store that fails its N-th write (1-based) and every write after it.
+/// A store that fails its N-th write (1-based) and every write after it; or, made with
+/// [`FaultyStore::lagging_watch`], whose watch holds its events back.
 pub struct FaultyStore {
     pub inner: Arc<MemStore>,
     pub fail_at: usize,
     pub fault: Fault,
     pub writes: AtomicUsize,
+    /// Whether the watch delivers its events (see [`FaultyStore::lagging_watch`]).
+    watch_open: tokio::sync::watch::Sender<bool>,
 }
 
 impl FaultyStore {
@@ -167,7 +170,23 @@ impl FaultyStore {
             fail_at,
             fault,
             writes: AtomicUsize::new(0),
+            watch_open: tokio::sync::watch::Sender::new(true),
         }
+    }
+
+    /// A store that fails no write, and whose watch holds its events back until
+    /// [`FaultyStore::catch_up`]: what a Kubernetes store's watch does for a moment, while its
+    /// listings (served from a watch of their own, or from the API server) already show the
+    /// write.
+    pub fn lagging_watch(inner: Arc<MemStore>) -> Self {
+        let store = Self::new(inner, 0, Fault::Crash);
+        store.watch_open.send_replace(false);
+        store
+    }
+
+    /// Delivers every held event, and every later one at once.
+    pub fn catch_up(&self) {
+        self.watch_open.send_replace(true);
     }
 
     /// Runs a write through the gate: done, done but reported failed, or not done.
@@ -228,7 +247,17 @@ impl Store for FaultyStore {
         self.gated(|| self.inner.delete(key, pre)).await
     }
     fn watch(&self, kind: Kind) -> WatchStream {
-        self.inner.watch(kind)
+        let open = self.watch_open.subscribe();
+        Box::pin(futures::StreamExt::then(
+            self.inner.watch(kind),
+            move |event| {
+                let mut open = open.clone();
+                async move {
+                    let _ = open.wait_for(|o| *o).await;
+                    event
+                }
+            },
+        ))
     }
     fn watches_every_write(&self) -> bool {
         self.inner.watches_every_write()
@@ -257,70 +286,5 @@ pub async fn check_quiescent(store: &impl Store, default_extra: u32) -> Result<(
         Ok(())
     } else {
         Err(v.join("; "))
-    }
-}
-
-/// A store whose watch holds its events back until [`LaggingWatch::catch_up`]: what a
-/// Kubernetes store's watch does for a moment, while its listings (served from a watch of
-/// their own, or from the API server) already show the write.
-pub struct LaggingWatch {
-    pub inner: Arc<MemStore>,
-    open: tokio::sync::watch::Sender<bool>,
-}
-
-impl LaggingWatch {
-    pub fn new(inner: Arc<MemStore>) -> Self {
-        LaggingWatch {
-            inner,
-            open: tokio::sync::watch::Sender::new(false),
-        }
-    }
-
-    /// Delivers every held event, and every later one at once.
-    pub fn catch_up(&self) {
-        self.open.send_replace(true);
-    }
-}
-
-#[async_trait]
-impl Store for LaggingWatch {
-    async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
-        self.inner.get(key).await
-    }
-    async fn list(
-        &self,
-        kind: Kind,
-        ns: Option<&str>,
-        sel: Option<&LabelSelector>,
-    ) -> Result<Vec<Value>, Error> {
-        self.inner.list(kind, ns, sel).await
-    }
-    async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.inner.create(kind, object).await
-    }
-    async fn update(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.inner.update(kind, object).await
-    }
-    async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
-        self.inner.update_status(kind, object).await
-    }
-    async fn delete(&self, key: &ObjectKey, pre: Option<&str>) -> Result<Deleted, Error> {
-        self.inner.delete(key, pre).await
-    }
-    fn watch(&self, kind: Kind) -> WatchStream {
-        let open = self.open.subscribe();
-        Box::pin(futures::StreamExt::then(
-            self.inner.watch(kind),
-            move |event| {
-                let mut open = open.clone();
-                async move {
-                    let _ = open.wait_for(|o| *o).await;
-                    event
-                }
-            },
-        ))
-    }
-    fn watches_every_write(&self) -> bool {
-        self.inner.watches_every_write()
     }
 }
