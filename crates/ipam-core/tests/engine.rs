@@ -1135,6 +1135,52 @@ fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
     });
 }
 
+/// A pool the engine's cache held when an ADD looked for its auto pools is selected, even if a
+/// listing made in the middle of the ADD does not show it yet: a cluster agent's listings come
+/// from a watch of their own, which may lag the reads that filled the cache. (The CI-sized
+/// cluster run's fault phase failed so: "the auto pool ... does not exist yet", for the second
+/// NIC, after a conflict on the first NIC's pool had sent the cache back to the listing.)
+#[test]
+fn an_add_selects_the_pools_it_saw_even_when_a_later_listing_lags() {
+    use ipam_core::{AppRef, Deployment};
+    use std::sync::Arc;
+    let rt = rt();
+    rt.block_on(async {
+        let mem = Arc::new(MemStore::new());
+        let controller = Engine::new(mem.clone());
+        let faulty = Arc::new(FaultyStore::new(mem.clone(), 0, Fault::Crash));
+        let agent = waiting_agent(faulty.clone());
+        setup_seed(&controller).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        mem.create_as(&Deployment(app.clone())).await.unwrap();
+        controller.reconcile(&AppRef::of(&app)).await.unwrap();
+        // The agent's cache lists the two auto pools and holds them.
+        agent
+            .allocate(&request(&app, "web-1", "u1", "c1", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        let pools: Vec<String> = mem
+            .list_as::<SpiderIPPool>(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.metadata.name)
+            .filter(|n| n.starts_with("auto"))
+            .collect();
+        assert_eq!(pools.len(), 2, "{pools:?}");
+        // From now on listings lag behind, and the first NIC's pool write conflicts: the
+        // cache drops it and lists again before the second NIC's selection.
+        faulty.hide_from_lists(pools);
+        faulty.conflict_next_pool_write();
+        let allocation = agent
+            .allocate(&request(&app, "web-2", "u2", "c2", &["eth0", "net1"]))
+            .await
+            .expect("the auto pools the ADD saw are selected");
+        assert_eq!(allocation.nics.len(), 2);
+        check_invariants(&*mem).await.unwrap();
+    });
+}
+
 /// The pools a waiting ADD saw in a listing are what its selection picks from, even while the
 /// watch that keeps the engine's cache lags behind the listing (a cluster's agent: its
 /// listings come from one watch, its cache's news from another). The ADD must not fail for a

@@ -161,6 +161,10 @@ pub struct FaultyStore {
     pub writes: AtomicUsize,
     /// Whether the watch delivers its events (see [`FaultyStore::lagging_watch`]).
     watch_open: tokio::sync::watch::Sender<bool>,
+    /// Pools that listings leave out (see [`FaultyStore::hide_from_lists`]).
+    hidden: Mutex<HashSet<String>>,
+    /// Whether the next status write of a pool fails as a conflict, without happening.
+    conflict_next: std::sync::atomic::AtomicBool,
 }
 
 impl FaultyStore {
@@ -171,7 +175,22 @@ impl FaultyStore {
             fault,
             writes: AtomicUsize::new(0),
             watch_open: tokio::sync::watch::Sender::new(true),
+            hidden: Mutex::new(HashSet::new()),
+            conflict_next: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Listings of every pool leave `pools` out from now on, while reads and the watch show
+    /// them: what a Kubernetes agent's watch-fed listing does for a moment, when it lags the
+    /// direct reads that put the pools in the engine's cache.
+    pub fn hide_from_lists(&self, pools: impl IntoIterator<Item = String>) {
+        self.hidden.lock().unwrap().extend(pools);
+    }
+
+    /// The next status write of a pool fails as a conflict (another writer got there first)
+    /// and does not happen.
+    pub fn conflict_next_pool_write(&self) {
+        self.conflict_next.store(true, Ordering::SeqCst);
     }
 
     /// A store that fails no write, and whose watch holds its events back until
@@ -232,7 +251,16 @@ impl Store for FaultyStore {
         ns: Option<&str>,
         sel: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error> {
-        self.inner.list(kind, ns, sel).await
+        let mut listed = self.inner.list(kind, ns, sel).await?;
+        if kind == Kind::SpiderIPPool {
+            let hidden = self.hidden.lock().unwrap();
+            listed.retain(|p| {
+                !p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| hidden.contains(n))
+            });
+        }
+        Ok(listed)
     }
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
         self.gated(|| self.inner.create(kind, object)).await
@@ -241,6 +269,10 @@ impl Store for FaultyStore {
         self.gated(|| self.inner.update(kind, object)).await
     }
     async fn update_status(&self, kind: Kind, object: Value) -> Result<Value, Error> {
+        if kind == Kind::SpiderIPPool && self.conflict_next.swap(false, Ordering::SeqCst) {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            return Err(Error::Conflict(ObjectKey::cluster(kind, name)));
+        }
         self.gated(|| self.inner.update_status(kind, object)).await
     }
     async fn delete(&self, key: &ObjectKey, pre: Option<&str>) -> Result<Deleted, Error> {
