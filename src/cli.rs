@@ -715,6 +715,7 @@ where
             metrics_listen,
         } = &cli.command
         {
+            log_to_stderr();
             let stop = cni_plugin::agent::termination_signal()
                 .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
             let detection = cni_plugin::ipam::probe::Detection {
@@ -913,8 +914,8 @@ async fn cluster_agent(
 /// auto pool, before it fails with "try again later" (CNI code 11) and the runtime retries.
 const AGENT_AUTO_POOL_WAIT: Duration = Duration::from_secs(20);
 
-/// Logs of the long-running cluster commands (`controller`, `webhook`) go to stderr, at
-/// `RUST_LOG`'s level (`info` by default).
+/// Logs of the long-running commands (`agent`, `controller`, `webhook`) go to stderr, at
+/// `RUST_LOG`'s level (`info` by default): the container runtime or journald keeps them.
 fn log_to_stderr() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

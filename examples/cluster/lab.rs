@@ -47,6 +47,8 @@ pub type Res<T> = Result<T, Box<dyn Error>>;
 /// The control plane and Berth's processes, stopped when dropped.
 pub struct Lab {
     pub cluster: Cluster,
+    /// Binaries, node dirs and every process's log (`<role>.log`). Kept after the run when
+    /// `BERTH_KEEP_LAB` is set, to read the logs of a failure.
     pub dir: tempfile::TempDir,
     /// Running processes by role (`controller`, `agent-<node>`).
     children: BTreeMap<String, Child>,
@@ -81,6 +83,7 @@ impl Lab {
         let cluster = runtime.block_on(Cluster::start(options))?;
         let dir = tempfile::Builder::new()
             .prefix("berth-cluster-")
+            .disable_cleanup(std::env::var_os("BERTH_KEEP_LAB").is_some())
             .tempdir()?;
         let lab = Lab {
             cluster,
