@@ -138,9 +138,14 @@ pub async fn add_with<S: Store>(
 /// cannot answer: a restart of the API server takes a few seconds.
 pub const RIDE_OUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// The longest pause between two attempts of [`riding_out`]. An attempt while the API server
+/// is down costs a refused connection, and a pod waits up to this long after it is back.
+const RIDE_OUT_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Runs `op` again while it fails with "try again later" (code 11), for up to [`RIDE_OUT`]
-/// after its first such failure when `cluster`; once otherwise. (An ADD may have waited long
-/// for its pool before the API server went away; the bound counts from then.)
+/// after its first such failure when `cluster`, pausing from 100 ms doubling to
+/// [`RIDE_OUT_PAUSE`]; once otherwise. (An ADD may have waited long for its pool before the
+/// API server went away; the bound counts from then.)
 async fn riding_out<T, F, Fut>(cluster: bool, op: F) -> Result<T, Error>
 where
     F: Fn() -> Fut,
@@ -161,7 +166,7 @@ where
             {
                 tracing::info!(error = %e, "the cluster cannot answer now; trying again");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                pause = (pause * 2).min(RIDE_OUT_PAUSE);
             }
             other => return other,
         }
