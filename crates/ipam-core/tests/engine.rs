@@ -1135,6 +1135,75 @@ fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
     });
 }
 
+/// A pool the watch has shown is selected even while the listings lag and do not show it yet,
+/// and a pool the watch has shown deleted is not, while the listings still show it: the
+/// engine's cache mends a listing with what it knows (a cluster agent lists from a watch of its
+/// own, which may lag the watch that tells its cache what changed).
+#[test]
+fn selection_sees_pools_a_lagging_listing_lacks_and_not_those_it_still_shows() {
+    use std::sync::Arc;
+    let rt = rt();
+    rt.block_on(async {
+        let mem = Arc::new(MemStore::new());
+        let admin = Engine::new(mem.clone());
+        let faulty = Arc::new(FaultyStore::new(mem.clone(), 0, Fault::Crash));
+        let agent = Engine::new(faulty.clone());
+        let pool = |name: &str, octet: u8| {
+            SpiderIPPool::new(
+                name,
+                format!("10.{octet}.0.0/24").parse().unwrap(),
+                ips![format!("10.{octet}.0.10-10.{octet}.0.14").as_str()],
+            )
+        };
+        admin.apply(AnyObject::Pool(pool("p", 1))).await.unwrap();
+        let mut app = seed_app(WorkloadKind::Deployment, "x", 1, "+1");
+        let uses = |pool: &str| {
+            annotations(&[(
+                "ipam.spidernet.io/ippool",
+                &format!(r#"{{"ipv4":["{pool}"]}}"#),
+            )])
+        };
+        app.spec.template.metadata.annotations = uses("p");
+        // The agent's cache lists the pools once.
+        agent
+            .allocate(&request(&app, "a", "ua", "ca", &["eth0"]))
+            .await
+            .unwrap();
+        // A new pool, which the listings do not show yet.
+        admin.apply(AnyObject::Pool(pool("q", 2))).await.unwrap();
+        faulty.hide_from_lists(["q".to_string()]);
+        app.spec.template.metadata.annotations = uses("q");
+        let got = agent
+            .allocate(&request(&app, "b", "ub", "cb", &["eth0"]))
+            .await
+            .expect("the pool the watch showed is selected");
+        assert_eq!(got.nics[0].ips[0].pool, "q");
+        // A pool deleted while the listings still show it.
+        admin.apply(AnyObject::Pool(pool("r", 3))).await.unwrap();
+        let listed_before = mem.list_as::<SpiderIPPool>(None).await.unwrap();
+        admin
+            .delete(&ObjectKey::cluster(Kind::SpiderIPPool, "r"))
+            .await
+            .unwrap();
+        faulty.list_instead(listed_before);
+        app.spec.template.metadata.annotations = uses("r");
+        let err = agent
+            .allocate(&request(&app, "c", "uc", "cc", &["eth0"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"r\", which does not exist"), "{err}");
+        // And again at the next listing (another pool's creation makes the cache list).
+        admin.apply(AnyObject::Pool(pool("s", 4))).await.unwrap();
+        let err = agent
+            .allocate(&request(&app, "c", "uc", "cc", &["eth0"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"r\", which does not exist"), "{err}");
+    });
+}
+
 /// A pool the engine's cache held when an ADD looked for its auto pools is selected, even if a
 /// listing made in the middle of the ADD does not show it yet: a cluster agent's listings come
 /// from a watch of their own, which may lag the reads that filled the cache. (The CI-sized

@@ -10,13 +10,19 @@
 //! stale entry can only cause a conflict — and the conflict's write is in the watch, so the
 //! retry reads afresh.
 //!
+//! A listing may lag what the watch and direct reads already showed (a Kubernetes agent lists
+//! from a watch of its own). So the cache also keeps the names of the pools known to exist and
+//! of those known deleted: a listing that lacks a known pool gets it from the cache or a direct
+//! read, and one that still shows a deleted pool loses it. Without that, an ADD could be refused
+//! a pool it had seen a moment before.
+//!
 //! [`ReservedCache`] keeps the union of the reserved IPs the same way, dropped on any
 //! notification of a SpiderReservedIP. No version guards its use: with a store whose
 //! notifications come after the write (Kubernetes), an allocation in that moment may still
 //! hand out an IP just reserved, as Spiderpool's informer caches may; with the in-process
 //! stores the notification is sent before the write returns, so the cache is exact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use futures::{FutureExt, StreamExt};
@@ -40,7 +46,9 @@ struct State {
     /// Whether `pools` holds every pool of the store (but the lent ones).
     complete: bool,
     /// Pools taken out to be modified (see `pool_owned`), back when written or returned.
-    lent: std::collections::BTreeSet<String>,
+    lent: BTreeSet<String>,
+    /// The pools known to exist and known deleted (see the module documentation).
+    names: Names,
     /// Notifications applied so far. A read is cached only if none arrived while it ran: a
     /// write that landed meanwhile may be missing from it, and its notification, drained by
     /// someone else, would not evict it.
@@ -58,6 +66,7 @@ impl PoolCache {
                 pools: BTreeMap::new(),
                 complete: false,
                 lent: Default::default(),
+                names: Names::default(),
                 epoch: 0,
             }),
         }
@@ -78,6 +87,7 @@ impl State {
             self.epoch += 1;
             match event {
                 WatchEvent::Changed { key, version } => {
+                    self.names.exists(&key.name, version.is_some());
                     let current = self
                         .pools
                         .get(&key.name)
@@ -95,10 +105,37 @@ impl State {
                 WatchEvent::Lost => {
                     self.pools.clear();
                     self.complete = false;
+                    // A deletion may have been undone unseen; the known pools are read again
+                    // where a listing lacks them.
+                    self.names.gone.clear();
                 }
             }
         }
         true
+    }
+}
+
+/// What the watch and direct reads showed of the pools' existence, which a lagging listing may
+/// not show yet.
+#[derive(Default)]
+struct Names {
+    /// Every pool a listing, a direct read or the watch showed, less those since reported
+    /// deleted: a listing must show them.
+    known: BTreeSet<String>,
+    /// Pools the watch or a direct read reported deleted, until a listing no longer shows them.
+    gone: BTreeSet<String>,
+}
+
+impl Names {
+    /// Notes that the watch or a direct read showed pool `name` existing, or gone.
+    fn exists(&mut self, name: &str, exists: bool) {
+        if exists {
+            self.gone.remove(name);
+            self.known.insert(name.to_string());
+        } else {
+            self.known.remove(name);
+            self.gone.insert(name.to_string());
+        }
     }
 }
 
@@ -200,6 +237,7 @@ impl<S: Store> Engine<S> {
             .into_iter()
             .map(Arc::new)
             .collect();
+        let listed = self.mend_listing(listed).await?;
         let mut st = self.cache.lock();
         if st.drain() && st.epoch == epoch && st.lent.is_empty() {
             st.pools = listed
@@ -208,6 +246,54 @@ impl<S: Store> Engine<S> {
                 .collect();
             st.complete = true;
         }
+        Ok(listed)
+    }
+
+    /// `listed` as it would be if the listing did not lag: without the pools known deleted,
+    /// with the pools known to exist that it lacks (from the cache, or read directly).
+    async fn mend_listing(
+        &self,
+        mut listed: Vec<Arc<SpiderIPPool>>,
+    ) -> Result<Vec<Arc<SpiderIPPool>>, Error> {
+        let mut unread = Vec::new();
+        {
+            let mut st = self.cache.lock();
+            if !st.drain() {
+                // No watch: nothing is known beyond the listing.
+                return Ok(listed);
+            }
+            // A deletion the listing no longer shows needs no mending any more.
+            let still_shown: BTreeSet<String> = listed
+                .iter()
+                .map(|p| &p.metadata.name)
+                .filter(|n| st.names.gone.contains(*n))
+                .cloned()
+                .collect();
+            st.names.gone = still_shown;
+            listed.retain(|p| !st.names.gone.contains(&p.metadata.name));
+            let shown: BTreeSet<&str> = listed.iter().map(|p| p.metadata.name.as_str()).collect();
+            let mut lacking = Vec::new();
+            for name in st
+                .names
+                .known
+                .iter()
+                .filter(|n| !shown.contains(n.as_str()))
+            {
+                match st.pools.get(name) {
+                    Some(p) => lacking.push(p.clone()),
+                    None => unread.push(name.clone()),
+                }
+            }
+            let names: Vec<String> = listed.iter().map(|p| p.metadata.name.clone()).collect();
+            st.names.known.extend(names);
+            listed.extend(lacking);
+        }
+        for name in unread {
+            if let Some(p) = self.pool(&name).await? {
+                listed.push(p);
+            }
+        }
+        listed.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         Ok(listed)
     }
 
@@ -278,9 +364,11 @@ impl<S: Store> Engine<S> {
             .get_as::<SpiderIPPool>(None, name)
             .await?
             .map(Arc::new);
-        if let Some(p) = &got {
-            let mut st = self.cache.lock();
-            if st.drain() && st.epoch == epoch {
+        let mut st = self.cache.lock();
+        let caching = st.drain();
+        if caching && st.epoch == epoch {
+            st.names.exists(name, got.is_some());
+            if let Some(p) = &got {
                 st.pools.insert(name.to_string(), p.clone());
             }
         }

@@ -163,6 +163,8 @@ pub struct FaultyStore {
     watch_open: tokio::sync::watch::Sender<bool>,
     /// Pools that listings leave out (see [`FaultyStore::hide_from_lists`]).
     hidden: Mutex<HashSet<String>>,
+    /// What listings of the pools show instead of the store (see [`FaultyStore::list_instead`]).
+    frozen: Mutex<Option<Vec<Value>>>,
     /// Whether the next status write of a pool fails as a conflict, without happening.
     conflict_next: std::sync::atomic::AtomicBool,
 }
@@ -176,6 +178,7 @@ impl FaultyStore {
             writes: AtomicUsize::new(0),
             watch_open: tokio::sync::watch::Sender::new(true),
             hidden: Mutex::new(HashSet::new()),
+            frozen: Mutex::new(None),
             conflict_next: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -185,6 +188,16 @@ impl FaultyStore {
     /// direct reads that put the pools in the engine's cache.
     pub fn hide_from_lists(&self, pools: impl IntoIterator<Item = String>) {
         self.hidden.lock().unwrap().extend(pools);
+    }
+
+    /// Listings of the pools show `pools` from now on, whatever the store holds: a listing
+    /// that lags behind the writes the watch and reads already show.
+    pub fn list_instead(&self, pools: Vec<ipam_core::SpiderIPPool>) {
+        let docs = pools
+            .iter()
+            .map(|p| ipam_core::store::encode(p).expect("a pool encodes"))
+            .collect();
+        *self.frozen.lock().unwrap() = Some(docs);
     }
 
     /// The next status write of a pool fails as a conflict (another writer got there first)
@@ -251,7 +264,11 @@ impl Store for FaultyStore {
         ns: Option<&str>,
         sel: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error> {
-        let mut listed = self.inner.list(kind, ns, sel).await?;
+        let frozen = self.frozen.lock().unwrap().clone();
+        let mut listed = match frozen {
+            Some(docs) if kind == Kind::SpiderIPPool && sel.is_none() => docs,
+            _ => self.inner.list(kind, ns, sel).await?,
+        };
         if kind == Kind::SpiderIPPool {
             let hidden = self.hidden.lock().unwrap();
             listed.retain(|p| {
