@@ -525,7 +525,15 @@ async fn handle<S: Store + 'static>(
                 None,
             ))
         });
-    tracing::info!(%method, %path, status = answer.status().as_u16(), elapsed = ?started.elapsed(), "request");
+    // A line per call at debug: a node starting pods makes many, back to back. A failure is
+    // logged at info.
+    let status = answer.status().as_u16();
+    let elapsed = started.elapsed();
+    if answer.status().is_success() {
+        tracing::debug!(%method, %path, status, ?elapsed, "request");
+    } else {
+        tracing::info!(%method, %path, status, ?elapsed, "request failed");
+    }
     Ok(answer)
 }
 
