@@ -1141,12 +1141,9 @@ fn an_agent_that_waits_for_auto_pools_gets_them_from_the_controller() {
 /// own, which may lag the watch that tells its cache what changed).
 #[test]
 fn selection_sees_pools_a_lagging_listing_lacks_and_not_those_it_still_shows() {
-    use std::sync::Arc;
     let rt = rt();
     rt.block_on(async {
-        let mem = Arc::new(MemStore::new());
-        let admin = Engine::new(mem.clone());
-        let faulty = Arc::new(FaultyStore::new(mem.clone(), 0, Fault::Crash));
+        let (mem, admin, faulty) = store_and_faulty_view();
         let agent = Engine::new(faulty.clone());
         let pool = |name: &str, octet: u8| {
             SpiderIPPool::new(
@@ -1212,12 +1209,9 @@ fn selection_sees_pools_a_lagging_listing_lacks_and_not_those_it_still_shows() {
 #[test]
 fn an_add_selects_the_pools_it_saw_even_when_a_later_listing_lags() {
     use ipam_core::{AppRef, Deployment};
-    use std::sync::Arc;
     let rt = rt();
     rt.block_on(async {
-        let mem = Arc::new(MemStore::new());
-        let controller = Engine::new(mem.clone());
-        let faulty = Arc::new(FaultyStore::new(mem.clone(), 0, Fault::Crash));
+        let (mem, controller, faulty) = store_and_faulty_view();
         let agent = waiting_agent(faulty.clone());
         setup_seed(&controller).await;
         let app = seed_app(WorkloadKind::Deployment, "web", 2, "+1");

@@ -313,6 +313,15 @@ impl Store for FaultyStore {
     }
 }
 
+/// A memory store, an engine on it (an admin's, or the controller's), and a [`FaultyStore`]
+/// over it that fails no write, for an agent whose view of the store the test then bends.
+pub fn store_and_faulty_view() -> (Arc<MemStore>, Engine<Arc<MemStore>>, Arc<FaultyStore>) {
+    let mem = Arc::new(MemStore::new());
+    let engine = Engine::new(mem.clone());
+    let faulty = Arc::new(FaultyStore::new(mem.clone(), 0, Fault::Crash));
+    (mem, engine, faulty)
+}
+
 /// Checks what must hold between operations (see `ipam_core::audit`).
 pub async fn check_invariants(store: &impl Store) -> Result<(), String> {
     let v = ipam_core::audit::consistency(store)
