@@ -1184,20 +1184,16 @@ fn selection_sees_pools_a_lagging_listing_lacks_and_not_those_it_still_shows() {
             .unwrap();
         faulty.list_instead(listed_before);
         app.spec.template.metadata.annotations = uses("r");
-        let err = agent
-            .allocate(&request(&app, "c", "uc", "cc", &["eth0"]))
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("\"r\", which does not exist"), "{err}");
-        // And again at the next listing (another pool's creation makes the cache list).
-        admin.apply(AnyObject::Pool(pool("s", 4))).await.unwrap();
-        let err = agent
-            .allocate(&request(&app, "c", "uc", "cc", &["eth0"]))
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("\"r\", which does not exist"), "{err}");
+        let uses_r = request(&app, "c", "uc", "cc", &["eth0"]);
+        for listing in ["the first", "the next"] {
+            let err = agent.allocate(&uses_r).await.unwrap_err().to_string();
+            assert!(
+                err.contains("\"r\", which does not exist"),
+                "{listing} listing after the deletion: {err}"
+            );
+            // Another pool's creation makes the cache list again.
+            admin.apply(AnyObject::Pool(pool("s", 4))).await.unwrap();
+        }
     });
 }
 
