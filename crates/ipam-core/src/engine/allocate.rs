@@ -476,11 +476,10 @@ impl<S: Store> Engine<S> {
     /// [`EngineConfig::auto_pool_wait`](super::EngineConfig::auto_pool_wait), waits for the
     /// controller to.
     ///
-    /// Returns the pools it saw (in the engine's cache, listed or read directly), which
-    /// selection must see although a later read of the cache may not show them yet: the cache
-    /// follows a watch of its own, and re-lists from a store whose listing may lag that watch
-    /// (the Kubernetes agent's watch-fed listing), so a pool it held a moment ago can be
-    /// missing from it for as long.
+    /// Returns the pools the wait saw (listed or read directly): the engine's cache, which
+    /// selection reads, follows a watch of its own that may show them a moment later, and
+    /// selection must see them now. (A pool the cache already holds stays in it: the cache
+    /// mends listings that lag.)
     async fn ensure_auto_pools(
         &self,
         ctx: &PodContext,
@@ -503,10 +502,8 @@ impl<S: Store> Engine<S> {
                     .map(|(f, _)| format!("{} {f}", n.interface))
             })
         };
-        // What the cache shows now is returned too: a later listing may lag it (see above).
-        let cached = self.pools().await?;
-        if missing(&cached).is_none() || self.workload(app).await?.is_none() {
-            return Ok(cached);
+        if missing(&self.pools().await?).is_none() || self.workload(app).await?.is_none() {
+            return Ok(Vec::new());
         }
         let Some(limit) = self.config.auto_pool_wait else {
             let _guard = self.spec_lock.lock().await;

@@ -131,7 +131,10 @@ impl Names {
     fn exists(&mut self, name: &str, exists: bool) {
         if exists {
             self.gone.remove(name);
-            self.known.insert(name.to_string());
+            // Every write to every pool comes here: no allocation for a name already known.
+            if !self.known.contains(name) {
+                self.known.insert(name.to_string());
+            }
         } else {
             self.known.remove(name);
             self.gone.insert(name.to_string());
@@ -284,8 +287,9 @@ impl<S: Store> Engine<S> {
                     None => unread.push(name.clone()),
                 }
             }
-            let names: Vec<String> = listed.iter().map(|p| p.metadata.name.clone()).collect();
-            st.names.known.extend(names);
+            st.names
+                .known
+                .extend(listed.iter().map(|p| p.metadata.name.clone()));
             listed.extend(lacking);
         }
         for name in unread {
