@@ -260,6 +260,21 @@ impl<S: Store + 'static> Controller<S> {
         }
     }
 
+    /// Reconciles `app`, and keeps it in `failed` until a reconcile succeeds.
+    async fn reconcile(&self, app: AppRef, failed: &mut std::collections::BTreeSet<AppRef>) {
+        let started = std::time::Instant::now();
+        match self.engine.reconcile(&app).await {
+            Ok(()) => {
+                tracing::debug!(%app, took = ?started.elapsed(), "reconciled");
+                failed.remove(&app);
+            }
+            Err(e) => {
+                tracing::warn!(%app, error = %e, "cannot reconcile the application's auto pools; trying again in {RECONCILE_RETRY:?}");
+                failed.insert(app);
+            }
+        }
+    }
+
     /// Reconciles every application, then each one that changes, for as long as it runs.
     async fn lead(&self) {
         if let Err(e) = self.engine.reconcile_all().await {
@@ -276,12 +291,17 @@ impl<S: Store + 'static> Controller<S> {
             }
         };
         let apps = futures::stream::select_all([
-            changes::<Deployment>(&self.client, apps_v1(WorkloadKind::Deployment)),
-            changes::<StatefulSet>(&self.client, apps_v1(WorkloadKind::StatefulSet)),
-            changes::<ReplicaSet>(&self.client, other("apps", AppKind::ReplicaSet)),
-            changes::<DaemonSet>(&self.client, other("apps", AppKind::DaemonSet)),
-            changes::<Job>(&self.client, other("batch", AppKind::Job)),
-            changes::<CronJob>(&self.client, other("batch", AppKind::CronJob)),
+            changes::<Deployment>(&self.client, apps_v1(WorkloadKind::Deployment), |_| 0),
+            changes::<StatefulSet>(&self.client, apps_v1(WorkloadKind::StatefulSet), |_| 0),
+            changes::<ReplicaSet>(&self.client, other("apps", AppKind::ReplicaSet), |_| 0),
+            // Its replicas are the nodes it is to run on, which its status counts.
+            changes::<DaemonSet>(&self.client, other("apps", AppKind::DaemonSet), |d| {
+                d.status
+                    .as_ref()
+                    .map_or(0, |s| i64::from(s.desired_number_scheduled))
+            }),
+            changes::<Job>(&self.client, other("batch", AppKind::Job), |_| 0),
+            changes::<CronJob>(&self.client, other("batch", AppKind::CronJob), |_| 0),
         ]);
         let mut apps = std::pin::pin!(apps);
         // The pods, cached for GC's liveness answers; a GC soon after each burst of
@@ -301,19 +321,23 @@ impl<S: Store + 'static> Controller<S> {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let liveness = PodLiveness::new(self.client.clone()).with_cache(pods);
         let mut gc_due = false;
+        // Applications whose reconcile failed: the events skip status updates, so nothing
+        // else may come to try them again.
+        let mut failed: std::collections::BTreeSet<AppRef> = Default::default();
         loop {
             tokio::select! {
                 app = apps.next() => match app {
-                    Some(Ok(app)) => {
-                        if let Err(e) = self.engine.reconcile(&app).await {
-                            tracing::warn!(%app, error = %e, "cannot reconcile the application's auto pools");
-                        }
-                    }
+                    Some(Ok(app)) => self.reconcile(app, &mut failed).await,
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "a watch of the applications failed; it restarts");
                     }
                     None => return,
                 },
+                () = tokio::time::sleep(RECONCILE_RETRY), if !failed.is_empty() => {
+                    for app in std::mem::take(&mut failed) {
+                        self.reconcile(app, &mut failed).await;
+                    }
+                }
                 Some(_) = deleted.next() => gc_due = true,
                 _ = every.tick() => gc_due = true,
                 // Let a burst of deletions settle, then collect once.
@@ -333,6 +357,9 @@ impl<S: Store + 'static> Controller<S> {
         }
     }
 }
+
+/// How soon the leader reconciles again an application whose reconcile failed.
+const RECONCILE_RETRY: Duration = Duration::from_secs(1);
 
 /// How often the leader runs GC unless told otherwise, besides after each pod deletion.
 pub const DEFAULT_GC_PERIOD: Duration = Duration::from_secs(60);
@@ -420,26 +447,258 @@ impl Liveness for PodLiveness {
     }
 }
 
-/// The applications among the objects `K` as they change: every object at the start, then
-/// each one created, changed or deleted, as `app(namespace, name)`. An object another
-/// controls (a Deployment's ReplicaSet, a CronJob's Job) is not an application of its own.
+/// What of an application its auto pools depend on, as one number: its identity, its spec
+/// (through `metadata.generation`, which only a spec change moves), labels, annotations and
+/// deletion, and `extra` (a DaemonSet's replicas are in its status). A status update (one more
+/// pod ready) leaves it as it was.
+fn fingerprint(meta: &ObjectMeta, extra: i64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0).hash(&mut h);
+    extra.hash(&mut h);
+    h.finish()
+}
+
+/// An application's namespace and name.
+type AppKey = (String, String);
+
+/// Which events of a watch of applications change what their auto pools depend on
+/// ([`fingerprint`]), and so call for a reconcile.
+struct AppChanges<K> {
+    /// The fingerprint of each application seen.
+    seen: std::collections::HashMap<AppKey, u64>,
+    /// While the watch lists (at its start, or after a gap), the applications listed so far.
+    listing: Option<std::collections::HashMap<AppKey, u64>>,
+    /// What the fingerprint takes from the object besides its metadata.
+    extra: fn(&K) -> i64,
+}
+
+impl<K: kube::Resource<DynamicType = ()>> AppChanges<K> {
+    fn new(extra: fn(&K) -> i64) -> Self {
+        AppChanges {
+            seen: Default::default(),
+            listing: None,
+            extra,
+        }
+    }
+
+    /// The applications `event` calls to reconcile: one created, deleted, or changed in what
+    /// its pools depend on; and when a listing ends, those it no longer shows (deleted during
+    /// a gap in the watch). An object another controls is not an application.
+    fn on(&mut self, event: watcher::Event<K>) -> Vec<AppKey> {
+        let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
+        let controlled = |o: &K| {
+            o.meta()
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.controller == Some(true))
+        };
+        match event {
+            watcher::Event::Init => {
+                self.listing = Some(Default::default());
+                Vec::new()
+            }
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) if controlled(&o) => Vec::new(),
+            watcher::Event::InitApply(o) => {
+                let (k, print) = (key(&o), fingerprint(o.meta(), (self.extra)(&o)));
+                self.listing
+                    .get_or_insert_default()
+                    .insert(k.clone(), print);
+                if self.seen.get(&k) == Some(&print) {
+                    Vec::new()
+                } else {
+                    vec![k]
+                }
+            }
+            watcher::Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                let gone = self
+                    .seen
+                    .keys()
+                    .filter(|k| !listed.contains_key(*k))
+                    .cloned()
+                    .collect();
+                self.seen = listed;
+                gone
+            }
+            watcher::Event::Apply(o) => {
+                let (k, print) = (key(&o), fingerprint(o.meta(), (self.extra)(&o)));
+                if self.seen.insert(k.clone(), print) == Some(print) {
+                    Vec::new()
+                } else {
+                    vec![k]
+                }
+            }
+            watcher::Event::Delete(o) => {
+                let k = key(&o);
+                if self.seen.remove(&k).is_some() {
+                    vec![k]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+}
+
+/// The applications among the objects `K` as they change ([`AppChanges`]), as
+/// `app(namespace, name)`: every one at the start, then each one created, deleted, or changed
+/// in what its auto pools depend on. Status updates are skipped: a Deployment's status
+/// changes with every pod it starts, and each reconcile lists every pool.
 fn changes<K: crate::wire::Watched>(
     client: &kube::Client,
     app: impl Fn(&str, &str) -> AppRef + Send + 'static,
+    extra: fn(&K) -> i64,
 ) -> futures::stream::BoxStream<'static, Result<AppRef, watcher::Error>> {
+    let mut changes = AppChanges::new(extra);
     watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .touched_objects()
-        .filter(|o| {
-            let owned = o.as_ref().is_ok_and(|o| {
-                o.meta()
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.controller == Some(true))
-            });
-            std::future::ready(!owned)
+        .flat_map(move |event| {
+            let apps: Vec<_> = match event {
+                Ok(event) => changes
+                    .on(event)
+                    .into_iter()
+                    .map(|(namespace, name)| Ok(app(&namespace, &name)))
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(apps)
         })
-        .map(move |o| o.map(|o| app(&o.namespace().unwrap_or_default(), &o.name_any())))
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DaemonSetStatus, DeploymentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use watcher::Event;
+
+    fn deployment(name: &str, generation: i64) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                generation: Some(generation),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn key(name: &str) -> AppKey {
+        ("ns".into(), name.into())
+    }
+
+    /// A watch's start: the listing, then its end.
+    fn listed(changes: &mut AppChanges<Deployment>, objects: &[Deployment]) -> Vec<AppKey> {
+        let mut out = changes.on(Event::Init);
+        for o in objects {
+            out.extend(changes.on(Event::InitApply(o.clone())));
+        }
+        out.extend(changes.on(Event::InitDone));
+        out
+    }
+
+    #[test]
+    fn status_updates_call_for_no_reconcile_and_spec_metadata_and_deletion_do() {
+        let mut changes = AppChanges::new(|_: &Deployment| 0);
+        let app = deployment("app", 1);
+        assert_eq!(
+            listed(&mut changes, std::slice::from_ref(&app)),
+            vec![key("app")]
+        );
+
+        let mut ready = app.clone();
+        ready.status = Some(DeploymentStatus {
+            ready_replicas: Some(3),
+            ..Default::default()
+        });
+        assert!(changes.on(Event::Apply(ready.clone())).is_empty());
+
+        let scaled = deployment("app", 2);
+        assert_eq!(changes.on(Event::Apply(scaled.clone())), vec![key("app")]);
+        assert!(changes.on(Event::Apply(scaled.clone())).is_empty());
+
+        let mut annotated = scaled.clone();
+        annotated.metadata.annotations =
+            Some([("ipam.spidernet.io/ippool-reclaim".into(), "false".into())].into());
+        assert_eq!(
+            changes.on(Event::Apply(annotated.clone())),
+            vec![key("app")]
+        );
+
+        let mut recreated = annotated.clone();
+        recreated.metadata.uid = Some("another".into());
+        assert_eq!(
+            changes.on(Event::Apply(recreated.clone())),
+            vec![key("app")]
+        );
+
+        assert_eq!(changes.on(Event::Delete(recreated)), vec![key("app")]);
+        // Created again with what the deleted one had: new, so reconciled.
+        assert_eq!(changes.on(Event::Apply(annotated)), vec![key("app")]);
+    }
+
+    #[test]
+    fn a_new_listing_reconciles_what_changed_or_went_during_the_gap_and_nothing_else() {
+        let mut changes = AppChanges::new(|_: &Deployment| 0);
+        let (a, b, c) = (deployment("a", 1), deployment("b", 1), deployment("c", 1));
+        let mut first = listed(&mut changes, &[a.clone(), b.clone(), c.clone()]);
+        first.sort();
+        assert_eq!(first, vec![key("a"), key("b"), key("c")]);
+
+        // The watch starts over: a as it was, b scaled, c deleted, d new.
+        let mut again = listed(&mut changes, &[a, deployment("b", 2), deployment("d", 1)]);
+        again.sort();
+        assert_eq!(again, vec![key("b"), key("c"), key("d")]);
+        // c is forgotten: its deletion, arriving late, is nothing more to do.
+        assert!(changes.on(Event::Delete(c)).is_empty());
+    }
+
+    #[test]
+    fn objects_another_controls_are_no_applications() {
+        let mut changes = AppChanges::new(|_: &Deployment| 0);
+        let mut owned = deployment("owned", 1);
+        owned.metadata.owner_references = Some(vec![OwnerReference {
+            controller: Some(true),
+            name: "owner".into(),
+            ..Default::default()
+        }]);
+        assert!(listed(&mut changes, std::slice::from_ref(&owned)).is_empty());
+        assert!(changes.on(Event::Apply(owned.clone())).is_empty());
+        assert!(changes.on(Event::Delete(owned)).is_empty());
+    }
+
+    #[test]
+    fn what_the_extra_takes_from_the_status_calls_for_a_reconcile() {
+        let mut changes = AppChanges::new(|d: &DaemonSet| {
+            d.status
+                .as_ref()
+                .map_or(0, |s| i64::from(s.desired_number_scheduled))
+        });
+        let scheduled = |desired: i32, ready: i32| DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("ds".into()),
+                namespace: Some("ns".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
+            status: Some(DaemonSetStatus {
+                desired_number_scheduled: desired,
+                number_ready: ready,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(changes.on(Event::Apply(scheduled(0, 0))), vec![key("ds")]);
+        assert_eq!(changes.on(Event::Apply(scheduled(3, 0))), vec![key("ds")]);
+        assert!(changes.on(Event::Apply(scheduled(3, 2))).is_empty());
+    }
 }
