@@ -1002,9 +1002,12 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let webhook = async {
         match webhook_options {
             // Every replica serves the webhook; only the leader writes.
+            // Its own engine: admissions list every pool, from a watch (see `webhook`).
             Some(options) => {
+                let store = cluster_store(cli).await?.caching_pool_lists();
+                let engine = std::sync::Arc::new(Engine::new(store));
                 webhook_args
-                    .serve(options, client, engine.clone(), stop.clone())
+                    .serve(options, client, engine, stop.clone())
                     .await
             }
             None => Ok(()),
@@ -1105,7 +1108,10 @@ async fn webhook(cli: &Cli) -> Result<(), CliError> {
     log_to_stderr();
     // Checked before the cluster is asked anything.
     let options = args.options()?;
-    let store = cluster_store(cli).await?;
+    // Each admission of a pool checks it against every pool: from a watch, not the API server
+    // (as Spiderpool's webhook reads its informer cache). Listing them all twice per write
+    // made each auto pool's creation wait hundreds of milliseconds on a cluster of hundreds.
+    let store = cluster_store(cli).await?.caching_pool_lists();
     let client = store.client().clone();
     let engine = std::sync::Arc::new(Engine::new(store));
     let stop = cni_plugin::agent::termination_signal()

@@ -9,7 +9,7 @@ use crate::annotations::{PodAnnotations, SUBNETS};
 use crate::autopool::{AutoPoolSpec, shrink_pick};
 use crate::endpoint::SpiderEndpoint;
 use crate::error::Error;
-use crate::meta::{Kind, Object, ObjectKey};
+use crate::meta::{Kind, LabelSelector, Object, ObjectKey};
 use crate::pool::SpiderIPPool;
 use crate::range::IpFamily;
 use crate::store::{Store, TypedStore};
@@ -48,6 +48,25 @@ fn family_label(p: &SpiderIPPool) -> Option<IpFamily> {
 }
 
 impl<S: Store> Engine<S> {
+    /// The pools labelled as `app`'s (its kind, namespace and name: what [`app_of_pool`]
+    /// reads), asked of the store with a label selector. A reconcile reads them, not every
+    /// pool: on a cluster with hundreds of pools, whole listings made each auto pool's
+    /// creation cost hundreds of milliseconds of the controller's time.
+    async fn app_pools(&self, app: &AppRef) -> Result<Vec<SpiderIPPool>, Error> {
+        let selector = LabelSelector {
+            match_labels: [
+                (LABEL_OWNER_APP_KIND, app.kind.to_string()),
+                (LABEL_OWNER_APP_NAMESPACE, app.namespace.clone()),
+                (LABEL_OWNER_APP_NAME, app.name.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            ..Default::default()
+        };
+        self.store.list_as(Some(&selector)).await
+    }
+
     /// What auto pools a workload wants (none without a subnets annotation).
     pub(crate) fn auto_specs(&self, w: &Workload) -> Result<Vec<AutoPoolSpec>, Error> {
         let app = AppRef::of(w);
@@ -235,7 +254,7 @@ impl<S: Store> Engine<S> {
             Some(w) => self.auto_specs(w)?,
             None => Vec::new(),
         };
-        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let pools = self.app_pools(app).await?;
         let wanted: Vec<String> = specs
             .iter()
             .filter_map(|s| Self::pool_for(&pools, s).map(|p| p.metadata.name.clone()))
@@ -320,7 +339,7 @@ impl<S: Store> Engine<S> {
                         name: spec.subnet.clone(),
                         referrer: format!("{} annotation {SUBNETS}", spec.app),
                     })?;
-            let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+            let pools = self.app_pools(&spec.app).await?;
             let reserved = self.reserved_ips().await?;
             let desired = spec.desired as u128;
             match Self::pool_for(&pools, spec) {
@@ -341,6 +360,7 @@ impl<S: Store> Engine<S> {
                     }
                     let pool = spec.build(&subnet, ips.clone());
                     self.create_with_status(&pool).await?;
+                    tracing::debug!(pool = %name, app = %spec.app, "auto pool created");
                     self.forget_allocator(&name);
                     // GC frees claims whose pool is missing after a grace period; if it did so
                     // while this call stalled, take the pool back before anyone uses it.
