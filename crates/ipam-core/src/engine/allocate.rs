@@ -76,6 +76,7 @@ impl<S: Store> Engine<S> {
         if let Some(limit) = self.config.auto_pool_wait {
             let deadline = tokio::time::Instant::now() + limit;
             while let Err(Error::PoolsExhausted { pools, .. }) = &result {
+                tracing::debug!(pod = %req.pod.name, ?pools, "the pools are full: waiting for room");
                 if !self.await_room(pools, deadline).await? {
                     break;
                 }
@@ -510,14 +511,40 @@ impl<S: Store> Engine<S> {
             self.reconcile_app_locked(app).await?;
             return Ok(Vec::new());
         };
+        // The names the controller gives the pools it makes for this incarnation of the
+        // application: only those are read when the watch shows a new pool. (Every waiting ADD
+        // reading every new pool of the cluster made most of the API server's pool reads in
+        // the 1,000-pod bench.) A pool of another name, say one adopted from a former
+        // incarnation, shows in the listings made meanwhile.
+        let expected: Option<Vec<String>> = ctx.app_uid.as_deref().map(|uid| {
+            nics.iter()
+                .filter_map(|n| Some((n, parsed.subnet_for(&n.interface)?)))
+                .flat_map(|(n, item)| {
+                    [
+                        (IpFamily::V4, item.ipv4.is_some()),
+                        (IpFamily::V6, item.ipv6.is_some()),
+                    ]
+                    .into_iter()
+                    .filter(|(_, wanted)| *wanted)
+                    .map(|(f, _)| crate::autopool::auto_pool_name(f, &app.name, &n.interface, uid))
+                })
+                .collect()
+        });
         // Subscribe first, then look: a pool made in between is in the listing.
         let mut watch = self.store.watch(Kind::SpiderIPPool);
-        let deadline = tokio::time::Instant::now() + limit;
+        let waiting = tokio::time::Instant::now();
+        let deadline = waiting + limit;
         let mut pools = self.stored_pools().await?;
         let mut read: Vec<Arc<SpiderIPPool>> = Vec::new();
         loop {
             let seen = with_pools(pools.clone(), &read);
             let Some(nic) = missing(&seen) else {
+                tracing::debug!(
+                    pod = %ctx.name,
+                    %app,
+                    waited = ?waiting.elapsed(),
+                    "the cache lacked an auto pool that the store has"
+                );
                 // All of what it saw, not only what it read: the listing that showed the
                 // pool may be ahead of the engine's cache, which selection reads.
                 return Ok(seen);
@@ -541,7 +568,8 @@ impl<S: Store> Engine<S> {
                     // waiting ADD reading every changed pool cost 85 reads per pod in the
                     // 1,000-pod bench.)
                     let known = seen.iter().any(|p| p.metadata.name == key.name);
-                    if known && version.is_some() {
+                    let awaited = expected.as_ref().is_none_or(|e| e.contains(&key.name));
+                    if version.is_some() && (known || !awaited) {
                         continue;
                     }
                     pools.retain(|p| p.metadata.name != key.name);

@@ -167,6 +167,8 @@ pub struct FaultyStore {
     frozen: Mutex<Option<Vec<Value>>>,
     /// Whether the next status write of a pool fails as a conflict, without happening.
     conflict_next: std::sync::atomic::AtomicBool,
+    /// The names of the pools read one by one, in order (see [`FaultyStore::pool_reads`]).
+    pool_reads: Mutex<Vec<String>>,
 }
 
 impl FaultyStore {
@@ -180,7 +182,13 @@ impl FaultyStore {
             hidden: Mutex::new(HashSet::new()),
             frozen: Mutex::new(None),
             conflict_next: std::sync::atomic::AtomicBool::new(false),
+            pool_reads: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The names of the pools read one by one (not listed) so far, in order.
+    pub fn pool_reads(&self) -> Vec<String> {
+        self.pool_reads.lock().unwrap().clone()
     }
 
     /// Listings of every pool leave `pools` out from now on, while reads and the watch show
@@ -256,6 +264,9 @@ impl FaultyStore {
 #[async_trait]
 impl Store for FaultyStore {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
+        if key.kind == Kind::SpiderIPPool {
+            self.pool_reads.lock().unwrap().push(key.name.clone());
+        }
         self.inner.get(key).await
     }
     async fn list(
