@@ -324,7 +324,16 @@ impl<S: Store + 'static> Controller<S> {
         // Applications whose reconcile failed: the events skip status updates, so nothing
         // else may come to try them again.
         let mut failed: std::collections::BTreeSet<AppRef> = Default::default();
+        // When to try them again: a deadline, so that a steady flow of events cannot put it
+        // off.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
+            if failed.is_empty() {
+                retry_at = None;
+            } else if retry_at.is_none() {
+                retry_at = Some(tokio::time::Instant::now() + RECONCILE_RETRY);
+            }
+            let retry = retry_at.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 app = apps.next() => match app {
                     Some(Ok(app)) => self.reconcile(app, &mut failed).await,
@@ -333,7 +342,8 @@ impl<S: Store + 'static> Controller<S> {
                     }
                     None => return,
                 },
-                () = tokio::time::sleep(RECONCILE_RETRY), if !failed.is_empty() => {
+                () = tokio::time::sleep_until(retry), if retry_at.is_some() => {
+                    retry_at = None;
                     for app in std::mem::take(&mut failed) {
                         self.reconcile(app, &mut failed).await;
                     }
