@@ -1002,12 +1002,10 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let webhook = async {
         match webhook_options {
             // Every replica serves the webhook; only the leader writes.
-            // Its own engine: admissions list every pool, from a watch (see `webhook`).
+            // Its own engine: admissions list every pool, from a watch.
             Some(options) => {
-                let store = cluster_store(cli).await?.caching_pool_lists();
-                let engine = std::sync::Arc::new(Engine::new(store));
                 webhook_args
-                    .serve(options, client, engine, stop.clone())
+                    .serve(options, client, webhook_engine(cli).await?, stop.clone())
                     .await
             }
             None => Ok(()),
@@ -1108,15 +1106,23 @@ async fn webhook(cli: &Cli) -> Result<(), CliError> {
     log_to_stderr();
     // Checked before the cluster is asked anything.
     let options = args.options()?;
-    // Each admission of a pool checks it against every pool: from a watch, not the API server
-    // (as Spiderpool's webhook reads its informer cache). Listing them all twice per write
-    // made each auto pool's creation wait hundreds of milliseconds on a cluster of hundreds.
-    let store = cluster_store(cli).await?.caching_pool_lists();
-    let client = store.client().clone();
-    let engine = std::sync::Arc::new(Engine::new(store));
+    let engine = webhook_engine(cli).await?;
+    let client = engine.store().client().clone();
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
     args.serve(options, client, engine, stop).await
+}
+
+/// The engine that answers admissions (`berth webhook`, `berth controller --webhook`). Each
+/// admission of a pool checks it against every pool: its listings come from a watch, not the
+/// API server (as Spiderpool's webhook reads its informer cache). Listing them all twice per
+/// write made each auto pool's creation wait hundreds of milliseconds on a cluster of
+/// hundreds.
+async fn webhook_engine(
+    cli: &Cli,
+) -> Result<std::sync::Arc<Engine<crate::k8s::KubeStore>>, CliError> {
+    let store = cluster_store(cli).await?.caching_pool_lists();
+    Ok(std::sync::Arc::new(Engine::new(store)))
 }
 
 /// Opens the data dir, saying on stderr, once, who holds its lock when that takes about a

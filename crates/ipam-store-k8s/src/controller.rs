@@ -482,7 +482,7 @@ struct AppChanges<K> {
     /// The fingerprint of each application seen.
     seen: std::collections::HashMap<AppKey, u64>,
     /// While the watch lists (at its start, or after a gap), the applications listed so far.
-    listing: Option<std::collections::HashMap<AppKey, u64>>,
+    listing: Option<std::collections::HashSet<AppKey>>,
     /// What the fingerprint takes from the object besides its metadata.
     extra: fn(&K) -> i64,
 }
@@ -514,35 +514,29 @@ impl<K: kube::Resource<DynamicType = ()>> AppChanges<K> {
                 Vec::new()
             }
             watcher::Event::InitApply(o) | watcher::Event::Apply(o) if controlled(&o) => Vec::new(),
-            watcher::Event::InitApply(o) => {
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
                 let (k, print) = (key(&o), fingerprint(o.meta(), (self.extra)(&o)));
-                self.listing
-                    .get_or_insert_default()
-                    .insert(k.clone(), print);
-                if self.seen.get(&k) == Some(&print) {
+                if let Some(listing) = &mut self.listing {
+                    listing.insert(k.clone());
+                }
+                if self.seen.insert(k.clone(), print) == Some(print) {
                     Vec::new()
                 } else {
                     vec![k]
                 }
             }
             watcher::Event::InitDone => {
-                let listed = self.listing.take().unwrap_or_default();
-                let gone = self
+                let Some(listed) = self.listing.take() else {
+                    return Vec::new();
+                };
+                let gone: Vec<AppKey> = self
                     .seen
                     .keys()
-                    .filter(|k| !listed.contains_key(*k))
+                    .filter(|k| !listed.contains(*k))
                     .cloned()
                     .collect();
-                self.seen = listed;
+                self.seen.retain(|k, _| listed.contains(k));
                 gone
-            }
-            watcher::Event::Apply(o) => {
-                let (k, print) = (key(&o), fingerprint(o.meta(), (self.extra)(&o)));
-                if self.seen.insert(k.clone(), print) == Some(print) {
-                    Vec::new()
-                } else {
-                    vec![k]
-                }
             }
             watcher::Event::Delete(o) => {
                 let k = key(&o);

@@ -490,18 +490,24 @@ impl<S: Store> Engine<S> {
         let Some(app) = &ctx.app else {
             return Ok(Vec::new());
         };
-        let missing = |pools: &[Arc<SpiderIPPool>]| {
-            nics.iter().find_map(|n| {
-                let item = parsed.subnet_for(&n.interface)?;
+        // The auto pools the request needs: a NIC and family the subnets annotation names.
+        let wanted: Vec<(&str, IpFamily)> = nics
+            .iter()
+            .filter_map(|n| Some((n.interface.as_str(), parsed.subnet_for(&n.interface)?)))
+            .flat_map(|(nic, item)| {
                 [(IpFamily::V4, &item.ipv4), (IpFamily::V6, &item.ipv6)]
                     .into_iter()
-                    .find(|(f, s)| {
-                        s.is_some()
-                            && find_auto_pool(pools, app, ctx.app_uid.as_deref(), &n.interface, *f)
-                                .is_none()
-                    })
-                    .map(|(f, _)| format!("{} {f}", n.interface))
+                    .filter(|(_, subnet)| subnet.is_some())
+                    .map(move |(f, _)| (nic, f))
             })
+            .collect();
+        let missing = |pools: &[Arc<SpiderIPPool>]| {
+            wanted
+                .iter()
+                .find(|(nic, f)| {
+                    find_auto_pool(pools, app, ctx.app_uid.as_deref(), nic, *f).is_none()
+                })
+                .map(|(nic, f)| format!("{nic} {f}"))
         };
         if missing(&self.pools().await?).is_none() || self.workload(app).await?.is_none() {
             return Ok(Vec::new());
@@ -517,17 +523,9 @@ impl<S: Store> Engine<S> {
         // the 1,000-pod bench.) A pool of another name, say one adopted from a former
         // incarnation, shows in the listings made meanwhile.
         let expected: Option<Vec<String>> = ctx.app_uid.as_deref().map(|uid| {
-            nics.iter()
-                .filter_map(|n| Some((n, parsed.subnet_for(&n.interface)?)))
-                .flat_map(|(n, item)| {
-                    [
-                        (IpFamily::V4, item.ipv4.is_some()),
-                        (IpFamily::V6, item.ipv6.is_some()),
-                    ]
-                    .into_iter()
-                    .filter(|(_, wanted)| *wanted)
-                    .map(|(f, _)| crate::autopool::auto_pool_name(f, &app.name, &n.interface, uid))
-                })
+            wanted
+                .iter()
+                .map(|(nic, f)| crate::autopool::auto_pool_name(*f, &app.name, nic, uid))
                 .collect()
         });
         // Subscribe first, then look: a pool made in between is in the listing.
@@ -543,7 +541,7 @@ impl<S: Store> Engine<S> {
                     pod = %ctx.name,
                     %app,
                     waited = ?waiting.elapsed(),
-                    "the cache lacked an auto pool that the store has"
+                    "waited for the auto pools"
                 );
                 // All of what it saw, not only what it read: the listing that showed the
                 // pool may be ahead of the engine's cache, which selection reads.
