@@ -190,6 +190,10 @@ enum Command {
         /// after each pod deletion.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         gc_period: Duration,
+        /// How many applications the leader reconciles at once (each one by one worker at a
+        /// time).
+        #[arg(long, default_value_t = crate::k8s::controller::DEFAULT_WORKERS)]
+        workers: usize,
         /// Serve `/metrics`, `/healthz` and `/readyz` on this address (plain HTTP).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
@@ -942,6 +946,7 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
         identity,
         lease_duration,
         gc_period,
+        workers,
         metrics_listen,
         webhook,
         webhook_args,
@@ -972,7 +977,9 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let election = Election::new(client.clone(), namespace, name, &identity, *lease_duration);
     let workloads = crate::k8s::workloads::KubeWorkloads::new(client.clone());
     let engine = std::sync::Arc::new(Engine::new(store).with_workload_source(workloads));
-    let controller = Controller::new(client.clone(), engine.clone(), election).gc_every(*gc_period);
+    let controller = Controller::new(client.clone(), engine.clone(), election)
+        .gc_every(*gc_period)
+        .workers(*workers);
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
     let stop = futures::FutureExt::shared(Box::pin(stop));

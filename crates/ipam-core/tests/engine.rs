@@ -1100,6 +1100,63 @@ fn a_waiting_add_reads_only_the_new_pools_of_its_own_application() {
     });
 }
 
+/// Reconciles of different applications run side by side (a controller with many new
+/// Deployments), and their pools, carved from one subnet at the same moment, still get disjoint
+/// IPs: a reconcile whose claim another took meanwhile carves again. Five applications of two
+/// IPs each take the seed subnets' ten IPs exactly.
+#[test]
+fn side_by_side_reconciles_carve_disjoint_pools_from_one_subnet() {
+    use ipam_core::{AppRef, Deployment, SpiderIPPool, SpiderSubnet};
+    use std::collections::BTreeMap;
+    rt().block_on(async {
+        let (mem, _, view) = store_and_faulty_view();
+        let controller = Engine::new(view.clone());
+        setup_seed(&controller).await;
+        let apps: Vec<_> = (0..5)
+            .map(|i| seed_app(WorkloadKind::Deployment, &format!("app-{i}"), 1, "+1"))
+            .collect();
+        for a in &apps {
+            mem.create_as(&Deployment(a.clone())).await.unwrap();
+        }
+        view.yield_on_reads();
+        let results = futures::future::join_all(
+            apps.iter()
+                .map(|a| async { controller.reconcile(&AppRef::of(a)).await }),
+        )
+        .await;
+        for (a, r) in apps.iter().zip(results) {
+            r.unwrap_or_else(|e| panic!("reconcile of {}: {e}", a.metadata.name));
+        }
+        let pools: Vec<SpiderIPPool> = mem.list_as(None).await.unwrap();
+        assert_eq!(pools.len(), 10, "one pool per application and NIC");
+        let subnets: Vec<SpiderSubnet> = mem.list_as(None).await.unwrap();
+        let mut holders: BTreeMap<std::net::IpAddr, String> = BTreeMap::new();
+        for p in &pools {
+            assert_eq!(
+                p.spec.ips.len(),
+                2,
+                "{} holds replicas + 1",
+                p.metadata.name
+            );
+            for ip in p.spec.ips.iter() {
+                if let Some(other) = holders.insert(ip, p.metadata.name.clone()) {
+                    panic!("{ip} is in {other} and {}", p.metadata.name);
+                }
+            }
+            let claims: Vec<_> = subnets
+                .iter()
+                .filter_map(|s| s.claims().get(&p.metadata.name).map(|c| c.ips.clone()))
+                .collect();
+            assert_eq!(
+                claims,
+                std::slice::from_ref(&p.spec.ips),
+                "{}: its claim",
+                p.metadata.name
+            );
+        }
+    });
+}
+
 /// With `auto_pool_wait` (a cluster's node agent), a pod whose auto pools do not exist yet
 /// waits for another engine (the controller) to make them, on a watch; without one, the
 /// allocation fails in time with a retryable error and creates nothing.

@@ -9,7 +9,8 @@
 //! ([`Engine::reconcile_all`]: the pools of one deleted meanwhile are reclaimed), then acts on
 //! watch events as they come: each change of a Deployment, StatefulSet, ReplicaSet,
 //! DaemonSet, Job or CronJob (created, scaled, its annotations changed, deleted) reconciles
-//! that application ([`Engine::reconcile`]). ReplicaSets a Deployment controls and Jobs a
+//! that application ([`Engine::reconcile`]), up to [`Controller::workers`] applications at
+//! once, each by one worker at a time. ReplicaSets a Deployment controls and Jobs a
 //! CronJob controls are skipped: their pods are their owner's. The engine reads the last
 //! four kinds through a [`crate::workloads::KubeWorkloads`] source, which the caller gives it. A
 //! leader that cannot renew its Lease in time stops writing and becomes a candidate again.
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use ipam_core::engine::{Engine, Liveness};
 use ipam_core::store::Store;
 use ipam_core::{AppKind, AppRef, IpRecord, WorkloadKind};
@@ -181,6 +183,7 @@ pub struct Controller<S: Store> {
     engine: Arc<Engine<S>>,
     election: Election,
     gc_every: Duration,
+    workers: usize,
 }
 
 impl<S: Store + 'static> Controller<S> {
@@ -192,7 +195,15 @@ impl<S: Store + 'static> Controller<S> {
             engine,
             election,
             gc_every: DEFAULT_GC_PERIOD,
+            workers: DEFAULT_WORKERS,
         }
+    }
+
+    /// How many applications the leader reconciles at once ([`DEFAULT_WORKERS`]; at least
+    /// one). Each application is reconciled by one worker at a time.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// How often the leader runs GC besides after each pod deletion ([`DEFAULT_GC_PERIOD`]).
@@ -260,22 +271,34 @@ impl<S: Store + 'static> Controller<S> {
         }
     }
 
-    /// Reconciles `app`, and keeps it in `failed` until a reconcile succeeds.
-    async fn reconcile(&self, app: AppRef, failed: &mut std::collections::BTreeSet<AppRef>) {
+    /// Reconciles `app`, saying how it went.
+    async fn reconcile(&self, app: AppRef) -> Work {
         let started = std::time::Instant::now();
-        match self.engine.reconcile(&app).await {
-            Ok(()) => {
-                tracing::debug!(%app, took = ?started.elapsed(), "reconciled");
-                failed.remove(&app);
-            }
+        let result = self.engine.reconcile(&app).await;
+        match &result {
+            Ok(()) => tracing::debug!(%app, took = ?started.elapsed(), "reconciled"),
             Err(e) => {
                 tracing::warn!(%app, error = %e, "cannot reconcile the application's auto pools; trying again in {RECONCILE_RETRY:?}");
-                failed.insert(app);
             }
         }
+        Work::Reconciled(app, result.is_ok())
     }
 
-    /// Reconciles every application, then each one that changes, for as long as it runs.
+    /// Collects the IPs of pods that are gone.
+    async fn collect(&self, liveness: &PodLiveness) -> Work {
+        match self.engine.gc(liveness).await {
+            Ok(report) => {
+                for r in &report.released {
+                    tracing::info!(pool = %r.pool, ip = %r.ip, pod = %r.holder, "GC released");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "GC failed; it runs again"),
+        }
+        Work::Collected
+    }
+
+    /// Reconciles every application, then each one that changes, for as long as it runs:
+    /// up to [`Controller::workers`] at once, and GC beside them.
     async fn lead(&self) {
         if let Err(e) = self.engine.reconcile_all().await {
             tracing::warn!(error = %e, "reconciling every application failed; events go on");
@@ -320,7 +343,11 @@ impl<S: Store + 'static> Controller<S> {
         let mut every = tokio::time::interval(self.gc_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let liveness = PodLiveness::new(self.client.clone()).with_cache(pods);
-        let mut gc_due = false;
+        let (mut gc_due, mut collecting) = (false, false);
+        let mut backlog = Backlog::default();
+        // The reconciles and the GC under way, polled by this loop (not spawned: they end
+        // with the lead).
+        let mut work = futures::stream::FuturesUnordered::<BoxFuture<'_, Work>>::new();
         // Applications whose reconcile failed: the events skip status updates, so nothing
         // else may come to try them again.
         let mut failed: std::collections::BTreeSet<AppRef> = Default::default();
@@ -328,6 +355,9 @@ impl<S: Store + 'static> Controller<S> {
         // off.
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
+            while let Some(app) = backlog.start(self.workers) {
+                work.push(Box::pin(self.reconcile(app)));
+            }
             if failed.is_empty() {
                 retry_at = None;
             } else if retry_at.is_none() {
@@ -336,37 +366,94 @@ impl<S: Store + 'static> Controller<S> {
             let retry = retry_at.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 app = apps.next() => match app {
-                    Some(Ok(app)) => self.reconcile(app, &mut failed).await,
+                    Some(Ok(app)) => backlog.push(app),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "a watch of the applications failed; it restarts");
                     }
                     None => return,
                 },
+                Some(done) = work.next(), if !work.is_empty() => match done {
+                    Work::Reconciled(app, ok) => {
+                        if ok {
+                            failed.remove(&app);
+                        } else {
+                            failed.insert(app.clone());
+                        }
+                        backlog.finished(&app);
+                    }
+                    Work::Collected => collecting = false,
+                },
                 () = tokio::time::sleep_until(retry), if retry_at.is_some() => {
                     retry_at = None;
                     for app in std::mem::take(&mut failed) {
-                        self.reconcile(app, &mut failed).await;
+                        backlog.push(app);
                     }
                 }
                 Some(_) = deleted.next() => gc_due = true,
                 _ = every.tick() => gc_due = true,
                 // Let a burst of deletions settle, then collect once.
-                () = tokio::time::sleep(Duration::from_millis(200)), if gc_due => {
+                () = tokio::time::sleep(Duration::from_millis(200)), if gc_due && !collecting => {
                     gc_due = false;
-                    match self.engine.gc(&liveness).await {
-                        Ok(report) if !report.released.is_empty() => {
-                            for r in &report.released {
-                                tracing::info!(pool = %r.pool, ip = %r.ip, pod = %r.holder, "GC released");
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "GC failed; it runs again"),
-                    }
+                    collecting = true;
+                    work.push(Box::pin(self.collect(&liveness)));
                 }
             }
         }
     }
 }
+
+/// What a piece of the leader's work was, when it is done.
+enum Work {
+    /// A reconcile of the application, and whether it succeeded.
+    Reconciled(AppRef, bool),
+    /// A GC.
+    Collected,
+}
+
+/// The applications waiting for a reconcile, in the order they came, and those being
+/// reconciled. One is never reconciled twice at once: a change that comes during its
+/// reconcile queues it again for after.
+#[derive(Default)]
+struct Backlog {
+    queued: std::collections::VecDeque<AppRef>,
+    running: std::collections::HashSet<AppRef>,
+    again: std::collections::HashSet<AppRef>,
+}
+
+impl Backlog {
+    /// Notes that `app` changed.
+    fn push(&mut self, app: AppRef) {
+        if self.running.contains(&app) {
+            self.again.insert(app);
+        } else if !self.queued.contains(&app) {
+            self.queued.push_back(app);
+        }
+    }
+
+    /// The next application to reconcile, if fewer than `workers` are under way.
+    fn start(&mut self, workers: usize) -> Option<AppRef> {
+        if self.running.len() >= workers {
+            return None;
+        }
+        let app = self.queued.pop_front()?;
+        self.running.insert(app.clone());
+        Some(app)
+    }
+
+    /// Notes that the reconcile of `app` ended.
+    fn finished(&mut self, app: &AppRef) {
+        self.running.remove(app);
+        if self.again.remove(app) {
+            self.queued.push_back(app.clone());
+        }
+    }
+}
+
+/// How many applications the leader reconciles at once, unless told otherwise. A reconcile
+/// that makes pools is about a dozen requests one after the other, each a round trip to the
+/// API server (and the creations pass the webhooks): one at a time, a burst of 100 new
+/// Deployments got its pools at one Deployment per second, behind its pods.
+pub const DEFAULT_WORKERS: usize = 4;
 
 /// How soon the leader reconciles again an application whose reconcile failed.
 const RECONCILE_RETRY: Duration = Duration::from_secs(1);
@@ -594,6 +681,31 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    fn app(name: &str) -> AppRef {
+        AppRef::apps_v1(WorkloadKind::Deployment, "ns", name)
+    }
+
+    #[test]
+    fn the_backlog_runs_up_to_its_workers_and_one_application_once_at_a_time() {
+        let mut b = Backlog::default();
+        for name in ["a", "b", "c", "a"] {
+            b.push(app(name));
+        }
+        assert_eq!(b.start(2), Some(app("a")));
+        assert_eq!(b.start(2), Some(app("b")));
+        assert_eq!(b.start(2), None, "two workers are busy");
+        // A change during a's reconcile reconciles it again after, not beside.
+        b.push(app("a"));
+        b.finished(&app("b"));
+        assert_eq!(b.start(2), Some(app("c")));
+        assert_eq!(b.start(3), None, "a is under way: its next reconcile waits");
+        b.finished(&app("a"));
+        assert_eq!(b.start(3), Some(app("a")));
+        b.finished(&app("a"));
+        b.finished(&app("c"));
+        assert_eq!(b.start(3), None, "nothing changed since");
     }
 
     fn key(name: &str) -> AppKey {

@@ -513,7 +513,7 @@ impl<S: Store> Engine<S> {
             return Ok(Vec::new());
         }
         let Some(limit) = self.config.auto_pool_wait else {
-            let _guard = self.spec_lock.lock().await;
+            let _guard = self.spec_lock.write().await;
             self.reconcile_app_locked(app).await?;
             return Ok(Vec::new());
         };
@@ -810,7 +810,7 @@ impl<S: Store> Engine<S> {
         };
         if p.metadata.is_terminating() {
             if p.allocated_count() == 0 {
-                let _guard = self.spec_lock.lock().await;
+                let _guard = self.spec_lock.write().await;
                 self.finish_pool(pool).await?;
             }
             return Ok(());
@@ -820,7 +820,7 @@ impl<S: Store> Engine<S> {
             && let Some(app) = super::apps::app_of_pool(&p)
             && self.auto_pool_oversized(&p, &app).await?
         {
-            let _guard = self.spec_lock.lock().await;
+            let _guard = self.spec_lock.write().await;
             self.reconcile_app_locked(&app).await?;
         }
         Ok(())

@@ -195,7 +195,7 @@ impl<S: Store> Engine<S> {
     /// reconciled at once; growth the subnets cannot satisfy is refused before anything is
     /// written.
     pub async fn apply(&self, object: impl Into<AnyObject>) -> Result<Applied, Error> {
-        let _guard = self.spec_lock.lock().await;
+        let _guard = self.spec_lock.write().await;
         match object.into() {
             AnyObject::Subnet(s) => self.apply_subnet(s).await,
             AnyObject::Pool(p) => self.apply_pool(p).await,
@@ -475,7 +475,7 @@ impl<S: Store> Engine<S> {
         name: &str,
         replicas: u32,
     ) -> Result<(), Error> {
-        let _guard = self.spec_lock.lock().await;
+        let _guard = self.spec_lock.write().await;
         let app = AppRef::apps_v1(kind, namespace, name);
         let Some(mut w) = self.workload(&app).await? else {
             return Err(Error::NotFound(ObjectKey::namespaced(
@@ -494,7 +494,7 @@ impl<S: Store> Engine<S> {
     /// gone. Deleting a Deployment or StatefulSet reclaims its auto pools (unless
     /// `ippool-reclaim: "false"`).
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), Error> {
-        let _guard = self.spec_lock.lock().await;
+        let _guard = self.spec_lock.write().await;
         match key.kind {
             Kind::SpiderIPPool => {
                 let deleted = self.store.delete(key, None).await;

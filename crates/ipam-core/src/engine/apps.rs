@@ -233,8 +233,13 @@ impl<S: Store> Engine<S> {
     /// What a controller calls when an application changes, on stores whose applications are
     /// written by others (a cluster's Deployments and StatefulSets); `apply`, `scale` and
     /// `delete` do it themselves.
+    ///
+    /// Reconciles of different applications run side by side (a controller with many new
+    /// Deployments makes their pools in parallel); those of one application take turns, and
+    /// so does everything else that writes specs (apply, GC).
     pub async fn reconcile(&self, app: &AppRef) -> Result<(), Error> {
-        let _guard = self.spec_lock.lock().await;
+        let _shared = self.spec_lock.read().await;
+        let _app = self.app_locks.lock(app).await;
         self.reconcile_app_locked(app).await
     }
 
@@ -242,12 +247,13 @@ impl<S: Store> Engine<S> {
     /// StatefulSets, and the owners named by auto pools and StatefulSet endpoints (so the pools
     /// of an application deleted meanwhile are reclaimed).
     pub async fn reconcile_all(&self) -> Result<(), Error> {
-        let _guard = self.spec_lock.lock().await;
+        let _guard = self.spec_lock.write().await;
         self.reconcile_all_apps_locked().await
     }
 
     /// Brings an application's auto pools to what it wants, reclaims the ones it no longer
-    /// wants, and frees the IPs its StatefulSet no longer keeps. Caller holds the spec lock.
+    /// wants, and frees the IPs its StatefulSet no longer keeps. Caller holds the spec lock
+    /// whole, or shared with the application's own lock.
     pub(crate) async fn reconcile_app_locked(&self, app: &AppRef) -> Result<(), Error> {
         let w = self.workload(app).await?;
         let specs = match &w {
@@ -349,14 +355,16 @@ impl<S: Store> Engine<S> {
                         .get(&name)
                         .map(|c| c.ips.clone())
                         .unwrap_or_default();
-                    let ips = if claimed.len() >= desired {
-                        claimed.first_n(desired)
-                    } else {
+                    let carved = claimed.len() < desired;
+                    let ips = if carved {
                         carve(&subnet, &reserved, &claimed, desired, spec, &name)?
+                    } else {
+                        claimed.first_n(desired)
                     };
                     if ips != claimed {
                         self.set_claim(&spec.subnet, &name, ips.clone(), application.clone())
-                            .await?;
+                            .await
+                            .map_err(|e| if carved { claim_raced(e, &key) } else { e })?;
                     }
                     let pool = spec.build(&subnet, ips.clone());
                     self.create_with_status(&pool).await?;
@@ -384,12 +392,13 @@ impl<S: Store> Engine<S> {
                     if have < desired {
                         // Grow: the claim (which may be ahead after a crash) first.
                         let base = claimed.union(&p.spec.ips);
-                        let target = if base.len() >= desired {
+                        let carved = base.len() < desired;
+                        let target = if carved {
+                            carve(&subnet, &reserved, &base, desired, spec, &pool_name)?
+                        } else {
                             p.spec
                                 .ips
                                 .union(&base.difference(&p.spec.ips).first_n(desired - have))
-                        } else {
-                            carve(&subnet, &reserved, &base, desired, spec, &pool_name)?
                         };
                         if !target.is_subset(&claimed) {
                             self.set_claim(
@@ -398,7 +407,8 @@ impl<S: Store> Engine<S> {
                                 claimed.union(&target),
                                 application.clone(),
                             )
-                            .await?;
+                            .await
+                            .map_err(|e| if carved { claim_raced(e, &key) } else { e })?;
                         }
                         new.spec.ips = target;
                     } else if have > desired {
@@ -476,6 +486,17 @@ impl<S: Store> Engine<S> {
             }
         }
         Ok(())
+    }
+}
+
+/// The refusal of a claim of carved IPs because another pool holds some, as the conflict it
+/// is: [`carve`] takes only IPs the subnet showed free, so another reconcile (of another
+/// application, running side by side) claimed them between this one's read of the subnet and
+/// its write. The step then runs again on a fresh read and carves other IPs.
+fn claim_raced(e: Error, key: &ObjectKey) -> Error {
+    match e.problem() {
+        Some(crate::error::Problem::HeldByPool { .. }) => Error::Conflict(key.clone()),
+        _ => e,
     }
 }
 

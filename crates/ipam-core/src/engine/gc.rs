@@ -75,7 +75,7 @@ impl<S: Store> Engine<S> {
     async fn gc_now(&self, liveness: &dyn Liveness) -> Result<GcReport, Error> {
         let mut report = GcReport::default();
         {
-            let _guard = self.spec_lock.lock().await;
+            let _guard = self.spec_lock.write().await;
             self.reconcile_all_apps_locked().await?;
         }
         let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
@@ -137,7 +137,7 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        let _guard = self.spec_lock.lock().await;
+        let _guard = self.spec_lock.write().await;
         for pool in &pools {
             if pool.metadata.is_terminating() && pool.allocated_count() == 0 {
                 self.finish_pool(&pool.metadata.name).await?;

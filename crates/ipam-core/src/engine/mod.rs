@@ -128,8 +128,14 @@ pub struct Engine<S> {
     pub(crate) cache: cache::PoolCache,
     pub(crate) reserved: cache::ReservedCache,
     /// Serialises spec writes (apply, reconcile, GC) within this process: their cross-object
-    /// validation reads several objects and cannot be made atomic by the store.
-    pub(crate) spec_lock: tokio::sync::Mutex<()>,
+    /// validation reads several objects and cannot be made atomic by the store. Each takes it
+    /// whole, but for [`Engine::reconcile`], which shares it with the reconciles of other
+    /// applications (see `app_locks`).
+    pub(crate) spec_lock: tokio::sync::RwLock<()>,
+    /// One lock per application, taken by [`Engine::reconcile`] beside a shared `spec_lock`:
+    /// reconciles of different applications run side by side (their only common objects are
+    /// subnets, whose claims `set_claim` checks inside one versioned write).
+    pub(crate) app_locks: queue::KeyedLocks<crate::workload::AppRef>,
     /// Counters for metrics.
     pub(crate) stats: stats::Stats,
     /// Applications of the kinds the store does not hold.
@@ -151,7 +157,8 @@ impl<S: Store> Engine<S> {
             config,
             batcher: batch::Batcher::default(),
             modifying: modify::ModifyQueues::default(),
-            spec_lock: tokio::sync::Mutex::new(()),
+            spec_lock: tokio::sync::RwLock::new(()),
+            app_locks: queue::KeyedLocks::default(),
             stats: stats::Stats::default(),
             workloads: None,
         }

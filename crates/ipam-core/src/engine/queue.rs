@@ -133,3 +133,79 @@ pub(crate) fn shared_failure(key: &ObjectKey, error: &Error) -> Error {
 pub(crate) fn owes_sync(callers_defer: impl IntoIterator<Item = bool>) -> bool {
     crate::store::durability_deferred() && callers_defer.into_iter().any(|defers| !defers)
 }
+
+/// One async lock per key, made when first asked for and dropped when nobody holds or waits
+/// for it: callers on different keys run side by side, callers on one key take turns.
+pub(crate) struct KeyedLocks<K> {
+    locks: Mutex<HashMap<K, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<K> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        KeyedLocks {
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedLocks<K> {
+    /// Waits for the lock of `key`; it is held until the guard drops.
+    pub(crate) async fn lock(&self, key: &K) -> KeyedGuard<'_, K> {
+        let lock = self.map().entry(key.clone()).or_default().clone();
+        let guard = lock.clone().lock_owned().await;
+        KeyedGuard {
+            locks: self,
+            key: key.clone(),
+            lock,
+            guard: Some(guard),
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<K, std::sync::Arc<tokio::sync::Mutex<()>>>> {
+        // Nothing is left half-done under this lock: a panic elsewhere does not poison it.
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The lock of one key of [`KeyedLocks`], held while it lives.
+pub(crate) struct KeyedGuard<'l, K: Hash + Eq + Clone> {
+    locks: &'l KeyedLocks<K>,
+    key: K,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<K: Hash + Eq + Clone> Drop for KeyedGuard<'_, K> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.map();
+        // Others clone the lock under the map's lock: two references (the map's and this
+        // guard's) mean nobody else holds or waits for it.
+        if std::sync::Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn keyed_locks_serialise_one_key_and_not_two_and_forget_idle_keys() {
+        let locks = KeyedLocks::<&str>::default();
+        let a = locks.lock(&"a").await;
+        // Another key is free while "a" is held.
+        let b = locks.lock(&"b").await;
+        drop(b);
+        // The same key waits.
+        let second = locks.lock(&"a");
+        tokio::pin!(second);
+        assert!(futures::poll!(&mut second).is_pending());
+        drop(a);
+        let again = second.await;
+        assert_eq!(locks.map().len(), 1, "\"a\" is held, \"b\" was forgotten");
+        drop(again);
+        assert!(locks.map().is_empty());
+    }
+}

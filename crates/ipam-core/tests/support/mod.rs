@@ -169,6 +169,8 @@ pub struct FaultyStore {
     conflict_next: std::sync::atomic::AtomicBool,
     /// The names of the pools read one by one, in order (see [`FaultyStore::pool_reads`]).
     pool_reads: Mutex<Vec<String>>,
+    /// Whether reads yield to other tasks first (see [`FaultyStore::yield_on_reads`]).
+    yielding: std::sync::atomic::AtomicBool,
 }
 
 impl FaultyStore {
@@ -183,6 +185,20 @@ impl FaultyStore {
             frozen: Mutex::new(None),
             conflict_next: std::sync::atomic::AtomicBool::new(false),
             pool_reads: Mutex::new(Vec::new()),
+            yielding: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Every read and listing from now on lets the other tasks run first, as a round trip to
+    /// an API server does: callers running side by side then interleave between their reads
+    /// and their writes (an in-memory store answers at once, and they would not).
+    pub fn yield_on_reads(&self) {
+        self.yielding.store(true, Ordering::SeqCst);
+    }
+
+    async fn maybe_yield(&self) {
+        if self.yielding.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
         }
     }
 
@@ -267,6 +283,7 @@ impl Store for FaultyStore {
         if key.kind == Kind::SpiderIPPool {
             self.pool_reads.lock().unwrap().push(key.name.clone());
         }
+        self.maybe_yield().await;
         self.inner.get(key).await
     }
     async fn list(
@@ -275,6 +292,7 @@ impl Store for FaultyStore {
         ns: Option<&str>,
         sel: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error> {
+        self.maybe_yield().await;
         let frozen = self.frozen.lock().unwrap().clone();
         let mut listed = match frozen {
             Some(docs) if kind == Kind::SpiderIPPool && sel.is_none() => docs,
