@@ -1157,6 +1157,60 @@ fn side_by_side_reconciles_carve_disjoint_pools_from_one_subnet() {
     });
 }
 
+/// Reconciling every application (what GC does, every minute on a cluster) costs one listing
+/// of each kind when every application's pools are what it wants, and still reconciles those
+/// that are not: one scaled meanwhile grows, one deleted loses its pools.
+#[test]
+fn reconciling_every_application_reconciles_only_those_whose_pools_are_not_settled() {
+    use ipam_core::{AppRef, Deployment, SpiderIPPool};
+    use std::sync::atomic::Ordering;
+    rt().block_on(async {
+        let (mem, _, view) = store_and_faulty_view();
+        let controller = Engine::new(view.clone());
+        setup_seed(&controller).await;
+        let apps: Vec<_> = (0..3)
+            .map(|i| seed_app(WorkloadKind::Deployment, &format!("app-{i}"), 1, "+1"))
+            .collect();
+        for a in &apps {
+            mem.create_as(&Deployment(a.clone())).await.unwrap();
+            controller.reconcile(&AppRef::of(a)).await.unwrap();
+        }
+        let (reads, writes) = (
+            view.reads.load(Ordering::SeqCst),
+            view.writes.load(Ordering::SeqCst),
+        );
+        controller.reconcile_all().await.unwrap();
+        let (reads, writes) = (
+            view.reads.load(Ordering::SeqCst) - reads,
+            view.writes.load(Ordering::SeqCst) - writes,
+        );
+        assert_eq!(writes, 0);
+        // Pools, subnets, Deployments, StatefulSets, endpoints: one listing each.
+        assert!(reads <= 5, "{reads} reads to find nothing to do");
+
+        let mut scaled: Deployment = mem.get_as(Some("default"), "app-0").await.unwrap().unwrap();
+        scaled.0.spec.replicas = Some(3);
+        mem.update_as(&scaled).await.unwrap();
+        let gone: Deployment = mem.get_as(Some("default"), "app-1").await.unwrap().unwrap();
+        mem.delete_as(&gone).await.unwrap();
+        controller.reconcile_all().await.unwrap();
+        let pools: Vec<SpiderIPPool> = mem.list_as(None).await.unwrap();
+        let sizes = |app: &str| -> Vec<u128> {
+            pools
+                .iter()
+                .filter(|p| p.metadata.name.contains(&format!("-{app}-")))
+                .map(|p| p.spec.ips.len())
+                .collect()
+        };
+        assert_eq!(sizes("app-0"), [4, 4], "scaled to 3 replicas + 1");
+        assert!(
+            sizes("app-1").is_empty(),
+            "the deleted application's pools are reclaimed"
+        );
+        assert_eq!(sizes("app-2"), [2, 2]);
+    });
+}
+
 /// With `auto_pool_wait` (a cluster's node agent), a pod whose auto pools do not exist yet
 /// waits for another engine (the controller) to make them, on a watch; without one, the
 /// allocation fails in time with a retryable error and creates nothing.

@@ -245,10 +245,11 @@ impl<S: Store> Engine<S> {
 
     /// [`Engine::reconcile`] of every application the store knows of: its Deployments and
     /// StatefulSets, and the owners named by auto pools and StatefulSet endpoints (so the pools
-    /// of an application deleted meanwhile are reclaimed).
+    /// of an application deleted meanwhile are reclaimed). Those whose pools, as listed, are
+    /// already what they want are skipped; the others are reconciled one by one, each under
+    /// its own lock, so reconciles of applications that change meanwhile are not held up.
     pub async fn reconcile_all(&self) -> Result<(), Error> {
-        let _guard = self.spec_lock.write().await;
-        self.reconcile_all_apps_locked().await
+        self.reconcile_all_apps().await
     }
 
     /// Brings an application's auto pools to what it wants, reclaims the ones it no longer
@@ -291,12 +292,20 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Reconciles every application known from workload records or auto pool labels (GC).
-    pub(crate) async fn reconcile_all_apps_locked(&self) -> Result<(), Error> {
-        let mut apps: Vec<AppRef> = Vec::new();
-        for p in self.store.list_as::<SpiderIPPool>(None).await? {
-            if let Some(a) = app_of_pool(&p) {
-                apps.push(a);
+    /// Reconciles every application known from workload records or auto pool labels (GC and
+    /// [`Engine::reconcile_all`]), but those that [`Engine::app_settled`] finds settled in
+    /// one listing of each kind. A controller's GC runs this every minute and after pods go:
+    /// one reconcile after another of every application cost a few requests each, and, when
+    /// it held the spec lock throughout, kept the pools of a burst of new Deployments waiting.
+    pub(crate) async fn reconcile_all_apps(&self) -> Result<(), Error> {
+        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
+        let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
+        // The applications, with what the listings say of them: Some(workload) as stored,
+        // None when it is to be read (an owner named by a pool or endpoint only).
+        let mut apps: BTreeMap<AppRef, Option<Workload>> = BTreeMap::new();
+        for p in &pools {
+            if let Some(a) = app_of_pool(p) {
+                apps.entry(a).or_default();
             }
         }
         for d in self
@@ -304,29 +313,86 @@ impl<S: Store> Engine<S> {
             .list_as::<crate::workload::Deployment>(None)
             .await?
         {
-            apps.push(AppRef::of(&d));
+            apps.insert(AppRef::of(&d), Some(d.0));
         }
         for s in self.store.list_as::<StatefulSet>(None).await? {
-            apps.push(AppRef::of(&s));
+            apps.insert(AppRef::of(&s), Some(s.0));
         }
         for e in self.store.list_as::<SpiderEndpoint>(None).await? {
             if let Some(st) = &e.status
                 && st.owner_controller_type == "StatefulSet"
             {
                 let ns = e.metadata.namespace.as_deref().unwrap_or("default");
-                apps.push(AppRef::apps_v1(
+                apps.entry(AppRef::apps_v1(
                     WorkloadKind::StatefulSet,
                     ns,
                     &st.owner_controller_name,
-                ));
+                ))
+                .or_default();
             }
         }
-        apps.sort();
-        apps.dedup();
-        for app in apps {
+        for (app, listed) in apps {
+            let w = match listed {
+                Some(w) => Some(w),
+                None if app.workload_kind().is_some() => None,
+                None => self.workload(&app).await?,
+            };
+            if self.app_settled(&app, w.as_ref(), &pools, &subnets) {
+                continue;
+            }
+            let _shared = self.spec_lock.read().await;
+            let _app = self.app_locks.lock(&app).await;
             self.reconcile_app_locked(&app).await?;
         }
         Ok(())
+    }
+
+    /// Whether a reconcile of `app` would change nothing, judged from listings of every pool
+    /// and subnet and `w`, the application as stored (`None`: gone): each auto pool it wants
+    /// exists with its labels, its size (or as small as its pods let it shrink) and its
+    /// subnet claim, and no pool of it waits to be reclaimed or finished. StatefulSets are
+    /// never settled: their endpoints, which a reconcile also frees, are not judged here.
+    fn app_settled(
+        &self,
+        app: &AppRef,
+        w: Option<&Workload>,
+        pools: &[SpiderIPPool],
+        subnets: &[SpiderSubnet],
+    ) -> bool {
+        if app.workload_kind() == Some(WorkloadKind::StatefulSet) {
+            return false;
+        }
+        let specs = match w.map(|w| self.auto_specs(w)) {
+            Some(Ok(specs)) => specs,
+            // A reconcile reports the error.
+            Some(Err(_)) => return false,
+            None => Vec::new(),
+        };
+        let mut wanted = Vec::new();
+        for spec in &specs {
+            let Some(p) = Self::pool_for(pools, spec) else {
+                return false;
+            };
+            let mut stamped = p.clone();
+            spec.stamp(&mut stamped);
+            let (have, desired) = (p.spec.ips.len(), spec.desired as u128);
+            let sized =
+                have == desired || (have > desired && shrink_pick(p, have - desired).is_empty());
+            let claimed = subnets
+                .iter()
+                .find(|s| s.metadata.name == spec.subnet)
+                .and_then(|s| s.claims().get(&p.metadata.name).map(|c| c.ips.clone()));
+            if stamped != *p || !sized || claimed.as_ref() != Some(&p.spec.ips) {
+                return false;
+            }
+            wanted.push(p.metadata.name.as_str());
+        }
+        !pools.iter().any(|p| {
+            app_of_pool(p).as_ref() == Some(app)
+                && !wanted.contains(&p.metadata.name.as_str())
+                && reclaimable(p)
+                && (!p.metadata.is_terminating() || p.allocated_count() == 0)
+        })
     }
 
     /// Creates, grows or shrinks one auto pool. Subnet claim first when growing, pool first

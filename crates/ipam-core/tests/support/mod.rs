@@ -171,6 +171,8 @@ pub struct FaultyStore {
     pool_reads: Mutex<Vec<String>>,
     /// Whether reads yield to other tasks first (see [`FaultyStore::yield_on_reads`]).
     yielding: std::sync::atomic::AtomicBool,
+    /// Reads and listings of any kind so far.
+    pub reads: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -186,6 +188,7 @@ impl FaultyStore {
             conflict_next: std::sync::atomic::AtomicBool::new(false),
             pool_reads: Mutex::new(Vec::new()),
             yielding: std::sync::atomic::AtomicBool::new(false),
+            reads: AtomicUsize::new(0),
         }
     }
 
@@ -197,6 +200,7 @@ impl FaultyStore {
     }
 
     async fn maybe_yield(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         if self.yielding.load(Ordering::SeqCst) {
             tokio::task::yield_now().await;
         }
