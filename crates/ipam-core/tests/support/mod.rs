@@ -173,6 +173,8 @@ pub struct FaultyStore {
     yielding: std::sync::atomic::AtomicBool,
     /// Reads and listings of any kind so far.
     pub reads: AtomicUsize,
+    /// Reads of one SpiderEndpoint so far.
+    pub endpoint_reads: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -189,6 +191,7 @@ impl FaultyStore {
             pool_reads: Mutex::new(Vec::new()),
             yielding: std::sync::atomic::AtomicBool::new(false),
             reads: AtomicUsize::new(0),
+            endpoint_reads: AtomicUsize::new(0),
         }
     }
 
@@ -284,8 +287,12 @@ impl FaultyStore {
 #[async_trait]
 impl Store for FaultyStore {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
-        if key.kind == Kind::SpiderIPPool {
-            self.pool_reads.lock().unwrap().push(key.name.clone());
+        match key.kind {
+            Kind::SpiderIPPool => self.pool_reads.lock().unwrap().push(key.name.clone()),
+            Kind::SpiderEndpoint => {
+                self.endpoint_reads.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
         }
         self.maybe_yield().await;
         self.inner.get(key).await
