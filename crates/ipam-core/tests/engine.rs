@@ -1100,24 +1100,40 @@ fn a_waiting_add_reads_only_the_new_pools_of_its_own_application() {
     });
 }
 
+/// A controller's engine on a [`FaultyStore`] view of a memory store with the seed subnets,
+/// and `n` Deployments `app-0`.. of one replica (`+1`) stored, not yet reconciled.
+async fn controller_with_apps(
+    n: usize,
+) -> (
+    std::sync::Arc<ipam_core::store::MemStore>,
+    Engine<std::sync::Arc<support::FaultyStore>>,
+    std::sync::Arc<support::FaultyStore>,
+    Vec<ipam_core::Workload>,
+) {
+    let (mem, _, view) = store_and_faulty_view();
+    let controller = Engine::new(view.clone());
+    setup_seed(&controller).await;
+    let apps: Vec<_> = (0..n)
+        .map(|i| seed_app(WorkloadKind::Deployment, &format!("app-{i}"), 1, "+1"))
+        .collect();
+    for a in &apps {
+        mem.create_as(&ipam_core::Deployment(a.clone()))
+            .await
+            .unwrap();
+    }
+    (mem, controller, view, apps)
+}
+
 /// Reconciles of different applications run side by side (a controller with many new
 /// Deployments), and their pools, carved from one subnet at the same moment, still get disjoint
 /// IPs: a reconcile whose claim another took meanwhile carves again. Five applications of two
 /// IPs each take the seed subnets' ten IPs exactly.
 #[test]
 fn side_by_side_reconciles_carve_disjoint_pools_from_one_subnet() {
-    use ipam_core::{AppRef, Deployment, SpiderIPPool, SpiderSubnet};
+    use ipam_core::{AppRef, SpiderIPPool, SpiderSubnet};
     use std::collections::BTreeMap;
     rt().block_on(async {
-        let (mem, _, view) = store_and_faulty_view();
-        let controller = Engine::new(view.clone());
-        setup_seed(&controller).await;
-        let apps: Vec<_> = (0..5)
-            .map(|i| seed_app(WorkloadKind::Deployment, &format!("app-{i}"), 1, "+1"))
-            .collect();
-        for a in &apps {
-            mem.create_as(&Deployment(a.clone())).await.unwrap();
-        }
+        let (mem, controller, view, apps) = controller_with_apps(5).await;
         view.yield_on_reads();
         let results = futures::future::join_all(
             apps.iter()
@@ -1165,14 +1181,8 @@ fn reconciling_every_application_reconciles_only_those_whose_pools_are_not_settl
     use ipam_core::{AppRef, Deployment, SpiderIPPool};
     use std::sync::atomic::Ordering;
     rt().block_on(async {
-        let (mem, _, view) = store_and_faulty_view();
-        let controller = Engine::new(view.clone());
-        setup_seed(&controller).await;
-        let apps: Vec<_> = (0..3)
-            .map(|i| seed_app(WorkloadKind::Deployment, &format!("app-{i}"), 1, "+1"))
-            .collect();
+        let (mem, controller, view, apps) = controller_with_apps(3).await;
         for a in &apps {
-            mem.create_as(&Deployment(a.clone())).await.unwrap();
             controller.reconcile(&AppRef::of(a)).await.unwrap();
         }
         let (reads, writes) = (
