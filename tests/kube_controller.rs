@@ -98,20 +98,37 @@ async fn auto_pools(engine: &Engine<KubeStore>, app: &str) -> Vec<(String, u128)
         .collect()
 }
 
-/// Waits up to 30 s for the auto pools of `app` to have `sizes`; returns how long it took.
-async fn until_sized(engine: &Engine<KubeStore>, app: &str, sizes: &[u128]) -> Duration {
+/// Asks `probe` every 100 ms until its answer is `want`, for up to 30 s (then fails, naming
+/// `what` and the last answer); returns how long it took.
+async fn until<T, F>(what: &str, want: T, mut probe: impl FnMut() -> F) -> Duration
+where
+    T: PartialEq + std::fmt::Debug,
+    F: std::future::Future<Output = T>,
+{
     let started = Instant::now();
     loop {
-        let got: Vec<u128> = auto_pools(engine, app).await.iter().map(|p| p.1).collect();
-        if got == sizes {
+        let got = probe().await;
+        if got == want {
             return started.elapsed();
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "{app}: auto pools {got:?}, want {sizes:?}"
+            "{what} {got:?}, want {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits up to 30 s for the auto pools of `app` to have `sizes`; returns how long it took.
+async fn until_sized(engine: &Engine<KubeStore>, app: &str, sizes: &[u128]) -> Duration {
+    until(&format!("{app}: auto pools"), sizes.to_vec(), || async {
+        auto_pools(engine, app)
+            .await
+            .iter()
+            .map(|p| p.1)
+            .collect::<Vec<u128>>()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,24 +270,16 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
     kubectl(cluster, &["delete", "-n", ns.name(), "deployment/web"]);
     until_sized(&engine, "web", &[]).await;
     // The pool goes (its finalizer dropped) before its claim does, a request later.
-    let started = Instant::now();
-    loop {
+    until("the subnet's claims", 0, || async {
         let subnet: SpiderSubnet = engine
             .store()
             .get_as(None, "controller-subnet")
             .await
             .unwrap()
             .unwrap();
-        if subnet.claims().is_empty() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the claims outlive their pools: {:?}",
-            subnet.claims()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        subnet.claims().len()
+    })
+    .await;
     // GC: the IPs of a deleted pod, and of a pod replaced under its name, are freed; the pod
     // that takes a freed IP keeps it.
     engine
@@ -321,19 +330,8 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
             .map(|(ip, r)| (ip, r.pod))
             .collect::<std::collections::BTreeMap<_, _>>()
     };
-    let until_held = |want: std::collections::BTreeMap<std::net::IpAddr, String>| async move {
-        let started = Instant::now();
-        loop {
-            let got = holders().await;
-            if got == want {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "gc-pool holds {got:?}, want {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let until_held = |want: std::collections::BTreeMap<std::net::IpAddr, String>| {
+        until("gc-pool holds", want, holders)
     };
     let p1 = allocate("p1".into(), pod("p1")).await;
     let p2 = allocate("p2".into(), pod("p2")).await;

@@ -640,7 +640,7 @@ impl<K: kube::Resource<DynamicType = ()>> AppChanges<K> {
 /// The applications among the objects `K` as they change ([`AppChanges`]), as
 /// `app(namespace, name)`: every one at the start, then each one created, deleted, or changed
 /// in what its auto pools depend on. Status updates are skipped: a Deployment's status
-/// changes with every pod it starts, and each reconcile lists every pool.
+/// changes with every pod it starts, and each reconcile costs requests.
 fn changes<K: crate::wire::Watched>(
     client: &kube::Client,
     app: impl Fn(&str, &str) -> AppRef + Send + 'static,

@@ -248,56 +248,12 @@ impl<S: Store> Engine<S> {
     /// of an application deleted meanwhile are reclaimed). Those whose pools, as listed, are
     /// already what they want are skipped; the others are reconciled one by one, each under
     /// its own lock, so reconciles of applications that change meanwhile are not held up.
+    ///
+    /// A controller's GC runs this every minute and after pods go: one reconcile after
+    /// another of every application cost a few requests each and, when it held the spec lock
+    /// throughout, kept the pools of a burst of new Deployments waiting. Settled is judged by
+    /// `app_settled`, from one listing of each kind.
     pub async fn reconcile_all(&self) -> Result<(), Error> {
-        self.reconcile_all_apps().await
-    }
-
-    /// Brings an application's auto pools to what it wants, reclaims the ones it no longer
-    /// wants, and frees the IPs its StatefulSet no longer keeps. Caller holds the spec lock
-    /// whole, or shared with the application's own lock.
-    pub(crate) async fn reconcile_app_locked(&self, app: &AppRef) -> Result<(), Error> {
-        let w = self.workload(app).await?;
-        let specs = match &w {
-            Some(w) => self.auto_specs(w)?,
-            None => Vec::new(),
-        };
-        let pools = self.app_pools(app).await?;
-        let wanted: Vec<String> = specs
-            .iter()
-            .filter_map(|s| Self::pool_for(&pools, s).map(|p| p.metadata.name.clone()))
-            .collect();
-        for p in pools
-            .iter()
-            .filter(|p| app_of_pool(p).as_ref() == Some(app))
-        {
-            if !wanted.contains(&p.metadata.name) && reclaimable(p) {
-                // Deleted already: only its last IP's release (or GC) can finish it, and
-                // another DELETE would be one more write to the API server per reconcile.
-                if p.metadata.is_terminating() {
-                    if p.allocated_count() == 0 {
-                        self.finish_pool(&p.metadata.name).await?;
-                    }
-                } else {
-                    self.delete_pool(&p.metadata.name).await?;
-                }
-            }
-        }
-        if app.workload_kind() == Some(WorkloadKind::StatefulSet) {
-            self.free_unkept_statefulset_ips(app, w.clone().map(StatefulSet).as_ref())
-                .await?;
-        }
-        for spec in &specs {
-            self.ensure_auto_pool(spec).await?;
-        }
-        Ok(())
-    }
-
-    /// Reconciles every application known from workload records or auto pool labels (GC and
-    /// [`Engine::reconcile_all`]), but those that [`Engine::app_settled`] finds settled in
-    /// one listing of each kind. A controller's GC runs this every minute and after pods go:
-    /// one reconcile after another of every application cost a few requests each, and, when
-    /// it held the spec lock throughout, kept the pools of a burst of new Deployments waiting.
-    pub(crate) async fn reconcile_all_apps(&self) -> Result<(), Error> {
         let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
         let subnets: Vec<SpiderSubnet> = self.store.list_as(None).await?;
         // The applications, with what the listings say of them: Some(workload) as stored,
@@ -340,9 +296,47 @@ impl<S: Store> Engine<S> {
             if self.app_settled(&app, w.as_ref(), &pools, &subnets) {
                 continue;
             }
-            let _shared = self.spec_lock.read().await;
-            let _app = self.app_locks.lock(&app).await;
-            self.reconcile_app_locked(&app).await?;
+            self.reconcile(&app).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings an application's auto pools to what it wants, reclaims the ones it no longer
+    /// wants, and frees the IPs its StatefulSet no longer keeps. Caller holds the spec lock
+    /// whole, or shared with the application's own lock.
+    pub(crate) async fn reconcile_app_locked(&self, app: &AppRef) -> Result<(), Error> {
+        let w = self.workload(app).await?;
+        let specs = match &w {
+            Some(w) => self.auto_specs(w)?,
+            None => Vec::new(),
+        };
+        let pools = self.app_pools(app).await?;
+        let wanted: Vec<String> = specs
+            .iter()
+            .filter_map(|s| Self::pool_for(&pools, s).map(|p| p.metadata.name.clone()))
+            .collect();
+        for p in pools
+            .iter()
+            .filter(|p| app_of_pool(p).as_ref() == Some(app))
+        {
+            if !wanted.contains(&p.metadata.name) && reclaimable(p) {
+                // Deleted already: only its last IP's release (or GC) can finish it, and
+                // another DELETE would be one more write to the API server per reconcile.
+                if p.metadata.is_terminating() {
+                    if p.allocated_count() == 0 {
+                        self.finish_pool(&p.metadata.name).await?;
+                    }
+                } else {
+                    self.delete_pool(&p.metadata.name).await?;
+                }
+            }
+        }
+        if app.workload_kind() == Some(WorkloadKind::StatefulSet) {
+            self.free_unkept_statefulset_ips(app, w.clone().map(StatefulSet).as_ref())
+                .await?;
+        }
+        for spec in &specs {
+            self.ensure_auto_pool(spec).await?;
         }
         Ok(())
     }

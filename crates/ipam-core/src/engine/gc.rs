@@ -74,7 +74,7 @@ impl<S: Store> Engine<S> {
 
     async fn gc_now(&self, liveness: &dyn Liveness) -> Result<GcReport, Error> {
         let mut report = GcReport::default();
-        self.reconcile_all_apps().await?;
+        self.reconcile_all().await?;
         let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
         for pool in &pools {
             for (ip, record) in pool.records() {
