@@ -729,8 +729,12 @@ where
             match (&cli.kubeconfig, node) {
                 // --node alone: in a pod of the DaemonSet, with its service account.
                 (_, Some(node)) => {
-                    // Each ADD's selection lists every pool: from a watch, not the API server.
-                    let store = cluster_store(&cli).await?.caching_pool_lists();
+                    // Each ADD's selection lists every pool: from a watch, not the API server;
+                    // and its reads of what it saw come from the API server's watch cache.
+                    let store = cluster_store(&cli)
+                        .await?
+                        .caching_pool_lists()
+                        .cached_reads();
                     return cluster_agent(
                         store,
                         node,

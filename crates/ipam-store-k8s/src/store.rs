@@ -44,9 +44,12 @@ pub struct KubeStore {
     pools: Arc<Mutex<HashMap<String, Value>>>,
     /// Listings of every pool, from a watch (see [`KubeStore::caching_pool_lists`]).
     pool_lists: Option<PoolLists>,
-    /// Pools whose last write conflicted: their next read asks etcd, not the watch cache,
+    /// With [`KubeStore::cached_reads`]: the version of each object the store last read or
+    /// wrote, which its next read names.
+    versions: Option<Arc<Mutex<HashMap<ObjectKey, u64>>>>,
+    /// Objects whose last write conflicted: their next read asks etcd, not the watch cache,
     /// which may not have the write that won yet.
-    contested: Arc<Mutex<HashSet<String>>>,
+    contested: Arc<Mutex<HashSet<ObjectKey>>>,
 }
 
 /// A watch-fed copy of the pools that `list` serves once the watch has listed them.
@@ -100,6 +103,7 @@ impl KubeStore {
             seen: Arc::new(AtomicU64::new(0)),
             pools: Arc::default(),
             pool_lists: None,
+            versions: None,
             contested: Arc::default(),
         };
         for kind in [
@@ -140,15 +144,9 @@ impl KubeStore {
     /// A listing served so may lag the API server by the watch's delay (milliseconds).
     /// Selection tolerates that: every write to a pool still carries the version of a fresh
     /// read, so a stale listing can only make a write conflict and be made again. Listings
-    /// with a label selector still ask the API server.
-    ///
-    /// A single read of a pool then names the newest version of it the store knows, which the
-    /// API server answers from its watch cache instead of a quorum read of etcd (20 ms a read
-    /// under a burst of ADDs). Such a read is never older than what this process saw of the
-    /// pool, its own writes included, but may miss another client's write of the last
-    /// milliseconds: that too costs a conflict, whose write then reaches the pool watch and
-    /// the next read. Other kinds are read from etcd as before. Starts a task on the current
-    /// tokio runtime, which ends with the last clone of the store.
+    /// with a label selector still ask the API server. With [`KubeStore::cached_reads`] too,
+    /// a read of a pool names the newest version the watch has of it. Starts a task on the
+    /// current tokio runtime, which ends with the last clone of the store.
     pub fn caching_pool_lists(mut self) -> Self {
         use kube::runtime::{WatchStreamExt, reflector, watcher};
         let resource = wire::resource(Kind::SpiderIPPool);
@@ -182,6 +180,23 @@ impl KubeStore {
             ready,
             _task: Arc::new(AbortOnDrop(task)),
         });
+        self
+    }
+
+    /// This store, with each read of an object it has read or written before naming the
+    /// version it saw last, which the API server answers from its watch cache instead of a
+    /// quorum read of etcd (20 ms a read under a burst of ADDs, and an agent reads a pool or
+    /// an endpoint a dozen times per pod). For the node agent, whose engine holds every write
+    /// to the version it read.
+    ///
+    /// Such a read is never older than what this store saw of the object, its own writes
+    /// included, but it may miss another client's write of the last milliseconds, which a
+    /// quorum read would have. The engine tolerates that as it tolerates its cache: every
+    /// write carries the version it was based on, so a stale read costs a conflict, and after
+    /// a conflict on an object its next read asks etcd, which has the write that won. A read
+    /// of an object the store has not seen (the first of a new pod's endpoint) asks etcd too.
+    pub fn cached_reads(mut self) -> Self {
+        self.versions = Some(Arc::default());
         self
     }
 
@@ -273,8 +288,31 @@ impl KubeStore {
         document
     }
 
-    fn contested(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn contested(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectKey>> {
         self.contested.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`KubeStore::document`] of `key`, its version noted for cached reads.
+    fn document_of(&self, key: &ObjectKey, object: DynamicObject) -> Value {
+        let document = self.document(object);
+        self.note(key, Some(&document));
+        document
+    }
+
+    /// Notes the version of `key`'s document (or that it is gone), for reads from the watch
+    /// cache (see [`KubeStore::cached_reads`]).
+    fn note(&self, key: &ObjectKey, document: Option<&Value>) {
+        let Some(versions) = &self.versions else {
+            return;
+        };
+        let mut versions = versions.lock().unwrap_or_else(|p| p.into_inner());
+        match document
+            .and_then(semantics::version_of)
+            .and_then(|v| v.parse().ok())
+        {
+            Some(version) => versions.insert(key.clone(), version),
+            None => versions.remove(key),
+        };
     }
 
     fn known_pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
@@ -311,8 +349,8 @@ impl KubeStore {
         match wire::ask(self.deadline, request).await {
             Some(answer) => answer.map_err(|e| {
                 let e = wire::error(key, op, e);
-                if matches!(e, CoreError::Conflict(_)) && key.kind == Kind::SpiderIPPool {
-                    self.contested().insert(key.name.clone());
+                if matches!(e, CoreError::Conflict(_)) && self.versions.is_some() {
+                    self.contested().insert(key.clone());
                 }
                 e
             }),
@@ -364,30 +402,36 @@ impl KubeStore {
                 }
             })
             .await?;
-        Ok(got.map(|o| self.document(o)))
+        if got.is_none() {
+            self.note(key, None);
+        }
+        Ok(got.map(|o| self.document_of(key, o)))
     }
 
-    /// The resourceVersion a read of `key` may ask for, so that the API server answers from
-    /// its watch cache rather than with a quorum read of etcd: the newest version of the pool
-    /// this store knows (read, written, or seen by its pool watch), when it keeps one (see
-    /// [`KubeStore::caching_pool_lists`]). The answer is then at least that new: never older
-    /// than anything this process saw of the pool, its own writes included. After a conflict
-    /// on the pool, one read asks etcd.
+    /// The resourceVersion a read of `key` names (see [`KubeStore::cached_reads`]): the
+    /// newest the store knows of it, from its own reads and writes or, for a pool, from the
+    /// watch of [`KubeStore::caching_pool_lists`]. None (a quorum read) without cached reads,
+    /// for an object never seen, and once after a conflict on it.
     fn cached_read_version(&self, key: &ObjectKey) -> Option<String> {
-        let lists = self.pool_lists.as_ref()?;
-        if key.kind != Kind::SpiderIPPool || self.contested().remove(&key.name) {
+        let versions = self.versions.as_ref()?;
+        if self.contested().remove(key) {
             return None;
         }
-        let known = self
-            .known_pools()
-            .get(&key.name)
-            .and_then(|p| semantics::version_of(p).and_then(|v| v.parse::<u64>().ok()));
-        let watched = lists
-            .reader
-            .get(&reflector::ObjectRef::new_with(
-                &key.name,
-                wire::resource(Kind::SpiderIPPool),
-            ))
+        let known = versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied();
+        let watched = self
+            .pool_lists
+            .as_ref()
+            .filter(|_| key.kind == Kind::SpiderIPPool)
+            .and_then(|lists| {
+                lists.reader.get(&reflector::ObjectRef::new_with(
+                    &key.name,
+                    wire::resource(Kind::SpiderIPPool),
+                ))
+            })
             .and_then(|o| o.metadata.resource_version.as_deref()?.parse::<u64>().ok());
         known.max(watched).map(|v| v.to_string())
     }
@@ -427,7 +471,7 @@ impl KubeStore {
             };
             match put {
                 Err(CoreError::Conflict(_)) if given.is_none() => continue,
-                other => return other.map(|o| self.document(o)),
+                other => return other.map(|o| self.document_of(key, o)),
             }
         }
     }
@@ -466,7 +510,7 @@ impl KubeStore {
                 .await;
             match put {
                 Err(CoreError::Conflict(_)) if given.is_none() => continue,
-                other => return other.map(|o| self.document(o)),
+                other => return other.map(|o| self.document_of(key, o)),
             }
         }
     }
@@ -490,7 +534,7 @@ impl KubeStore {
         let written = self
             .timed(key, Op::Write, || api.replace_status(&key.name, &pp, &body))
             .await?;
-        let written = self.document(written);
+        let written = self.document_of(key, written);
         semantics::version_of(&written)
             .map(str::to_string)
             .ok_or_else(|| {
@@ -640,7 +684,7 @@ impl Store for KubeStore {
         let created = self
             .timed(&key, Op::Create, || api.create(&pp, &body))
             .await?;
-        Ok(self.document(created))
+        Ok(self.document_of(&key, created))
     }
 
     async fn update(&self, kind: Kind, object: Value) -> Result<Value, CoreError> {
@@ -687,9 +731,10 @@ impl Store for KubeStore {
             .await?;
         Ok(match answer.left() {
             Some(object) if wire::is_terminating(&object) => {
-                Deleted::Terminating(self.document(object))
+                Deleted::Terminating(self.document_of(key, object))
             }
             _ => {
+                self.note(key, None);
                 if key.kind == Kind::SpiderIPPool {
                     self.known_pools().remove(&key.name);
                 }

@@ -1,19 +1,22 @@
-//! Reads of pools from the API server's watch cache (`KubeStore::caching_pool_lists`), on a
-//! cluster of their own: the test counts the reads the API server asks etcd for, which any
-//! other test on the cluster would add to.
+//! Reads from the API server's watch cache (`KubeStore::cached_reads`), on a cluster of their
+//! own: the tests count the reads the API server asks etcd for, which any other test on the
+//! cluster would add to. They run one after the other, for the same reason.
 
 mod support;
 
-use ipam_core::Error;
-use ipam_core::SpiderIPPool;
 use ipam_core::store::{RecordsDelta, Store, TypedStore};
+use ipam_core::{Error, Kind, ObjectKey, SpiderIPPool};
 use kube_testbed::{Cluster, Options, SharedCluster, unique_name};
+use serde_json::{Value, json};
 use support::{installed, pool, record, store};
 
 static CLUSTER: SharedCluster = SharedCluster::new(Options::default);
 
-/// How many reads of pools the API server has asked etcd for so far.
-async fn etcd_pool_reads(cluster: &Cluster) -> u64 {
+/// One test at a time: each counts the cluster's reads.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How many reads of `resource` (one of Spiderpool's) the API server has asked etcd for.
+async fn etcd_reads(cluster: &Cluster, resource: &str) -> u64 {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let metrics = cluster
         .client()
@@ -21,29 +24,37 @@ async fn etcd_pool_reads(cluster: &Cluster) -> u64 {
         .request_text(request)
         .await
         .unwrap();
-    let series = r#"etcd_request_duration_seconds_count{group="spiderpool.spidernet.io",operation="get",resource="spiderippools"}"#;
+    let series = format!(
+        r#"etcd_request_duration_seconds_count{{group="spiderpool.spidernet.io",operation="get",resource="{resource}"}}"#
+    );
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(series))
+        .find_map(|l| l.strip_prefix(series.as_str()))
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
-/// With `caching_pool_lists`, a read of a pool the store knows names its version, so the API
-/// server answers from its watch cache and etcd is not asked; the answer is never older than
-/// the store's own last write, and after a conflict it has the write that won.
+fn version(document: &Value) -> String {
+    document["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A read of a pool the store knows names its version, so the API server answers from its
+/// watch cache and etcd is not asked; the answer is never older than the store's own last
+/// write, and after a conflict it has the write that won. Without `cached_reads`, every read
+/// asks etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_known_pools_come_from_the_watch_cache_yet_see_what_the_store_knows() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = installed(&CLUSTER).await;
-    let cached = store(cluster).await.caching_pool_lists();
+    let cached = store(cluster).await.cached_reads();
     let other = store(cluster).await;
     let name = unique_name("cached-read");
-    let version = |p: &SpiderIPPool| p.metadata.resource_version.clone().unwrap();
-    let read = || async {
-        cached
-            .get_as::<SpiderIPPool>(None, &name)
-            .await
-            .unwrap()
-            .unwrap()
+    let key = ObjectKey::cluster(Kind::SpiderIPPool, &name);
+    let read = |store: &ipam_store_k8s::KubeStore| {
+        let (store, key) = (store.clone(), key.clone());
+        async move { version(&store.get(&key).await.unwrap().unwrap()) }
     };
     let delta = |ip: &str, pod: &str, count: i64| RecordsDelta {
         set: vec![(ip.parse().unwrap(), record(pod))],
@@ -51,22 +62,36 @@ async fn reads_of_known_pools_come_from_the_watch_cache_yet_see_what_the_store_k
         total_ip_count: 11,
         ..Default::default()
     };
-    let v1 = version(&cached.create_as(&pool(&name)).await.unwrap());
+    let created: SpiderIPPool = cached.create_as(&pool(&name)).await.unwrap();
+    let v1 = created.metadata.resource_version.unwrap();
 
     // Its own write, read back at once.
     let v2 = cached
         .update_pool_records(&name, &v1, &delta("10.9.0.10", "a", 1))
         .await
         .unwrap();
-    assert_eq!(version(&read().await), v2);
+    assert_eq!(read(&cached).await, v2);
 
-    // Forty reads: the controller-manager may read a pool meanwhile, but not nearly as often.
-    let before = etcd_pool_reads(cluster).await;
+    // Forty reads each way: the controller-manager may read a pool meanwhile, but not nearly
+    // as often.
+    let before = etcd_reads(cluster, "spiderippools").await;
     for _ in 0..40 {
-        assert_eq!(version(&read().await), v2);
+        assert_eq!(read(&cached).await, v2);
     }
-    let asked = etcd_pool_reads(cluster).await - before;
-    assert!(asked < 20, "etcd was asked {asked} times for 40 reads");
+    let asked = etcd_reads(cluster, "spiderippools").await - before;
+    assert!(
+        asked < 20,
+        "etcd was asked {asked} times for 40 cached reads"
+    );
+    let before = etcd_reads(cluster, "spiderippools").await;
+    for _ in 0..40 {
+        assert_eq!(read(&other).await, v2);
+    }
+    let asked = etcd_reads(cluster, "spiderippools").await - before;
+    assert!(
+        asked >= 40,
+        "etcd was asked {asked} times for 40 quorum reads"
+    );
 
     // Another client writes; this store's write on what it knew conflicts, and its next read
     // has the winner.
@@ -78,5 +103,54 @@ async fn reads_of_known_pools_come_from_the_watch_cache_yet_see_what_the_store_k
         .update_pool_records(&name, &v2, &delta("10.9.0.12", "c", 2))
         .await;
     assert!(matches!(stale, Err(Error::Conflict(_))), "{stale:?}");
-    assert_eq!(version(&read().await), v3);
+    assert_eq!(read(&cached).await, v3);
+}
+
+/// An endpoint, as the agent keeps one per pod: the first read of one it has never seen asks
+/// etcd (and finds nothing); once it has created it, its reads come from the watch cache and
+/// show its own writes; once deleted, it reads as gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_an_endpoint_the_store_wrote_come_from_the_watch_cache() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = installed(&CLUSTER).await;
+    let ns = cluster.namespace("cached-endpoint").await.unwrap();
+    let cached = store(cluster).await.cached_reads();
+    let key = ObjectKey::namespaced(Kind::SpiderEndpoint, ns.name(), "web-0");
+
+    let before = etcd_reads(cluster, "spiderendpoints").await;
+    assert!(cached.get(&key).await.unwrap().is_none());
+    assert!(etcd_reads(cluster, "spiderendpoints").await > before);
+
+    let endpoint = json!({
+        "apiVersion": "spiderpool.spidernet.io/v2beta1",
+        "kind": "SpiderEndpoint",
+        "metadata": {"name": "web-0", "namespace": ns.name()},
+        "status": {
+            "current": {"uid": "u1", "node": "n1", "ips": []},
+            "ownerControllerType": "Pod",
+            "ownerControllerName": "web-0",
+        },
+    });
+    let created = cached.create(Kind::SpiderEndpoint, endpoint).await.unwrap();
+    let mut changed = created.clone();
+    changed["status"]["current"]["node"] = json!("n2");
+    let written = cached
+        .update_status(Kind::SpiderEndpoint, changed)
+        .await
+        .unwrap();
+
+    let before = etcd_reads(cluster, "spiderendpoints").await;
+    for _ in 0..20 {
+        let got = cached.get(&key).await.unwrap().unwrap();
+        assert_eq!(version(&got), version(&written));
+        assert_eq!(got["status"]["current"]["node"], "n2");
+    }
+    let asked = etcd_reads(cluster, "spiderendpoints").await - before;
+    assert!(
+        asked < 10,
+        "etcd was asked {asked} times for 20 cached reads"
+    );
+
+    cached.delete(&key, None).await.unwrap();
+    assert!(cached.get(&key).await.unwrap().is_none());
 }
