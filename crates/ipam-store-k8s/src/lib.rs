@@ -26,7 +26,7 @@
 //!
 //! | `Store` | API server |
 //! |---|---|
-//! | `get`, `list` | GET; LIST with a server-side `labelSelector`, in pages, sorted by namespace and name |
+//! | `get`, `list` | GET, a quorum read of etcd, or, with [`KubeStore::cached_reads`] (the agent's), at the version the store last saw of the object, from the API server's watch cache; LIST with a server-side `labelSelector`, in pages, sorted by namespace and name |
 //! | `create` | POST (409 `AlreadyExists` → `AlreadyExists`) |
 //! | `update` | PUT under the caller's `resourceVersion` (409 → `Conflict`); without one, under the stored one |
 //! | `update_status` | PUT `/status` (SpiderSubnet, SpiderIPPool); for SpiderEndpoint, which has no status subresource, the stored object with the new status, PUT whole |
