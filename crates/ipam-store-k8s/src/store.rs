@@ -194,7 +194,8 @@ impl KubeStore {
     /// quorum read would have. The engine tolerates that as it tolerates its cache: every
     /// write carries the version it was based on, so a stale read costs a conflict, and after
     /// a conflict on an object its next read asks etcd, which has the write that won. A read
-    /// of an object the store has not seen (the first of a new pod's endpoint) asks etcd too.
+    /// of an object the store has not seen (the first of a new pod's endpoint) asks etcd too,
+    /// and so does every read of a Deployment or StatefulSet.
     pub fn cached_reads(mut self) -> Self {
         self.versions = Some(Arc::default());
         self
@@ -300,7 +301,8 @@ impl KubeStore {
     }
 
     /// Notes the version of `key`'s document (or that it is gone), for reads from the watch
-    /// cache (see [`KubeStore::cached_reads`]).
+    /// cache (see [`KubeStore::cached_reads`]). The newest version noted stays: a read that
+    /// began before one of the store's writes may answer after it, with an older version.
     fn note(&self, key: &ObjectKey, document: Option<&Value>) {
         let Some(versions) = &self.versions else {
             return;
@@ -308,11 +310,16 @@ impl KubeStore {
         let mut versions = versions.lock().unwrap_or_else(|p| p.into_inner());
         match document
             .and_then(semantics::version_of)
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.parse::<u64>().ok())
         {
-            Some(version) => versions.insert(key.clone(), version),
-            None => versions.remove(key),
-        };
+            Some(version) => {
+                let noted = versions.entry(key.clone()).or_insert(version);
+                *noted = (*noted).max(version);
+            }
+            None => {
+                versions.remove(key);
+            }
+        }
     }
 
     fn known_pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
@@ -411,10 +418,12 @@ impl KubeStore {
     /// The resourceVersion a read of `key` names (see [`KubeStore::cached_reads`]): the
     /// newest the store knows of it, from its own reads and writes or, for a pool, from the
     /// watch of [`KubeStore::caching_pool_lists`]. None (a quorum read) without cached reads,
-    /// for an object never seen, and once after a conflict on it.
+    /// for an object never seen, once after a conflict on it, and for the apps/v1 workloads,
+    /// which the store never writes: whether a StatefulSet keeps a pod's IPs must be read as
+    /// the API server has it now.
     fn cached_read_version(&self, key: &ObjectKey) -> Option<String> {
         let versions = self.versions.as_ref()?;
-        if self.contested().remove(key) {
+        if !self.writes(key.kind) || self.contested().remove(key) {
             return None;
         }
         let known = versions

@@ -17,6 +17,11 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// How many reads of `resource` (one of Spiderpool's) the API server has asked etcd for.
 async fn etcd_reads(cluster: &Cluster, resource: &str) -> u64 {
+    etcd_reads_in(cluster, "spiderpool.spidernet.io", resource).await
+}
+
+/// How many reads of `group`'s `resource` the API server has asked etcd for.
+async fn etcd_reads_in(cluster: &Cluster, group: &str, resource: &str) -> u64 {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let metrics = cluster
         .client()
@@ -25,7 +30,7 @@ async fn etcd_reads(cluster: &Cluster, resource: &str) -> u64 {
         .await
         .unwrap();
     let series = format!(
-        r#"etcd_request_duration_seconds_count{{group="spiderpool.spidernet.io",operation="get",resource="{resource}"}}"#
+        r#"etcd_request_duration_seconds_count{{group="{group}",operation="get",resource="{resource}"}}"#
     );
     metrics
         .lines()
@@ -153,4 +158,38 @@ async fn reads_of_an_endpoint_the_store_wrote_come_from_the_watch_cache() {
 
     cached.delete(&key, None).await.unwrap();
     assert!(cached.get(&key).await.unwrap().is_none());
+}
+
+/// A Deployment, which the store only reads, is read from etcd every time, cached reads or
+/// not: what a workload keeps (a StatefulSet's replicas) must be read as it is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_are_read_from_etcd_every_time() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = installed(&CLUSTER).await;
+    let ns = cluster.namespace("cached-workload").await.unwrap();
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": ns.name()},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web"}]},
+            },
+        },
+    }))
+    .unwrap();
+    kube::Api::namespaced(cluster.client().unwrap(), ns.name())
+        .create(&kube::api::PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let cached = store(cluster).await.cached_reads();
+    let key = ObjectKey::namespaced(Kind::Deployment, ns.name(), "web");
+
+    let before = etcd_reads_in(cluster, "apps", "deployments").await;
+    for _ in 0..10 {
+        assert!(cached.get(&key).await.unwrap().is_some());
+    }
+    let asked = etcd_reads_in(cluster, "apps", "deployments").await - before;
+    assert!(asked >= 10, "etcd was asked {asked} times for 10 reads");
 }

@@ -325,6 +325,16 @@ async fn passes_the_conformance_suite() {
     ipam_core::store::conformance::run_all(|| Scoped::new(&store, &admin)).await;
 }
 
+/// The agent's store (pool listings from a watch, reads from the API server's watch cache)
+/// keeps the same contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_conformance_suite_with_the_agents_caches() {
+    let cluster = cluster().await;
+    let store = store(cluster).await.caching_pool_lists().cached_reads();
+    let admin = cluster.client().unwrap();
+    ipam_core::store::conformance::run_all(|| Scoped::new(&store, &admin)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_reports_writes_of_another_client() {
     let cluster = cluster().await;
