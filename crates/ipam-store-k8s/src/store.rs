@@ -1,6 +1,6 @@
 //! [`KubeStore`]: the `Store` trait on the Kubernetes API server.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
@@ -44,12 +44,19 @@ pub struct KubeStore {
     pools: Arc<Mutex<HashMap<String, Value>>>,
     /// Listings of every pool, from a watch (see [`KubeStore::caching_pool_lists`]).
     pool_lists: Option<PoolLists>,
-    /// With [`KubeStore::cached_reads`]: the version of each object the store last read or
-    /// wrote, which its next read names.
-    versions: Option<Arc<Mutex<HashMap<ObjectKey, u64>>>>,
-    /// Objects whose last write conflicted: their next read asks etcd, not the watch cache,
-    /// which may not have the write that won yet.
-    contested: Arc<Mutex<HashSet<ObjectKey>>>,
+    /// With [`KubeStore::cached_reads`]: what the store knows of the version of each object
+    /// it read or wrote, which its next read names.
+    versions: Option<Arc<Mutex<HashMap<ObjectKey, Noted>>>>,
+}
+
+/// What a store with cached reads knows of one object's version.
+#[derive(Clone, Copy)]
+enum Noted {
+    /// The newest version it read or wrote.
+    At(u64),
+    /// Its last write conflicted: the next read asks etcd, not the watch cache, which may not
+    /// have the write that won yet.
+    Contested,
 }
 
 /// A watch-fed copy of the pools that `list` serves once the watch has listed them.
@@ -104,7 +111,6 @@ impl KubeStore {
             pools: Arc::default(),
             pool_lists: None,
             versions: None,
-            contested: Arc::default(),
         };
         for kind in [
             Kind::SpiderSubnet,
@@ -289,10 +295,6 @@ impl KubeStore {
         document
     }
 
-    fn contested(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectKey>> {
-        self.contested.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// [`KubeStore::document`] of `key`, its version noted for cached reads.
     fn document_of(&self, key: &ObjectKey, object: DynamicObject) -> Value {
         let document = self.document(object);
@@ -304,22 +306,29 @@ impl KubeStore {
     /// cache (see [`KubeStore::cached_reads`]). The newest version noted stays: a read that
     /// began before one of the store's writes may answer after it, with an older version.
     fn note(&self, key: &ObjectKey, document: Option<&Value>) {
-        let Some(versions) = &self.versions else {
+        let Some(mut versions) = self.versions() else {
             return;
         };
-        let mut versions = versions.lock().unwrap_or_else(|p| p.into_inner());
         match document
             .and_then(semantics::version_of)
             .and_then(|v| v.parse::<u64>().ok())
         {
             Some(version) => {
-                let noted = versions.entry(key.clone()).or_insert(version);
-                *noted = (*noted).max(version);
+                let newest = match versions.get(key) {
+                    Some(Noted::At(noted)) => version.max(*noted),
+                    _ => version,
+                };
+                versions.insert(key.clone(), Noted::At(newest));
             }
             None => {
                 versions.remove(key);
             }
         }
+    }
+
+    fn versions(&self) -> Option<std::sync::MutexGuard<'_, HashMap<ObjectKey, Noted>>> {
+        let versions = self.versions.as_ref()?;
+        Some(versions.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn known_pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Value>> {
@@ -356,8 +365,8 @@ impl KubeStore {
         match wire::ask(self.deadline, request).await {
             Some(answer) => answer.map_err(|e| {
                 let e = wire::error(key, op, e);
-                if matches!(e, CoreError::Conflict(_)) && self.versions.is_some() {
-                    self.contested().insert(key.clone());
+                if let (CoreError::Conflict(_), Some(mut versions)) = (&e, self.versions()) {
+                    versions.insert(key.clone(), Noted::Contested);
                 }
                 e
             }),
@@ -418,19 +427,18 @@ impl KubeStore {
     /// The resourceVersion a read of `key` names (see [`KubeStore::cached_reads`]): the
     /// newest the store knows of it, from its own reads and writes or, for a pool, from the
     /// watch of [`KubeStore::caching_pool_lists`]. None (a quorum read) without cached reads,
-    /// for an object never seen, once after a conflict on it, and for the apps/v1 workloads,
-    /// which the store never writes: whether a StatefulSet keeps a pod's IPs must be read as
-    /// the API server has it now.
+    /// for an object never seen, after a conflict on it until a read succeeds, and for the
+    /// apps/v1 workloads, which the store never writes: whether a StatefulSet keeps a pod's
+    /// IPs must be read as the API server has it now.
     fn cached_read_version(&self, key: &ObjectKey) -> Option<String> {
-        let versions = self.versions.as_ref()?;
-        if !self.writes(key.kind) || self.contested().remove(key) {
+        if !self.writes(key.kind) {
             return None;
         }
-        let known = versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .copied();
+        let known = match self.versions()?.get(key) {
+            Some(Noted::Contested) => return None,
+            Some(Noted::At(version)) => Some(*version),
+            None => None,
+        };
         let watched = self
             .pool_lists
             .as_ref()
