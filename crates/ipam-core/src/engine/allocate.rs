@@ -148,10 +148,14 @@ impl<S: Store> Engine<S> {
                     clean_gateways.push((nic, clean_gateway));
                     continue;
                 }
-                // The listing is dropped before the pool writes, which can then take the cached
-                // pools over instead of copying them.
-                let pools = with_pools(self.pools().await?, &awaited);
-                let selection = select(&ctx, &parsed, nic, &pools)?;
+                // The listing goes before the pool writes, which can then take the cached pools
+                // over instead of copying them (a copy costs as much as the pool holds records).
+                let selection = select(
+                    &ctx,
+                    &parsed,
+                    nic,
+                    &with_pools(self.pools().await?, &awaited),
+                )?;
                 for (family, candidates) in &selection.families {
                     let t = self
                         .allocate_family(

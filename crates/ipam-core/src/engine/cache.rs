@@ -53,6 +53,9 @@ struct State {
     /// write that landed meanwhile may be missing from it, and its notification, drained by
     /// someone else, would not evict it.
     epoch: u64,
+    /// Pools `pool_owned` had to copy because a reader still held them: each copy costs what
+    /// the pool holds, so the allocation path must not cause any (see the tests).
+    copies: u64,
 }
 
 impl PoolCache {
@@ -68,6 +71,7 @@ impl PoolCache {
                 lent: Default::default(),
                 names: Names::default(),
                 epoch: 0,
+                copies: 0,
             }),
         }
     }
@@ -313,9 +317,16 @@ impl<S: Store> Engine<S> {
                 st.lent.insert(name.to_string());
             }
         }
-        Ok(Some(
-            Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()),
-        ))
+        Ok(Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| {
+            self.cache.lock().copies += 1;
+            (*shared).clone()
+        })))
+    }
+
+    /// How many pools `pool_owned` has copied so far.
+    #[cfg(test)]
+    pub(crate) fn pool_copies(&self) -> u64 {
+        self.cache.lock().copies
     }
 
     /// Puts back a pool taken with `pool_owned` and left unchanged.
@@ -402,5 +413,63 @@ impl<S: Store> Engine<S> {
             st.drain();
         }
         Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{AllocateRequest, AnyObject, Engine, ReleaseRequest};
+    use crate::store::MemStore;
+    use crate::{NicRequest, PodContext, SpiderIPPool, ips};
+
+    fn request(i: usize) -> AllocateRequest {
+        AllocateRequest {
+            pod: PodContext {
+                namespace: "default".into(),
+                name: format!("pod-{i}"),
+                ..Default::default()
+            },
+            pod_uid: format!("uid-{i}"),
+            container_id: format!("c{i}"),
+            netns: None,
+            nics: vec![NicRequest {
+                interface: "eth0".into(),
+                default_ipv4_pools: vec!["big".into()],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn release(i: usize) -> ReleaseRequest {
+        ReleaseRequest {
+            namespace: "default".into(),
+            name: format!("pod-{i}"),
+            pod_uid: format!("uid-{i}"),
+            container_id: format!("c{i}"),
+            ..Default::default()
+        }
+    }
+
+    /// An ADD and a DEL take the cached pool over and put it back: they never copy it, which
+    /// would cost as much as the pool holds records (5,000 records made an agent-mode ADD twice
+    /// a DEL's time when the selection's listing was still held during the write).
+    #[tokio::test]
+    async fn allocations_and_releases_never_copy_a_pool() {
+        let engine = Engine::new(MemStore::new());
+        let pool = SpiderIPPool::new("big", "10.7.0.0/16".parse().unwrap(), ips!["10.7.0.0/16"]);
+        engine.apply(AnyObject::Pool(pool)).await.unwrap();
+        for i in 0..20 {
+            engine.allocate(&request(i)).await.unwrap();
+        }
+        for i in 0..20 {
+            engine.release(&release(i)).await.unwrap();
+        }
+        assert_eq!(engine.pool_copies(), 0, "pools copied by ADD and DEL");
+
+        // The negative control: a reader holding the pool while an ADD writes it costs a copy.
+        let held = engine.pools().await.unwrap();
+        engine.allocate(&request(20)).await.unwrap();
+        drop(held);
+        assert_eq!(engine.pool_copies(), 1, "a held pool must be copied");
     }
 }
