@@ -13,9 +13,9 @@
 //! The journal is written in order and recovered as a prefix, so a sync also makes durable every
 //! write before the one it was run for.
 //!
-//! The sync blocks on the disk: on a multi-threaded tokio runtime it runs through
-//! `block_in_place`, on a single-threaded one through `spawn_blocking`, so writes must be
-//! awaited inside a tokio runtime. Writes inside `ipam_core::store::deferring_durability` do not
+//! The sync blocks on the disk and runs in place: on a multi-threaded tokio runtime through
+//! `block_in_place`, on a single-threaded one after letting the other tasks run once (see
+//! `GroupCommit::durable`), so writes must be awaited inside a tokio runtime. Writes inside `ipam_core::store::deferring_durability` do not
 //! wait: the scope's one `sync` at the end covers them.
 
 use std::sync::Arc;
@@ -99,6 +99,11 @@ impl GroupCommit {
         if self.flushed.load(Ordering::Acquire) >= ticket.0 {
             return Ok(());
         }
+        // On a single-threaded runtime the sync stops every task (see `flush`): let them run
+        // once first, so that the writes under way commit and this sync covers them too.
+        if !multi_threaded() {
+            tokio::task::yield_now().await;
+        }
         let upto = self.committed.load(Ordering::Acquire);
         self.flush().await?;
         self.flushed.fetch_max(upto, Ordering::AcqRel);
@@ -107,20 +112,15 @@ impl GroupCommit {
 
     async fn flush(&self) -> Result<(), FlushError> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        // The sync blocks on the disk. On a multi-threaded runtime the sync runs in place (the worker hands its other tasks
-        // to its peers, which go on committing writes for the next sync): no hand-off to a
-        // blocking thread and back. A single-threaded runtime would stop all its tasks for the
-        // sync, so that the writes they would commit meanwhile miss it: there it runs on the
-        // blocking pool.
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        if let Ok(RuntimeFlavor::MultiThread) = Handle::try_current().map(|h| h.runtime_flavor()) {
-            return tokio::task::block_in_place(|| self.journal.sync()).map_err(Into::into);
-        }
-        let journal = self.journal.clone();
-        match tokio::task::spawn_blocking(move || journal.sync()).await {
-            Ok(synced) => synced.map_err(Into::into),
-            // The sync panicked (or the runtime is shutting down).
-            Err(join) => Err(join.into()),
+        // The sync blocks on the disk, and runs in place: a hand-off to a blocking thread and
+        // back costs two thread wake-ups per write, and on a VM each wake-up of an idle CPU is
+        // an exit to the host, whose delays made the tail of an agent-mode CNI call. On a
+        // multi-threaded runtime the worker hands its other tasks to its peers, which go on
+        // committing writes for the next sync; a single-threaded one waits for it.
+        if multi_threaded() {
+            tokio::task::block_in_place(|| self.journal.sync()).map_err(Into::into)
+        } else {
+            self.journal.sync().map_err(Into::into)
         }
     }
 
@@ -130,4 +130,13 @@ impl GroupCommit {
             flushes: self.flushes.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Whether the current tokio runtime is multi-threaded (`block_in_place` works there).
+fn multi_threaded() -> bool {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    matches!(
+        Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(RuntimeFlavor::MultiThread)
+    )
 }

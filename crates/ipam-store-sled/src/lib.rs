@@ -56,10 +56,11 @@
 //! `fdatasync`, shared by concurrent writers.
 //!
 //! Concurrent writers share syncs: while one sync runs, the writes that land queue behind it
-//! and the next sync covers them all (see [`FlushPolicy`]; the `perf` example measures it). On
-//! a multi-threaded tokio runtime the sync runs in place (`block_in_place`), on a
-//! current-thread one through `spawn_blocking`, so writes must be awaited inside a tokio
-//! runtime (either flavour). Reads and the landing of a write run inline in the async methods:
+//! and the next sync covers them all (see [`FlushPolicy`]; the `perf` example measures it). The
+//! sync runs in place, never handed to another thread: on a multi-threaded tokio runtime
+//! through `block_in_place`; on a current-thread one (the agent's) it stops the runtime, after
+//! letting the other tasks run once so that the writes under way share it. So writes must be
+//! awaited inside a tokio runtime (either flavour). Reads and the landing of a write run inline in the async methods:
 //! they work in memory (a cold read may page in from disk).
 //!
 //! A write whose sync fails returns `Error::Backend` although other readers of this store may

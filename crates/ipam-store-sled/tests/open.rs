@@ -175,7 +175,7 @@ fn open_errors_become_backend_errors() {
 #[tokio::test]
 async fn concurrent_writers_share_flushes() {
     let tmp = tempfile::tempdir().unwrap();
-    for (policy, flushes) in [(FlushPolicy::Group, 2), (FlushPolicy::EachWrite, 64)] {
+    for (policy, flushes) in [(FlushPolicy::Group, 1), (FlushPolicy::EachWrite, 64)] {
         let store = SledStore::open(
             tmp.path().join(format!("{policy:?}")),
             OpenOptions::new().flush_policy(policy),
@@ -185,8 +185,8 @@ async fn concurrent_writers_share_flushes() {
         futures::future::try_join_all(pools.iter().map(|p| store.create_as(p)))
             .await
             .unwrap();
-        // On one thread, the first writer flushes for itself and the second for the other 63,
-        // which all landed while the first flush ran.
+        // On one thread, the first writer to flush lets the others run once before it syncs:
+        // they all commit meanwhile, and its one flush covers all 64.
         assert_eq!(
             store.stats(),
             Stats {
