@@ -1128,7 +1128,8 @@ async fn webhook(cli: &Cli) -> Result<(), CliError> {
 /// admission of a pool checks it against every pool: its listings come from a watch, not the
 /// API server (as Spiderpool's webhook reads its informer cache). Listing them all twice per
 /// write made each auto pool's creation wait hundreds of milliseconds on a cluster of
-/// hundreds.
+/// hundreds. A pool that takes new IPs, but for an auto pool, is checked against the API
+/// server's listing (`Store::list_current`): the watch may not show a pool of a moment ago.
 async fn webhook_engine(
     cli: &Cli,
 ) -> Result<std::sync::Arc<Engine<crate::k8s::KubeStore>>, CliError> {

@@ -160,6 +160,15 @@ impl Store for DataDirStore {
         self.inner().list(kind, namespace, selector).await
     }
 
+    async fn list_current(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, ipam_core::Error> {
+        self.inner().list_current(kind, namespace, selector).await
+    }
+
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, ipam_core::Error> {
         self.inner().create(kind, object).await
     }

@@ -887,6 +887,147 @@ fn admission_mutates_and_refuses_as_apply_does_and_writes_nothing() {
     });
 }
 
+/// A [`MemStore`] whose pool listings lag: `list` shows the pools as they were when
+/// `freeze` was called, as a listing served from a watch may for a moment; `list_current`
+/// shows them as they are.
+#[derive(Default)]
+struct LaggingListings {
+    inner: MemStore,
+    frozen: std::sync::Mutex<Option<Vec<serde_json::Value>>>,
+}
+
+impl LaggingListings {
+    async fn freeze(&self) {
+        let now = self
+            .inner
+            .list(Kind::SpiderIPPool, None, None)
+            .await
+            .unwrap();
+        *self.frozen.lock().unwrap() = Some(now);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for LaggingListings {
+    async fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>, Error> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&ipam_core::LabelSelector>,
+    ) -> Result<Vec<serde_json::Value>, Error> {
+        if kind == Kind::SpiderIPPool
+            && selector.is_none()
+            && let Some(frozen) = self.frozen.lock().unwrap().clone()
+        {
+            return Ok(frozen);
+        }
+        self.inner.list(kind, namespace, selector).await
+    }
+    async fn list_current(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&ipam_core::LabelSelector>,
+    ) -> Result<Vec<serde_json::Value>, Error> {
+        self.inner.list(kind, namespace, selector).await
+    }
+    async fn create(
+        &self,
+        kind: Kind,
+        object: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        self.inner.create(kind, object).await
+    }
+    async fn update(
+        &self,
+        kind: Kind,
+        object: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        self.inner.update(kind, object).await
+    }
+    async fn update_status(
+        &self,
+        kind: Kind,
+        object: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        self.inner.update_status(kind, object).await
+    }
+    async fn delete(
+        &self,
+        key: &ObjectKey,
+        precondition: Option<&str>,
+    ) -> Result<ipam_core::store::Deleted, Error> {
+        self.inner.delete(key, precondition).await
+    }
+    fn watch(&self, kind: Kind) -> ipam_core::store::WatchStream {
+        self.inner.watch(kind)
+    }
+}
+
+/// Admission checks a pool that takes new IPs against the pools as they are, not as a lagging
+/// listing shows them: two overlapping pools applied together (`kubectl apply` of one file)
+/// must not both get in. An update that takes no new IPs, and an auto pool, may use the
+/// listing.
+#[test]
+fn admission_sees_a_pool_created_a_moment_before_that_the_listing_lacks() {
+    let rt = rt();
+    let engine = Engine::new(LaggingListings::default());
+    rt.block_on(async {
+        setup_seed(&engine).await;
+        engine.store().freeze().await;
+        let a = SpiderIPPool::new(
+            "a",
+            "10.6.0.0/16".parse().unwrap(),
+            ips!["10.6.168.171-10.6.168.173"],
+        );
+        // As on a cluster: the webhook admits it, then the API server stores it (no subnet
+        // claim yet, which the controller makes later).
+        let AnyObject::Pool(a) = engine.admit(AnyObject::Pool(a), None).await.unwrap() else {
+            panic!("not a pool");
+        };
+        engine.store().create_as(&a).await.unwrap();
+        let listed: Vec<SpiderIPPool> = engine.store().list_as(None).await.unwrap();
+        assert!(listed.is_empty(), "the listing must lag for this test");
+
+        let b = SpiderIPPool::new(
+            "b",
+            "10.6.0.0/16".parse().unwrap(),
+            ips!["10.6.168.173-10.6.168.175"],
+        );
+        let err = engine
+            .admit(AnyObject::Pool(b), None)
+            .await
+            .expect_err("b overlaps a, which the listing lacks")
+            .to_string();
+        assert!(err.contains(r#"overlap with SpiderIPPool "a""#), "{err}");
+
+        // A nested subnet is refused the same way.
+        let nested = SpiderIPPool::new(
+            "nested",
+            "10.6.168.0/24".parse().unwrap(),
+            ips!["10.6.168.200"],
+        );
+        let err = engine
+            .admit(AnyObject::Pool(nested), None)
+            .await
+            .expect_err("nested in a's subnet")
+            .to_string();
+        assert!(err.contains(r#"SpiderIPPool "a""#), "{err}");
+
+        // An update that takes no new IPs reads the lagging listing, and passes.
+        let stored: SpiderIPPool = engine.store().get_as(None, "a").await.unwrap().unwrap();
+        let mut labelled = stored.clone();
+        labelled.metadata.labels.insert("team".into(), "x".into());
+        engine
+            .admit(AnyObject::Pool(labelled), Some(AnyObject::Pool(stored)))
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 fn reapplying_the_same_objects_changes_nothing() {
     let rt = rt();

@@ -147,7 +147,8 @@ impl KubeStore {
     /// agent's selection does for each ADD, and on a cluster with hundreds of pools each ADD
     /// fetched them all from the API server.
     ///
-    /// A listing served so may lag the API server by the watch's delay (milliseconds).
+    /// A listing served so may lag the API server by the watch's delay (milliseconds);
+    /// [`Store::list_current`] still asks the API server.
     /// Selection tolerates that: every write to a pool still carries the version of a fresh
     /// read, so a stale listing can only make a write conflict and be made again. Listings
     /// with a label selector still ask the API server. With [`KubeStore::cached_reads`] too,
@@ -205,6 +206,63 @@ impl KubeStore {
     pub fn cached_reads(mut self) -> Self {
         self.versions = Some(Arc::default());
         self
+    }
+
+    /// [`Store::list`] from the API server: a consistent list (no `resourceVersion`), in pages
+    /// of 500, sorted by namespace and name.
+    async fn list_from_server(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, CoreError> {
+        let key = ObjectKey {
+            kind,
+            namespace: namespace
+                .filter(|_| kind.is_namespaced())
+                .map(str::to_string),
+            name: String::new(),
+        };
+        let mut params = ListParams::default().limit(500);
+        if let Some(selector) = selector.filter(|s| !s.is_empty()) {
+            match wire::selector_query(selector) {
+                Some(query) => params = params.labels(&query),
+                None => return Ok(Vec::new()),
+            }
+        }
+        let api = self.api(kind, namespace);
+        let work = async {
+            let mut objects = Vec::new();
+            loop {
+                let page = self.timed(&key, Op::Read, || api.list(&params)).await?;
+                if let Some(v) = &page.metadata.resource_version {
+                    self.record(v);
+                }
+                // The items of a list of built-in kinds (apps/v1 Deployments) come without
+                // their apiVersion and kind, which documents carry.
+                objects.extend(page.items.into_iter().map(|mut o| {
+                    o.types.get_or_insert_with(|| kube::api::TypeMeta {
+                        api_version: kind.api_version().into(),
+                        kind: kind.name().into(),
+                    });
+                    self.document(o)
+                }));
+                match page.metadata.continue_ {
+                    Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                    _ => return Ok(objects),
+                }
+            }
+        };
+        let mut objects: Vec<Value> = self.within(|| format!("list {key}"), work).await?;
+        let order = |o: &Value| {
+            let meta = &o["metadata"];
+            (
+                meta["namespace"].as_str().unwrap_or_default().to_string(),
+                meta["name"].as_str().unwrap_or_default().to_string(),
+            )
+        };
+        objects.sort_by_cached_key(order);
+        Ok(objects)
     }
 
     /// Every pool from the watch-fed copy, when there is one and it has listed them.
@@ -624,20 +682,13 @@ impl Store for KubeStore {
     }
 
     /// One server-side `labelSelector` list (in pages of 500, one consistent snapshot),
-    /// sorted by namespace and name.
+    /// sorted by namespace and name; every pool, with `caching_pool_lists`, from its watch.
     async fn list(
         &self,
         kind: Kind,
         namespace: Option<&str>,
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, CoreError> {
-        let key = ObjectKey {
-            kind,
-            namespace: namespace
-                .filter(|_| kind.is_namespaced())
-                .map(str::to_string),
-            name: String::new(),
-        };
         let unselected = selector.is_none_or(LabelSelector::is_empty);
         if kind == Kind::SpiderIPPool
             && unselected
@@ -651,46 +702,17 @@ impl Store for KubeStore {
             });
             return Ok(pools);
         }
-        let mut params = ListParams::default().limit(500);
-        if let Some(selector) = selector.filter(|s| !s.is_empty()) {
-            match wire::selector_query(selector) {
-                Some(query) => params = params.labels(&query),
-                None => return Ok(Vec::new()),
-            }
-        }
-        let api = self.api(kind, namespace);
-        let work = async {
-            let mut objects = Vec::new();
-            loop {
-                let page = self.timed(&key, Op::Read, || api.list(&params)).await?;
-                if let Some(v) = &page.metadata.resource_version {
-                    self.record(v);
-                }
-                // The items of a list of built-in kinds (apps/v1 Deployments) come without
-                // their apiVersion and kind, which documents carry.
-                objects.extend(page.items.into_iter().map(|mut o| {
-                    o.types.get_or_insert_with(|| kube::api::TypeMeta {
-                        api_version: kind.api_version().into(),
-                        kind: kind.name().into(),
-                    });
-                    self.document(o)
-                }));
-                match page.metadata.continue_ {
-                    Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                    _ => return Ok(objects),
-                }
-            }
-        };
-        let mut objects: Vec<Value> = self.within(|| format!("list {key}"), work).await?;
-        let order = |o: &Value| {
-            let meta = &o["metadata"];
-            (
-                meta["namespace"].as_str().unwrap_or_default().to_string(),
-                meta["name"].as_str().unwrap_or_default().to_string(),
-            )
-        };
-        objects.sort_by_cached_key(order);
-        Ok(objects)
+        self.list_from_server(kind, namespace, selector).await
+    }
+
+    /// Always the API server's consistent list, never the watch of `caching_pool_lists`.
+    async fn list_current(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, CoreError> {
+        self.list_from_server(kind, namespace, selector).await
     }
 
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, CoreError> {

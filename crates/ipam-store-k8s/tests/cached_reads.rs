@@ -38,6 +38,26 @@ async fn etcd_reads_in(cluster: &Cluster, group: &str, resource: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// How many LISTs of SpiderIPPools the API server has answered.
+async fn pool_lists(cluster: &Cluster) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let metrics = cluster
+        .client()
+        .unwrap()
+        .request_text(request)
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains(r#"resource="spiderippools""#)
+                && l.contains(r#"verb="LIST""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn version(document: &Value) -> String {
     document["metadata"]["resourceVersion"]
         .as_str()
@@ -192,4 +212,57 @@ async fn workloads_are_read_from_etcd_every_time() {
     }
     let asked = etcd_reads_in(cluster, "apps", "deployments").await - before;
     assert!(asked >= 10, "etcd was asked {asked} times for 10 reads");
+}
+
+/// With `caching_pool_lists`, `list` serves the pools from the store's watch, and
+/// `list_current` still asks the API server, so it shows a pool another client created just
+/// before (what the webhook's check of a new pool against the others relies on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_listings_ask_the_api_server_even_with_a_pool_watch() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = installed(&CLUSTER).await;
+    let watching = store(cluster).await.caching_pool_lists();
+    let other = store(cluster).await;
+    // Until the watch has listed the pools, listings still go to the API server.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let before = pool_lists(cluster).await;
+        watching.list(Kind::SpiderIPPool, None, None).await.unwrap();
+        if pool_lists(cluster).await == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool watch never served a listing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let before = pool_lists(cluster).await;
+    for _ in 0..10 {
+        watching.list(Kind::SpiderIPPool, None, None).await.unwrap();
+    }
+    let from_watch = pool_lists(cluster).await - before;
+
+    let before = pool_lists(cluster).await;
+    for _ in 0..10 {
+        let name = unique_name("current");
+        other.create_as(&pool(&name)).await.unwrap();
+        let listed = watching
+            .list_current(Kind::SpiderIPPool, None, None)
+            .await
+            .unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|p| p["metadata"]["name"] == name.as_str()),
+            "a current listing lacks {name}, created just before"
+        );
+    }
+    let current = pool_lists(cluster).await - before;
+    assert!(
+        from_watch < 10,
+        "10 listings from the watch made {from_watch} LISTs"
+    );
+    assert!(current >= 10, "10 current listings made {current} LISTs");
 }

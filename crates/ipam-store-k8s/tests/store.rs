@@ -107,6 +107,16 @@ impl Scoped {
         v
     }
 
+    /// A listing of the store behind, as the suite sees it: this scope's objects only.
+    fn listed_out(&self, listed: Result<Vec<Value>, Error>) -> Result<Vec<Value>, Error> {
+        Ok(listed
+            .map_err(|e| self.error_out(e))?
+            .into_iter()
+            .filter(|v| self.in_scope(v))
+            .map(|v| self.doc_out(v))
+            .collect())
+    }
+
     fn doc_out(&self, mut v: Value) -> Value {
         if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             for field in ["namespace", "name"] {
@@ -181,12 +191,21 @@ impl Store for Scoped {
     ) -> Result<Vec<Value>, Error> {
         let namespace = namespace.map(|ns| self.prefixed(ns));
         let listed = self.store.list(kind, namespace.as_deref(), selector).await;
-        let listed = listed.map_err(|e| self.error_out(e))?;
-        Ok(listed
-            .into_iter()
-            .filter(|v| self.in_scope(v))
-            .map(|v| self.doc_out(v))
-            .collect())
+        self.listed_out(listed)
+    }
+
+    async fn list_current(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error> {
+        let namespace = namespace.map(|ns| self.prefixed(ns));
+        let listed = self
+            .store
+            .list_current(kind, namespace.as_deref(), selector)
+            .await;
+        self.listed_out(listed)
     }
 
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {

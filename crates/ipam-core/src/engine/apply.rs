@@ -299,13 +299,20 @@ impl<S: Store> Engine<S> {
     }
 
     /// A pool as the webhooks leave it, replacing `old`, bound to its subnet among `subnets`.
+    ///
+    /// It is checked against every other pool. A pool that takes IPs it did not have (a new
+    /// one, or new IPs or subnet) is checked against [`Store::list_current`]: a listing served
+    /// from a watch may lack a pool created a moment before, and two overlapping pools applied
+    /// together would then both be let in (Spiderpool's webhook, reading its informer cache,
+    /// has that window). Auto pools are the exception, for the cost of a full listing on each
+    /// of the many the controller makes: it carves their IPs under the subnet's claims, a
+    /// compare-and-swap of the SpiderSubnet's status, which no two pools pass with one IP.
     async fn admit_pool(
         &self,
         pool: SpiderIPPool,
         old: Option<&SpiderIPPool>,
         subnets: &[SpiderSubnet],
     ) -> Result<SpiderIPPool, Error> {
-        let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
         let mut new = pool;
         if let Some(old) = old {
             new.status = old.status.clone();
@@ -320,6 +327,15 @@ impl<S: Store> Engine<S> {
             new.metadata.deletion_timestamp = old.metadata.deletion_timestamp.clone();
         }
         new.mutate(subnets);
+        let takes_ips = old.is_none_or(|o| {
+            o.spec.subnet != new.spec.subnet
+                || !new.usable_ips().difference(&o.usable_ips()).is_empty()
+        });
+        let pools: Vec<SpiderIPPool> = if takes_ips && !new.is_auto() {
+            self.store.list_current_as().await?
+        } else {
+            self.store.list_as(None).await?
+        };
         new.validate(old, &pools, subnets)?;
         Ok(new)
     }

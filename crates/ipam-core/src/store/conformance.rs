@@ -307,6 +307,11 @@ pub async fn list_by_kind_namespace_and_label(s: &impl Store) {
     };
     let all = s.list(Kind::SpiderIPPool, None, None).await.unwrap();
     assert_eq!(names(all), ["a", "b", "c"]);
+    let current = s
+        .list_current(Kind::SpiderIPPool, None, None)
+        .await
+        .unwrap();
+    assert_eq!(names(current), ["a", "b", "c"], "list_current");
     let x = LabelSelector::eq([("app", "x")]);
     assert_eq!(
         names(s.list(Kind::SpiderIPPool, None, Some(&x)).await.unwrap()),
@@ -324,6 +329,15 @@ pub async fn list_by_kind_namespace_and_label(s: &impl Store) {
         .await
         .unwrap();
     assert_eq!(names(ns1), ["ns1/d", "ns1/e"]);
+    let ns1 = s
+        .list_current(
+            Kind::SpiderEndpoint,
+            Some("ns1"),
+            Some(&LabelSelector::default()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(ns1), ["ns1/d", "ns1/e"], "list_current");
     assert!(
         s.list(Kind::SpiderSubnet, None, None)
             .await

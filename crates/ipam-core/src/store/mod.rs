@@ -125,6 +125,20 @@ pub trait Store: Send + Sync {
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error>;
 
+    /// [`Store::list`], with every write acknowledged before the call in it. A store may serve
+    /// `list` from a watch of its own, which lags the writes by a moment (the Kubernetes store
+    /// with `caching_pool_lists`); this never does. For checks that two objects must not
+    /// clash, where a write of a moment ago that the listing misses lets both in. By default,
+    /// `list`.
+    async fn list_current(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error> {
+        self.list(kind, namespace, selector).await
+    }
+
     /// Creates an object; fails with [`Error::AlreadyExists`] if the key is taken. Returns the
     /// stored object (uid, creation time and version set).
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error>;
@@ -252,6 +266,16 @@ pub trait TypedStore: Store {
             .collect()
     }
 
+    /// Every object of a kind, with every write acknowledged before the call
+    /// ([`Store::list_current`]).
+    async fn list_current_as<T: Object>(&self) -> Result<Vec<T>, Error> {
+        self.list_current(T::KIND, None, None)
+            .await?
+            .into_iter()
+            .map(decode::<T>)
+            .collect()
+    }
+
     /// Creates `object`, returning it as stored.
     async fn create_as<T: Object>(&self, object: &T) -> Result<T, Error> {
         decode(self.create(T::KIND, encode(object)?).await?)
@@ -312,6 +336,15 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         selector: Option<&LabelSelector>,
     ) -> Result<Vec<Value>, Error> {
         (**self).list(kind, namespace, selector).await
+    }
+
+    async fn list_current(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error> {
+        (**self).list_current(kind, namespace, selector).await
     }
 
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {

@@ -129,6 +129,14 @@ impl<H: WriteHook> Store for Hooked<H> {
     ) -> Result<Vec<Value>, ipam_core::Error> {
         self.inner.list(kind, namespace, selector).await
     }
+    async fn list_current(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, ipam_core::Error> {
+        self.inner.list_current(kind, namespace, selector).await
+    }
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, ipam_core::Error> {
         self.write(kind, self.inner.create(kind, object)).await
     }
