@@ -696,8 +696,8 @@ where
         _ => None,
     };
     // One thread serves the agent's connections too: a request is a fraction of a millisecond
-    // of CPU between a read and a write, and the store's syncs run on tokio's blocking pool,
-    // where concurrent requests share them. A multi-threaded runtime cost each request twice
+    // of CPU between a read and a write, and the store's syncs run in place, where the
+    // requests under way share them. A multi-threaded runtime cost each request twice
     // the context switches (a thread woken to accept, another to serve, a third for the sync)
     // and a tenth of a millisecond more CPU, back to back, on a 2-core node.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1013,7 +1013,8 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let webhook = async {
         match webhook_options {
             // Every replica serves the webhook; only the leader writes.
-            // Its own engine: admissions list every pool, from a watch.
+            // Its own engine: admissions list every pool from a watch, but check a pool that
+            // takes new IPs against the API server's listing.
             Some(options) => {
                 webhook_args
                     .serve(options, client, webhook_engine(cli).await?, stop.clone())

@@ -894,6 +894,8 @@ fn admission_mutates_and_refuses_as_apply_does_and_writes_nothing() {
 struct LaggingListings {
     inner: MemStore,
     frozen: std::sync::Mutex<Option<Vec<serde_json::Value>>>,
+    /// Calls of `list_current` so far.
+    current_listings: std::sync::atomic::AtomicUsize,
 }
 
 impl LaggingListings {
@@ -932,6 +934,8 @@ impl Store for LaggingListings {
         namespace: Option<&str>,
         selector: Option<&ipam_core::LabelSelector>,
     ) -> Result<Vec<serde_json::Value>, Error> {
+        self.current_listings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.list(kind, namespace, selector).await
     }
     async fn create(
@@ -1017,14 +1021,33 @@ fn admission_sees_a_pool_created_a_moment_before_that_the_listing_lacks() {
             .to_string();
         assert!(err.contains(r#"SpiderIPPool "a""#), "{err}");
 
-        // An update that takes no new IPs reads the lagging listing, and passes.
+        // An update that takes no new IPs reads the lagging listing (no current one), and
+        // passes; one that adds an IP asks for a current listing.
+        let current = || {
+            engine
+                .store()
+                .current_listings
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let before = current();
         let stored: SpiderIPPool = engine.store().get_as(None, "a").await.unwrap().unwrap();
         let mut labelled = stored.clone();
         labelled.metadata.labels.insert("team".into(), "x".into());
         engine
-            .admit(AnyObject::Pool(labelled), Some(AnyObject::Pool(stored)))
+            .admit(
+                AnyObject::Pool(labelled),
+                Some(AnyObject::Pool(stored.clone())),
+            )
             .await
             .unwrap();
+        assert_eq!(current(), before, "a relabelling listed the pools afresh");
+        let mut grown = stored.clone();
+        grown.spec.ips = ips!["10.6.168.171-10.6.168.174"];
+        engine
+            .admit(AnyObject::Pool(grown), Some(AnyObject::Pool(stored)))
+            .await
+            .unwrap();
+        assert_eq!(current(), before + 1, "new IPs, no current listing");
     });
 }
 

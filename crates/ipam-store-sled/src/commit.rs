@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::journal::Journal;
 
-/// Why a flush failed: the journal's I/O error, or the flush task's panic.
+/// Why a flush failed: the journal's I/O error.
 pub(crate) type FlushError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How writes are made durable before they return.

@@ -345,3 +345,28 @@ async fn a_snapshot_half_written_by_a_killed_process_does_not_stop_the_store_ope
     assert!(!partial.exists(), "the partial snapshot is gone");
     store.create_as(&pool("after")).await.unwrap();
 }
+
+/// The agent's case: each request a task of its own on one thread. The first writer to flush
+/// lets the others run before it syncs, so the writes of the tasks under way share its sync
+/// (not one sync each, which a sync run at once would make).
+#[tokio::test]
+async fn writers_in_tasks_of_one_thread_share_flushes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SledStore::open(tmp.path(), OpenOptions::new()).unwrap());
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_as(&pool(&format!("p{i}"))).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.writes, 64);
+    assert!(
+        stats.flushes <= 2,
+        "64 tasks' writes took {} flushes",
+        stats.flushes
+    );
+}

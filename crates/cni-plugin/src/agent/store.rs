@@ -93,6 +93,9 @@ impl AgentStore {
     }
 }
 
+/// `list_current` is the trait's default, the agent's `list`: current for a data dir's agent
+/// (sled's listings never lag); a cluster agent may answer from its pool watch. Nothing
+/// admits pools through a cluster agent (`berth` reaches a cluster with `--kubeconfig`).
 #[async_trait]
 impl Store for AgentStore {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {

@@ -121,7 +121,7 @@ impl BerthIpam {
     }
 
     /// Runs `work` on a fresh current-thread runtime: one invocation per process needs no
-    /// more (the store's syncs go to tokio's blocking pool).
+    /// more (the store's syncs run in place).
     fn block_on<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         tokio::runtime::Builder::new_current_thread()
             .enable_io()

@@ -306,7 +306,11 @@ impl<S: Store> Engine<S> {
     /// together would then both be let in (Spiderpool's webhook, reading its informer cache,
     /// has that window). Auto pools are the exception, for the cost of a full listing on each
     /// of the many the controller makes: it carves their IPs under the subnet's claims, a
-    /// compare-and-swap of the SpiderSubnet's status, which no two pools pass with one IP.
+    /// compare-and-swap of the SpiderSubnet's status, which no two auto pools pass with one
+    /// IP. A manual pool is claimed only once the controller sees it, so an auto pool carved
+    /// within the watch's delay after it may still take its IPs; and `is_auto` is a label a
+    /// user could set. Two admissions that run at once may also each miss the other's pool:
+    /// this closes the window of pools written one after the other (one `kubectl apply`).
     async fn admit_pool(
         &self,
         pool: SpiderIPPool,

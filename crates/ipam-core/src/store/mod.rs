@@ -128,8 +128,10 @@ pub trait Store: Send + Sync {
     /// [`Store::list`], with every write acknowledged before the call in it. A store may serve
     /// `list` from a watch of its own, which lags the writes by a moment (the Kubernetes store
     /// with `caching_pool_lists`); this never does. For checks that two objects must not
-    /// clash, where a write of a moment ago that the listing misses lets both in. By default,
-    /// `list`.
+    /// clash, where a write of a moment ago that the listing misses lets both in (writes
+    /// still under way when it runs can be missing: it does not serialize them). By default,
+    /// `list`, which is right for stores whose listings never lag; a store that forwards to
+    /// another must forward this too.
     async fn list_current(
         &self,
         kind: Kind,
