@@ -102,7 +102,7 @@ pub mod record;
 mod server;
 mod store;
 
-pub use client::{AgentClient, Answer, DEFAULT_TIMEOUT};
+pub use client::{AgentClient, Answer, DEFAULT_RECONNECT, DEFAULT_TIMEOUT};
 pub use server::{
     AgentOptions, DataDirAgent, Listen, Listening, MAX_BODY, activated_listener, adopt, bind,
     bind_data_dir, bind_data_dir_on, serve, serve_data_dir, termination_signal,
