@@ -25,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ipam_core::Kind;
 
@@ -85,12 +85,17 @@ pub(crate) struct Journal {
     active: Mutex<Active>,
     /// Bytes in the journal files, synced or not: what a checkpoint would take off.
     size: AtomicU64,
+    /// A failed `fdatasync`, or a failed write whose torn bytes could not be cut off: the
+    /// file may have lost what it was given, so no later sync can promise durability.
+    broken: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Active {
     generation: u64,
     file: File,
+    /// The file's length: where the next append starts.
+    len: u64,
 }
 
 impl Journal {
@@ -149,6 +154,7 @@ impl Journal {
                 pending: Mutex::new(Vec::new()),
                 active: Mutex::new(active),
                 size: AtomicU64::new(size),
+                broken: AtomicBool::new(false),
             },
             records,
         ))
@@ -167,9 +173,48 @@ impl Journal {
     /// Writes the buffered records to the current file and syncs it. Blocks on the disk.
     pub(crate) fn sync(&self) -> io::Result<()> {
         let mut active = lock(&self.active);
+        self.write_pending(&mut active)?;
+        self.sync_file(&active)
+    }
+
+    /// Appends the buffered records to the current file. When that fails (a full disk), the
+    /// file is cut back to where it was and the records go back to the head of the buffer,
+    /// for the next sync to write again: a torn record left in the middle of the file would
+    /// make the next open drop every record after it, those of writes that returned included.
+    fn write_pending(&self, active: &mut Active) -> io::Result<()> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier write or sync of the journal failed; reopen the store",
+            ));
+        }
         let bytes = std::mem::take(&mut *lock(&self.pending));
-        active.file.write_all(&bytes)?;
-        active.file.sync_data()
+        match active.file.write_all(&bytes) {
+            Ok(()) => {
+                active.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                {
+                    let mut pending = lock(&self.pending);
+                    let later = std::mem::replace(&mut *pending, bytes);
+                    pending.extend_from_slice(&later);
+                }
+                if let Err(cut) = active.file.set_len(active.len) {
+                    self.broken.store(true, Ordering::Release);
+                    tracing::error!(error = %cut, "cannot cut a failed write off the journal");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `fdatasync` of the current file. A failure breaks the journal for good: the kernel may
+    /// have dropped the pages it could not write, and a later sync would then succeed without
+    /// them.
+    fn sync_file(&self, active: &Active) -> io::Result<()> {
+        active.file.sync_data().inspect_err(|_| {
+            self.broken.store(true, Ordering::Release);
+        })
     }
 
     /// Bytes in the journal files (synced or not).
@@ -182,9 +227,8 @@ impl Journal {
     /// everything written so far, [`Self::remove_upto`] it. Call it under the store's write lock.
     pub(crate) fn rotate(&self) -> io::Result<u64> {
         let mut active = lock(&self.active);
-        let bytes = std::mem::take(&mut *lock(&self.pending));
-        active.file.write_all(&bytes)?;
-        active.file.sync_data()?;
+        self.write_pending(&mut active)?;
+        self.sync_file(&active)?;
         let closed = active.generation;
         *active = Active::open(&self.dir, closed + 1)?;
         sync_dir(&self.dir)?;
@@ -209,7 +253,12 @@ impl Active {
             .create(true)
             .append(true)
             .open(file_name(dir, generation))?;
-        Ok(Active { generation, file })
+        let len = file.metadata()?.len();
+        Ok(Active {
+            generation,
+            file,
+            len,
+        })
     }
 }
 

@@ -66,7 +66,11 @@
 //! A write whose sync fails returns `Error::Backend` although other readers of this store may
 //! already see it (like a Kubernetes write that timed out: re-read before retrying). Likewise a
 //! read can see a write whose sync is still running; anything written after that read is
-//! synced after it, because the journal is written and recovered in order.
+//! synced after it, because the journal is written and recovered in order. When the journal's
+//! file cannot take a write (a full disk), the file is cut back to where it was and the
+//! records wait for the next sync, so that no torn record sits before later ones (the open
+//! would drop those with it: `tests/full_disk.rs`). A failed `fdatasync` stops every later
+//! write until the store is opened again: the kernel may have dropped what it could not write.
 
 //! # Locking: one process per data dir
 //!
