@@ -887,90 +887,6 @@ fn admission_mutates_and_refuses_as_apply_does_and_writes_nothing() {
     });
 }
 
-/// A [`MemStore`] whose pool listings lag: `list` shows the pools as they were when
-/// `freeze` was called, as a listing served from a watch may for a moment; `list_current`
-/// shows them as they are.
-#[derive(Default)]
-struct LaggingListings {
-    inner: MemStore,
-    frozen: std::sync::Mutex<Option<Vec<serde_json::Value>>>,
-    /// Calls of `list_current` so far.
-    current_listings: std::sync::atomic::AtomicUsize,
-}
-
-impl LaggingListings {
-    async fn freeze(&self) {
-        let now = self
-            .inner
-            .list(Kind::SpiderIPPool, None, None)
-            .await
-            .unwrap();
-        *self.frozen.lock().unwrap() = Some(now);
-    }
-}
-
-#[async_trait::async_trait]
-impl Store for LaggingListings {
-    async fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>, Error> {
-        self.inner.get(key).await
-    }
-    async fn list(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        selector: Option<&ipam_core::LabelSelector>,
-    ) -> Result<Vec<serde_json::Value>, Error> {
-        if kind == Kind::SpiderIPPool
-            && selector.is_none()
-            && let Some(frozen) = self.frozen.lock().unwrap().clone()
-        {
-            return Ok(frozen);
-        }
-        self.inner.list(kind, namespace, selector).await
-    }
-    async fn list_current(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        selector: Option<&ipam_core::LabelSelector>,
-    ) -> Result<Vec<serde_json::Value>, Error> {
-        self.current_listings
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.list(kind, namespace, selector).await
-    }
-    async fn create(
-        &self,
-        kind: Kind,
-        object: serde_json::Value,
-    ) -> Result<serde_json::Value, Error> {
-        self.inner.create(kind, object).await
-    }
-    async fn update(
-        &self,
-        kind: Kind,
-        object: serde_json::Value,
-    ) -> Result<serde_json::Value, Error> {
-        self.inner.update(kind, object).await
-    }
-    async fn update_status(
-        &self,
-        kind: Kind,
-        object: serde_json::Value,
-    ) -> Result<serde_json::Value, Error> {
-        self.inner.update_status(kind, object).await
-    }
-    async fn delete(
-        &self,
-        key: &ObjectKey,
-        precondition: Option<&str>,
-    ) -> Result<ipam_core::store::Deleted, Error> {
-        self.inner.delete(key, precondition).await
-    }
-    fn watch(&self, kind: Kind) -> ipam_core::store::WatchStream {
-        self.inner.watch(kind)
-    }
-}
-
 /// Admission checks a pool that takes new IPs against the pools as they are, not as a lagging
 /// listing shows them: two overlapping pools applied together (`kubectl apply` of one file)
 /// must not both get in. An update that takes no new IPs, and an auto pool, may use the
@@ -978,10 +894,15 @@ impl Store for LaggingListings {
 #[test]
 fn admission_sees_a_pool_created_a_moment_before_that_the_listing_lacks() {
     let rt = rt();
-    let engine = Engine::new(LaggingListings::default());
+    let engine = Engine::new(FaultyStore::new(
+        std::sync::Arc::new(MemStore::new()),
+        0,
+        Fault::Crash,
+    ));
     rt.block_on(async {
         setup_seed(&engine).await;
-        engine.store().freeze().await;
+        let before: Vec<SpiderIPPool> = engine.store().inner.list_as(None).await.unwrap();
+        engine.store().list_instead(before);
         let a = SpiderIPPool::new(
             "a",
             "10.6.0.0/16".parse().unwrap(),

@@ -20,19 +20,24 @@ async fn etcd_reads(cluster: &Cluster, resource: &str) -> u64 {
     etcd_reads_in(cluster, "spiderpool.spidernet.io", resource).await
 }
 
-/// How many reads of `group`'s `resource` the API server has asked etcd for.
-async fn etcd_reads_in(cluster: &Cluster, group: &str, resource: &str) -> u64 {
+/// The API server's `/metrics`.
+async fn metrics(cluster: &Cluster) -> String {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let metrics = cluster
+    cluster
         .client()
         .unwrap()
         .request_text(request)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// How many reads of `group`'s `resource` the API server has asked etcd for.
+async fn etcd_reads_in(cluster: &Cluster, group: &str, resource: &str) -> u64 {
     let series = format!(
         r#"etcd_request_duration_seconds_count{{group="{group}",operation="get",resource="{resource}"}}"#
     );
-    metrics
+    metrics(cluster)
+        .await
         .lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .map_or(0, |n| n.trim().parse().unwrap())
@@ -40,14 +45,8 @@ async fn etcd_reads_in(cluster: &Cluster, group: &str, resource: &str) -> u64 {
 
 /// How many LISTs of SpiderIPPools the API server has answered.
 async fn pool_lists(cluster: &Cluster) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let metrics = cluster
-        .client()
-        .unwrap()
-        .request_text(request)
+    metrics(cluster)
         .await
-        .unwrap();
-    metrics
         .lines()
         .filter(|l| {
             l.starts_with("apiserver_request_total{")

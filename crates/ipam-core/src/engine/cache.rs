@@ -55,6 +55,7 @@ struct State {
     epoch: u64,
     /// Pools `pool_owned` had to copy because a reader still held them: each copy costs what
     /// the pool holds, so the allocation path must not cause any (see the tests).
+    #[cfg(test)]
     copies: u64,
 }
 
@@ -71,6 +72,7 @@ impl PoolCache {
                 lent: Default::default(),
                 names: Names::default(),
                 epoch: 0,
+                #[cfg(test)]
                 copies: 0,
             }),
         }
@@ -318,7 +320,10 @@ impl<S: Store> Engine<S> {
             }
         }
         Ok(Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| {
-            self.cache.lock().copies += 1;
+            #[cfg(test)]
+            {
+                self.cache.lock().copies += 1;
+            }
             (*shared).clone()
         })))
     }

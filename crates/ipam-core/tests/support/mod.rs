@@ -175,6 +175,8 @@ pub struct FaultyStore {
     pub reads: AtomicUsize,
     /// Reads of one SpiderEndpoint so far.
     pub endpoint_reads: AtomicUsize,
+    /// Calls of `list_current`, which shows the store as it is, whatever the listings hide.
+    pub current_listings: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -192,6 +194,7 @@ impl FaultyStore {
             yielding: std::sync::atomic::AtomicBool::new(false),
             reads: AtomicUsize::new(0),
             endpoint_reads: AtomicUsize::new(0),
+            current_listings: AtomicUsize::new(0),
         }
     }
 
@@ -318,6 +321,16 @@ impl Store for FaultyStore {
             });
         }
         Ok(listed)
+    }
+    async fn list_current(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        sel: Option<&LabelSelector>,
+    ) -> Result<Vec<Value>, Error> {
+        self.maybe_yield().await;
+        self.current_listings.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(kind, ns, sel).await
     }
     async fn create(&self, kind: Kind, object: Value) -> Result<Value, Error> {
         self.gated(|| self.inner.create(kind, object)).await
