@@ -341,6 +341,28 @@ impl PodAnnotations {
         Ok(out)
     }
 
+    /// The NICs the annotations name, in their order and once each: the interfaces of
+    /// `subnets`, else those of the `ippools` items that name one. A pod's NICs take their IPs
+    /// together (an ADD allocates the others ahead), and the controller reserves them
+    /// together before the ADD; both ask here.
+    pub fn named_interfaces(&self) -> Vec<String> {
+        let named: Vec<&str> = match (&self.subnets, &self.ippools) {
+            (Some(items), _) => items.iter().map(|i| i.interface.as_str()).collect(),
+            (None, Some(items)) => items
+                .iter()
+                .filter_map(|i| i.interface.as_deref())
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let mut out: Vec<String> = Vec::new();
+        for n in named {
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
+        }
+        out
+    }
+
     /// The `ippools` entry for a NIC: by name, or by position (`eth0`, `net1`, ...) when the
     /// items name no interface.
     pub fn ippools_for(&self, nic: &str) -> Result<Option<&PoolItem>, Error> {

@@ -93,7 +93,7 @@ pub use endpoint::{EndpointStatus, NicAllocation, PodAllocation, SpiderEndpoint}
 pub use engine::{
     AllocateRequest, AllocatedIp, Allocation, AnyObject, Applied, ClaimRemoved, Engine,
     EngineConfig, GcReleased, GcReport, Liveness, NicAddresses, NicRequest, PodContext, PoolIp,
-    ReleaseRequest, Released,
+    ReleaseRequest, Released, Reservation, Reserved,
 };
 pub use error::{Error, Problem, Unavailable};
 pub use meta::{

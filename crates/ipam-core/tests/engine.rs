@@ -1558,3 +1558,238 @@ fn a_waiting_add_selects_from_the_pools_it_saw_while_the_cache_lags() {
         check_invariants(&*mem).await.unwrap();
     });
 }
+
+/// Liveness by pod uid, as the controller's is.
+#[derive(Default)]
+struct LiveUids(std::sync::Mutex<std::collections::HashSet<String>>);
+
+#[async_trait::async_trait]
+impl ipam_core::engine::Liveness for LiveUids {
+    async fn alive(&self, record: &ipam_core::IpRecord) -> Result<bool, Error> {
+        Ok(self.0.lock().unwrap().contains(&record.pod_uid))
+    }
+}
+
+/// The controller reserves the IPs of the pods it sees created with one write per pool for
+/// all of them; an ADD that finds its pod's records writes only the endpoint, and its retry,
+/// its other NIC's ADD and its next sandbox write nothing. A DEL of a sandbox the endpoint no
+/// longer names frees nothing; the current one's frees all. A reservation after the ADD
+/// finds the ADD's record. GC frees the reservation of a pod that is gone and keeps a live
+/// one's.
+#[test]
+fn reserved_ips_cost_a_write_per_pool_and_their_adds_write_only_the_endpoint() {
+    use ipam_core::engine::Reservation;
+    use std::sync::atomic::Ordering;
+    rt().block_on(async {
+        let mem = std::sync::Arc::new(MemStore::new());
+        let view = || std::sync::Arc::new(FaultyStore::new(mem.clone(), 0, Fault::Crash));
+        let (controller_view, agent_view) = (view(), view());
+        let controller = Engine::new(controller_view.clone());
+        let agent = Engine::new(agent_view.clone());
+        setup_seed(&controller).await;
+        let app = seed_app(WorkloadKind::Deployment, "web", 4, "+1");
+        let add = |pod: usize, container: &str, nics: &[&str]| {
+            request(
+                &app,
+                &format!("web-{pod}"),
+                &format!("u{pod}"),
+                container,
+                nics,
+            )
+        };
+        let reservation = |pod: usize| Reservation {
+            pod: add(pod, "", &[]).pod,
+            pod_uid: format!("u{pod}"),
+        };
+        let pods: Vec<Reservation> = (0..4).map(reservation).collect();
+        let writes = |v: &FaultyStore| v.writes.load(Ordering::SeqCst);
+
+        // Before the application's auto pools exist, the pods wait.
+        let early = controller.reserve(&pods).await.unwrap();
+        assert_eq!(early.waiting, [0, 1, 2, 3]);
+        assert!(early.ips.is_empty());
+
+        controller.apply(any_workload(app.clone())).await.unwrap();
+        let before = writes(&controller_view);
+        let reserved = controller.reserve(&pods).await.unwrap();
+        assert_eq!(
+            writes(&controller_view) - before,
+            2,
+            "one write per pool for four pods"
+        );
+        assert_eq!(reserved.ips.len(), 8, "{reserved:?}");
+        assert!(reserved.waiting.is_empty());
+        let again = controller.reserve(&pods).await.unwrap();
+        assert_eq!(
+            again.ips, reserved.ips,
+            "reserving again finds the same IPs"
+        );
+        assert_eq!(writes(&controller_view) - before, 2, "and writes nothing");
+        let reserved_ip = |pod: &str, pool_prefix: &str| {
+            reserved
+                .ips
+                .iter()
+                .find(|(p, ip)| p == pod && ip.pool.contains(pool_prefix))
+                .map(|(_, ip)| ip.ip)
+                .unwrap()
+        };
+
+        let before = writes(&agent_view);
+        let got = agent
+            .allocate(&add(0, "c0", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            writes(&agent_view) - before,
+            1,
+            "the ADD writes only the endpoint"
+        );
+        assert_eq!(
+            got.nics[0].ips[0].address.addr(),
+            reserved_ip("default/web-0", "eth0")
+        );
+        assert_eq!(
+            got.nics[1].ips[0].address.addr(),
+            reserved_ip("default/web-0", "net1")
+        );
+        let before = writes(&agent_view);
+        assert_eq!(
+            agent
+                .allocate(&add(0, "c0", &["eth0", "net1"]))
+                .await
+                .unwrap(),
+            got
+        );
+        let net1 = agent.allocate(&add(0, "c0", &["net1"])).await.unwrap();
+        assert_eq!(net1.nics[0].ips[0].address, got.nics[1].ips[0].address);
+        assert_eq!(
+            writes(&agent_view) - before,
+            0,
+            "a retry and the other NIC's ADD write nothing"
+        );
+
+        // A new sandbox of pod 1 takes the reserved IPs too; the old sandbox's late DEL frees
+        // nothing, the new one's frees both.
+        let first = agent
+            .allocate(&add(1, "c1", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        let before = writes(&agent_view);
+        let second = agent
+            .allocate(&add(1, "c1b", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        assert_eq!(second, first);
+        assert_eq!(writes(&agent_view) - before, 1, "the endpoint only");
+        let stale = agent
+            .release(&release(Some(&app), "web-1", "u1", "c1"))
+            .await
+            .unwrap();
+        assert!(stale.ips.is_empty(), "{stale:?}");
+        let freed = agent
+            .release(&release(Some(&app), "web-1", "u1", "c1b"))
+            .await
+            .unwrap();
+        assert_eq!(freed.ips.len(), 2, "{freed:?}");
+        check_invariants(&*mem).await.unwrap();
+
+        // An ADD before the reservation: the reservation finds its records.
+        let early_add = agent
+            .allocate(&add(4, "c4", &["eth0", "net1"]))
+            .await
+            .unwrap();
+        let before = writes(&controller_view);
+        let late = controller.reserve(&[reservation(4)]).await.unwrap();
+        assert_eq!(writes(&controller_view) - before, 0);
+        let mut late_ips: Vec<IpAddr> = late.ips.iter().map(|(_, ip)| ip.ip).collect();
+        late_ips.sort();
+        let mut added: Vec<IpAddr> = early_add
+            .nics
+            .iter()
+            .map(|n| n.ips[0].address.addr())
+            .collect();
+        added.sort();
+        assert_eq!(late_ips, added);
+
+        // GC: pods 2 and 3 never ran; 3 is gone, 2 lives.
+        let live = LiveUids::default();
+        for uid in ["u0", "u2", "u4"] {
+            live.0.lock().unwrap().insert(uid.to_string());
+        }
+        let report = controller.gc(&live).await.unwrap();
+        let mut freed: Vec<&str> = report.released.iter().map(|r| r.holder.as_str()).collect();
+        freed.sort();
+        assert_eq!(freed, ["default/web-3", "default/web-3"], "{report:?}");
+        let records = controller.records().await.unwrap();
+        let holders: std::collections::BTreeSet<&str> = records
+            .values()
+            .flat_map(|r| r.values().map(|h| h.pod.as_str()))
+            .collect();
+        assert_eq!(
+            holders.into_iter().collect::<Vec<_>>(),
+            ["default/web-0", "default/web-2", "default/web-4"]
+        );
+        check_invariants(&*mem).await.unwrap();
+    });
+}
+
+/// Nothing is reserved where the node could pick another pool than the controller: a
+/// StatefulSet's pods (their names may keep IPs), a pool with node affinity, or a NIC whose
+/// annotation names two pools.
+#[test]
+fn reservations_skip_pods_whose_pool_the_node_decides() {
+    use ipam_core::engine::Reservation;
+    rt().block_on(async {
+        let engine = Engine::new(MemStore::new());
+        setup_seed(&engine).await;
+        let sts = seed_app(WorkloadKind::StatefulSet, "db", 2, "+1");
+        engine.apply(any_workload(sts.clone())).await.unwrap();
+        let mut near = SpiderIPPool::new(
+            "near",
+            "10.2.0.0/24".parse().unwrap(),
+            ips!["10.2.0.10-10.2.0.20"],
+        );
+        near.spec.node_name = vec!["node1".into()];
+        engine.apply(AnyObject::Pool(near)).await.unwrap();
+        for name in ["a", "b"] {
+            let p = SpiderIPPool::new(
+                name,
+                "10.3.0.0/24".parse().unwrap(),
+                ips![if name == "a" {
+                    "10.3.0.10-10.3.0.14"
+                } else {
+                    "10.3.0.15-10.3.0.19"
+                }],
+            );
+            engine.apply(AnyObject::Pool(p)).await.unwrap();
+        }
+        let pod = |name: &str, annotations: BTreeMap<String, String>| Reservation {
+            pod: PodContext {
+                namespace: "default".into(),
+                name: name.into(),
+                annotations,
+                app: Some(ipam_core::AppRef::apps_v1(
+                    WorkloadKind::Deployment,
+                    "default",
+                    "x",
+                )),
+                ..Default::default()
+            },
+            pod_uid: format!("uid-{name}"),
+        };
+        let ippools = |v: &str| annotations(&[("ipam.spidernet.io/ippools", v)]);
+        let pods = vec![
+            Reservation {
+                pod: request(&sts, "db-0", "u", "", &[]).pod,
+                pod_uid: "u".into(),
+            },
+            pod("near", ippools(r#"[{"interface":"eth0","ipv4":["near"]}]"#)),
+            pod("two", ippools(r#"[{"interface":"eth0","ipv4":["a","b"]}]"#)),
+            pod("one", ippools(r#"[{"interface":"eth0","ipv4":["a"]}]"#)),
+        ];
+        let reserved = engine.reserve(&pods).await.unwrap();
+        assert!(reserved.waiting.is_empty());
+        let who: Vec<&str> = reserved.ips.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(who, ["default/one"], "{reserved:?}");
+    });
+}

@@ -97,24 +97,18 @@ fn ahead_of(pod: &PodContext, own: &str) -> Vec<NicRequest> {
     let Ok(parsed) = ipam_core::annotations::PodAnnotations::parse(&pod.annotations) else {
         return Vec::new();
     };
-    let named: Vec<String> = match (&parsed.subnets, &parsed.ippools) {
-        (Some(items), _) => items.iter().map(|i| i.interface.clone()).collect(),
-        (None, Some(items)) => items.iter().filter_map(|i| i.interface.clone()).collect(),
-        (None, None) => Vec::new(),
-    };
+    let named = parsed.named_interfaces();
     if !named.iter().any(|n| n == own) {
         return Vec::new();
     }
-    let mut out: Vec<NicRequest> = Vec::new();
-    for interface in named {
-        if interface != own && !out.iter().any(|n| n.interface == interface) {
-            out.push(NicRequest {
-                interface,
-                ..NicRequest::default()
-            });
-        }
-    }
-    out
+    named
+        .into_iter()
+        .filter(|n| n != own)
+        .map(|interface| NicRequest {
+            interface,
+            ..NicRequest::default()
+        })
+        .collect()
 }
 
 /// [`add`], with the pod's facts from `pods` (Kubernetes mode): `BERTH_OWNER` is not used.

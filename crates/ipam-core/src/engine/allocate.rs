@@ -112,6 +112,10 @@ impl<S: Store> Engine<S> {
         if ctx.namespace.is_empty() {
             ctx.namespace = "default".into();
         }
+        let _pod = self
+            .pod_locks
+            .lock(&pod_key(&ctx.namespace, &ctx.name))
+            .await;
         if let (Some(app), None) = (&ctx.app, &ctx.app_uid) {
             ctx.app_uid = self.workload(app).await?.and_then(|w| w.metadata.uid);
         }
@@ -665,6 +669,7 @@ impl<S: Store> Engine<S> {
         } else {
             req.namespace.as_str()
         };
+        let _pod = self.pod_locks.lock(&pod_key(namespace, &req.name)).await;
         let endpoint: Option<SpiderEndpoint> =
             self.store.get_as(Some(namespace), &req.name).await?;
         let app = req.app.clone().or_else(|| {

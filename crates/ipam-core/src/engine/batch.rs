@@ -265,15 +265,41 @@ impl Records<'_> {
 impl<S: Store> Engine<S> {
     /// Runs `op` on `pool`, merged with concurrent operations on the same pool.
     pub(crate) async fn pool_op(&self, pool: &str, op: PoolOp) -> Result<OpResult, Error> {
+        let mut results = self.pool_ops(pool, vec![op]).await;
+        results.pop().expect("one result per operation")
+    }
+
+    /// Runs `ops` on `pool`, in one batch (one write) unless a batch under way takes some
+    /// first, merged with concurrent operations on the same pool. One result per operation,
+    /// in order.
+    pub(crate) async fn pool_ops(
+        &self,
+        pool: &str,
+        ops: Vec<PoolOp>,
+    ) -> Vec<Result<OpResult, Error>> {
         if !self.config.batching {
-            // The caller's own write: durable when it returns, unless the caller defers.
-            let mut results = self.commit(pool, std::slice::from_ref(&op)).await;
-            return results.pop().expect("one result per operation");
+            // Each operation its own write, durable when it returns unless the caller defers.
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.extend(self.commit(pool, std::slice::from_ref(&op)).await);
+            }
+            return results;
         }
+        let mut answers: Vec<Option<Result<OpResult, Error>>> = ops.iter().map(|_| None).collect();
         loop {
-            let (tx, rx) = oneshot::channel();
-            let waiter = (op.clone(), durability_deferred(), tx);
-            if let Some(mut leader) = self.batcher.queues.join(pool, waiter) {
+            let mut waiters = Vec::new();
+            let mut pending = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                if answers[i].is_none() {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push((op.clone(), durability_deferred(), tx));
+                    pending.push((i, rx));
+                }
+            }
+            if pending.is_empty() {
+                return answers.into_iter().flatten().collect();
+            }
+            if let Some(mut leader) = self.batcher.queues.join_many(pool, waiters) {
                 while let Some(batch) = leader.next_batch() {
                     let ops: Vec<PoolOp> = batch.iter().map(|(op, _, _)| op.clone()).collect();
                     let mut results = self.commit(pool, &ops).await;
@@ -293,10 +319,10 @@ impl<S: Store> Engine<S> {
                     }
                 }
             }
-            match rx.await {
-                Ok(result) => return result,
-                // The leader was cancelled before answering: submit again.
-                Err(_) => continue,
+            for (i, rx) in pending {
+                // A leader cancelled before answering leaves the operation unanswered: it is
+                // submitted again.
+                answers[i] = rx.await.ok();
             }
         }
     }
@@ -443,6 +469,20 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// Whether `held`, a record of the same pod and interface as `wanted`, serves it as it is:
+/// one of the two names no container and both name the same pod incarnation (uid). A
+/// container-less record belongs to the pod, whichever of its sandboxes runs: releases match
+/// it by the pod's uid, and the pod's endpoint names the container.
+fn adopts(held: Option<&IpRecord>, wanted: &IpRecord) -> bool {
+    held.is_some_and(|r| {
+        (r.container_id.is_none() || wanted.container_id.is_none())
+            && !r.pod_uid.is_empty()
+            && r.pod_uid == wanted.pod_uid
+            && r.pod == wanted.pod
+            && r.interface == wanted.interface
+    })
+}
+
 /// Frees the IPs whose record matches.
 fn release(records: &mut Records<'_>, allocator: &mut Allocator, matcher: &Matcher) -> OpResult {
     let gone = records.matching(matcher);
@@ -474,9 +514,14 @@ fn apply(
                 })
             };
             // The same container asking again, or the same pod with a new sandbox: it keeps
-            // its IP (re-stamped with the new holder).
+            // its IP (re-stamped with the new holder). A record of the pod that names no
+            // container (reserved by the controller before the ADD, or detached) stays as it
+            // is: the pod's endpoint says which container holds it, and the ADD that adopts it
+            // writes no pool. Nor does a reservation replace the record of a container.
             if let Some(ip) = same_container.or_else(same_pod) {
-                records.set(ip, record);
+                if !adopts(records.get(&ip), record) {
+                    records.set(ip, record);
+                }
                 return OpResult::Allocated { ip, fresh: false };
             }
             if pool.spec.disable == Some(true) {
@@ -494,6 +539,7 @@ fn apply(
             }
         }
         PoolOp::Restamp { ip, record } => match records.get(ip) {
+            Some(r) if adopts(Some(r), record) => OpResult::Restamped(true),
             Some(r) if r.pod == record.pod && r.interface == record.interface => {
                 // A NIC allocated ahead by its pod's first ADD records no network, and an ADD
                 // of another NIC confirms this one with none: within one container, a record

@@ -78,14 +78,16 @@ impl<S: Store> Engine<S> {
         let pools: Vec<SpiderIPPool> = self.store.list_as(None).await?;
         for pool in &pools {
             for (ip, record) in pool.records() {
-                let alive = record.container_id.is_some()
-                    && match liveness.alive(&record).await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(pool = %pool.metadata.name, %ip, error = %e, "liveness unknown; keeping");
-                            true
-                        }
-                    };
+                // A record without a container is asked too: the controller reserves IPs for
+                // a pod before its ADD, and Spiderpool's records name none. (Embedded mode's
+                // liveness, the recorded netns, finds none for it.)
+                let alive = match liveness.alive(&record).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(pool = %pool.metadata.name, %ip, error = %e, "liveness unknown; keeping");
+                        true
+                    }
+                };
                 // Asked only of the dead: it reads the holder's endpoint, and asking it of
                 // every record made most of the controller's requests (a 1,000-pod run: some
                 // 12,000 endpoint reads, a GC pass after each burst of deletions).

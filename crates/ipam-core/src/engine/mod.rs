@@ -76,7 +76,8 @@
 //! ```
 //!
 //! What the engine does is in `apply` (apply, scale, delete), `apps` (the auto pools of
-//! applications), `allocate` (allocate, release), `claims` (subnet claims and the finalizers
+//! applications), `allocate` (allocate, release), `reserve` (IPs the controller records for
+//! pods before their ADD), `claims` (subnet claims and the finalizers
 //! that wait for them) and `gc`; `modify`, `queue`, `batch`, `cache` and `retry` are how it
 //! reads and writes, and `config` what it is given.
 
@@ -91,6 +92,7 @@ mod gc;
 mod modify;
 mod queue;
 mod request;
+mod reserve;
 mod retry;
 mod stats;
 
@@ -105,6 +107,7 @@ pub use request::{
     AllocateRequest, AllocatedIp, Allocation, NicAddresses, NicRequest, PodContext, PoolIp,
     ReleaseRequest, Released,
 };
+pub use reserve::{Reservation, Reserved};
 pub use stats::{EngineStats, LATENCY_BUCKETS};
 
 /// Where applications the store does not hold are read: a cluster's ReplicaSets,
@@ -136,6 +139,11 @@ pub struct Engine<S> {
     /// reconciles of different applications run side by side (their only common objects are
     /// subnets, whose claims `set_claim` checks inside one versioned write).
     pub(crate) app_locks: queue::KeyedLocks<crate::workload::AppRef>,
+    /// One lock per pod (`namespace/name`): its ADDs and DELs take turns in this process. A
+    /// record the controller reserved names no container, so a DEL of an old sandbox that
+    /// ran beside the ADD of the next one could free what that ADD adopts; in turn, the DEL
+    /// finds the endpoint naming the new container and frees nothing.
+    pub(crate) pod_locks: queue::KeyedLocks<String>,
     /// Counters for metrics.
     pub(crate) stats: stats::Stats,
     /// Applications of the kinds the store does not hold.
@@ -159,6 +167,7 @@ impl<S: Store> Engine<S> {
             modifying: modify::ModifyQueues::default(),
             spec_lock: tokio::sync::RwLock::new(()),
             app_locks: queue::KeyedLocks::default(),
+            pod_locks: queue::KeyedLocks::default(),
             stats: stats::Stats::default(),
             workloads: None,
         }

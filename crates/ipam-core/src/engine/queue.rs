@@ -54,12 +54,22 @@ impl<K: Hash + Eq, W> Queues<K, W> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.join_many(key, vec![item])
+    }
+
+    /// Queues `items` on `key` together, so that one batch takes them all (see
+    /// [`Queues::join`]).
+    pub(crate) fn join_many<Q>(&self, key: &Q, mut items: Vec<W>) -> Option<Leader<'_, K, W>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let mut waiting = self.lock();
         if let Some(queue) = waiting.get_mut(key) {
-            queue.push(item);
+            queue.append(&mut items);
             return None;
         }
-        waiting.insert(key.to_owned(), vec![item]);
+        waiting.insert(key.to_owned(), items);
         Some(Leader {
             queues: self,
             key: key.to_owned(),

@@ -1,0 +1,215 @@
+//! Reservations: IPs recorded for pods before their ADD, many pods to one pool write.
+//!
+//! An ADD writes each of its pod's pools and then the pod's endpoint: two pool writes and an
+//! endpoint write for a pod with two NICs, because the pods of one application start on
+//! different nodes and each node's agent writes for its own. The controller sees the pods
+//! as they are created, before the scheduler has placed them. It records an IP per NIC and
+//! family for each of them, with one write per pool for all the pods it saw together
+//! ([`Engine::reserve`]). Such a record names the pod and its uid, and no container.
+//!
+//! The ADD then finds its pod's record in the pool it would allocate from, and takes it
+//! as it is (`batch`'s `Allocate` adopts a record of the same pod uid and interface that
+//! names no container, and writes nothing). Its only write is the endpoint, which names the
+//! container. A release matches the record by the pod's uid; the endpoint says which
+//! container is current, and the engine runs one pod's ADDs and DELs in turn (`pod_locks`),
+//! so a DEL of an old sandbox never frees what its successor took.
+//!
+//! A reservation is only made where the controller's selection is the agent's: the pod's
+//! annotations name one pool per NIC and family (`subnets`, whose auto pool is the
+//! application's, or `ippools` naming one pool), and that pool depends on nothing the
+//! controller does not know (no node, namespace or Multus affinity). Anything else is left
+//! to the ADD. A reservation that comes after the ADD finds its record and writes nothing;
+//! an ADD that comes first allocates as before. GC frees the records of pods that are gone,
+//! reservations included, as it does any other record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::Engine;
+use super::batch::{OpResult, PoolOp};
+use super::request::{NicRequest, PodContext, PoolIp};
+use crate::annotations::PodAnnotations;
+use crate::error::Error;
+use crate::pool::{IpRecord, SpiderIPPool};
+use crate::range::IpFamily;
+use crate::select::{Source, find_auto_pool, select};
+use crate::store::Store;
+use crate::workload::WorkloadKind;
+
+/// A pod to reserve IPs for, before its ADD.
+#[derive(Debug, Clone, Default)]
+pub struct Reservation {
+    /// The pod: namespace, name, labels, annotations and application (with its uid). The
+    /// node is not needed: nothing is reserved in a pool that depends on it.
+    pub pod: PodContext,
+    /// The pod's uid: the records are this incarnation's, whichever sandbox runs.
+    pub pod_uid: String,
+}
+
+/// What [`Engine::reserve`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// The IPs recorded for each pod (`namespace/name`), taken now or found there.
+    pub ips: Vec<(String, PoolIp)>,
+    /// The pods (their indexes in the request) whose auto pools do not exist yet: worth
+    /// asking again when they do.
+    pub waiting: Vec<usize>,
+}
+
+/// What to do for one pod.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Nothing: its ADD allocates as it would have.
+    Skip,
+    /// Its auto pools do not exist yet.
+    Wait,
+    /// Record it in each of these pools.
+    Take(Vec<(String, IpRecord)>),
+}
+
+/// Whether the controller would pick the same pool as the node: a pool that filters by
+/// nothing the controller leaves out of the pod's context.
+fn independent_of_node(pool: &SpiderIPPool) -> bool {
+    let s = &pool.spec;
+    s.node_name.is_empty()
+        && s.node_affinity.is_none()
+        && s.namespace_name.is_empty()
+        && s.namespace_affinity.is_none()
+        && s.multus_name.is_empty()
+}
+
+/// The pools to reserve `pod`'s IPs in (see the module documentation).
+fn plan(pod: &Reservation, pools: &[Arc<SpiderIPPool>]) -> Plan {
+    let ctx = &pod.pod;
+    let Some(app) = &ctx.app else {
+        return Plan::Skip;
+    };
+    // A StatefulSet pod may have IPs kept for its name, which its ADD takes back.
+    if pod.pod_uid.is_empty() || app.workload_kind() == Some(WorkloadKind::StatefulSet) {
+        return Plan::Skip;
+    }
+    let Ok(parsed) = PodAnnotations::parse(&ctx.annotations) else {
+        return Plan::Skip;
+    };
+    let nics = parsed.named_interfaces();
+    if nics.is_empty() {
+        return Plan::Skip;
+    }
+    let mut take = Vec::new();
+    for interface in nics {
+        if let Some(item) = parsed.subnet_for(&interface) {
+            let families = [(IpFamily::V4, &item.ipv4), (IpFamily::V6, &item.ipv6)];
+            let missing = families.iter().any(|(f, subnet)| {
+                subnet.is_some()
+                    && find_auto_pool(pools, app, ctx.app_uid.as_deref(), &interface, *f).is_none()
+            });
+            if missing {
+                return Plan::Wait;
+            }
+        }
+        let nic = NicRequest {
+            interface: interface.clone(),
+            ..NicRequest::default()
+        };
+        let Ok(selection) = select(ctx, &parsed, &nic, pools) else {
+            return Plan::Skip;
+        };
+        let named = |f: IpFamily| -> Option<usize> {
+            let item = parsed.ippools_for(&interface).ok()??;
+            let names = if f == IpFamily::V4 {
+                &item.ipv4
+            } else {
+                &item.ipv6
+            };
+            (!names.iter().any(|n| n.contains('*'))).then_some(names.len())
+        };
+        for (family, candidates) in &selection.families {
+            let one = match selection.source {
+                Source::AutoPool => candidates.len() == 1,
+                Source::PodIpPools => candidates.len() == 1 && named(*family) == Some(1),
+                _ => false,
+            };
+            let pool = pools
+                .iter()
+                .find(|p| Some(&p.metadata.name) == candidates.first());
+            if !one || !pool.is_some_and(|p| independent_of_node(p)) {
+                return Plan::Skip;
+            }
+            let record = IpRecord {
+                pod: format!("{}/{}", ctx.namespace, ctx.name),
+                pod_uid: pod.pod_uid.clone(),
+                container_id: None,
+                interface: Some(interface.clone()),
+                network: None,
+                netns: None,
+            };
+            take.push((candidates[0].clone(), record));
+        }
+    }
+    if take.is_empty() {
+        Plan::Skip
+    } else {
+        Plan::Take(take)
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Records IPs for `pods` ahead of their ADDs, one write per pool for all of them (see
+    /// the module documentation): what the controller does as pods are created.
+    ///
+    /// Idempotent: a pod that holds an IP in the pool already (reserved before, or its ADD
+    /// came first) keeps it, and nothing is written for it. A pool that is full, closed or
+    /// gone reserves nothing; the pod's ADD then decides, as it would have. The error is the
+    /// first write that failed; the other pools' reservations stand.
+    pub async fn reserve(&self, pods: &[Reservation]) -> Result<Reserved, Error> {
+        let pools = self.pools().await?;
+        let mut out = Reserved::default();
+        let mut per_pool: BTreeMap<String, Vec<(usize, PoolOp)>> = BTreeMap::new();
+        for (i, pod) in pods.iter().enumerate() {
+            match plan(pod, &pools) {
+                Plan::Skip => {}
+                Plan::Wait => out.waiting.push(i),
+                Plan::Take(records) => {
+                    for (pool, record) in records {
+                        per_pool
+                            .entry(pool)
+                            .or_default()
+                            .push((i, PoolOp::Allocate { record }));
+                    }
+                }
+            }
+        }
+        drop(pools);
+        let writes = per_pool.into_iter().map(|(pool, ops)| async move {
+            let (who, ops): (Vec<usize>, Vec<PoolOp>) = ops.into_iter().unzip();
+            let results = self.pool_ops(&pool, ops).await;
+            (pool, who, results)
+        });
+        let mut first_error = None;
+        for (pool, who, results) in futures::future::join_all(writes).await {
+            for (i, result) in who.into_iter().zip(results) {
+                match result {
+                    Ok(OpResult::Allocated { ip, .. }) => {
+                        let ctx = &pods[i].pod;
+                        let pod = format!("{}/{}", ctx.namespace, ctx.name);
+                        out.ips.push((
+                            pod,
+                            PoolIp {
+                                pool: pool.clone(),
+                                ip,
+                            },
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
