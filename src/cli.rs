@@ -194,6 +194,12 @@ enum Command {
         /// time).
         #[arg(long, default_value_t = crate::k8s::controller::DEFAULT_WORKERS)]
         workers: usize,
+        /// Do not reserve new pods' IPs before their ADDs. By default the leader records the
+        /// IPs of the pods it sees created, one write per pool for many pods, and each ADD
+        /// then writes only the pod's SpiderEndpoint; with this flag every ADD writes its
+        /// pools itself.
+        #[arg(long)]
+        no_reserve_ahead: bool,
         /// Serve `/metrics`, `/healthz` and `/readyz` on this address (plain HTTP).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
@@ -951,6 +957,7 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
         lease_duration,
         gc_period,
         workers,
+        no_reserve_ahead,
         metrics_listen,
         webhook,
         webhook_args,
@@ -983,7 +990,8 @@ async fn controller(cli: &Cli) -> Result<(), CliError> {
     let engine = std::sync::Arc::new(Engine::new(store).with_workload_source(workloads));
     let controller = Controller::new(client.clone(), engine.clone(), election)
         .gc_every(*gc_period)
-        .workers(*workers);
+        .workers(*workers)
+        .reserve_ahead(!*no_reserve_ahead);
     let stop = cni_plugin::agent::termination_signal()
         .map_err(|e| CliError::Usage(format!("cannot watch for SIGTERM: {e}")))?;
     let stop = futures::FutureExt::shared(Box::pin(stop));

@@ -383,3 +383,134 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
     );
     drop(b);
 }
+
+/// The leader reserves the IPs of a Deployment's pods as they are created, before any node
+/// runs them (this cluster has none): a record per pod in the auto pool, under the pod's uid,
+/// naming no container. An ADD of one of them then gets the reserved IP and leaves the pool
+/// as it was (its resourceVersion unchanged): its only write is the endpoint. When the
+/// Deployment goes, GC frees the reservations and the pool is reclaimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reserves_new_pods_ips_and_their_add_leaves_the_pool_unwritten() {
+    use berth::core::{AllocateRequest, AppRef, NicRequest, PodContext, WorkloadKind};
+    let cluster = support::with_crds(&CLUSTER).await;
+    let ns = cluster.namespace("reserve").await.unwrap();
+    let engine = Engine::new(KubeStore::new(cluster.client().unwrap()).await.unwrap());
+    engine
+        .apply(AnyObject::Subnet(SpiderSubnet::new(
+            "reserve-subnet",
+            "10.61.0.0/16".parse().unwrap(),
+            berth::core::IpSet::parse_list(["10.61.1.1-10.61.1.30"]).unwrap(),
+            Some("10.61.0.1".parse().unwrap()),
+        )))
+        .await
+        .unwrap();
+    let lease = format!("{}/berth-controller", ns.name());
+    let leader = Replica::start(cluster, &lease, "replica-r", &[]);
+    assert!(leader.leads_within(Duration::from_secs(30)), "never led");
+    support::apply_yaml(
+        cluster,
+        &support::deployment(ns.name(), "res", "reserve-subnet", 5),
+    );
+    let pods = || -> Vec<(String, String)> {
+        let json: serde_json::Value = serde_json::from_str(&kubectl(
+            cluster,
+            &[
+                "get",
+                "pods",
+                "-n",
+                ns.name(),
+                "-l",
+                "app=res",
+                "-o",
+                "json",
+            ],
+        ))
+        .unwrap();
+        let mut v: Vec<(String, String)> = json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let m = &p["metadata"];
+                (
+                    m["name"].as_str().unwrap().to_string(),
+                    m["uid"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    until("pods of res", 5, || async { pods().len() }).await;
+    let pods = pods();
+    let pool = || async {
+        let pools: Vec<SpiderIPPool> = engine.store().list_as(None).await.unwrap();
+        pools
+            .into_iter()
+            .find(|p| p.metadata.name.starts_with("auto4-res-eth0"))
+    };
+    // Each pod's uid holds one record, with no container.
+    let holders = || async {
+        let Some(p) = pool().await else {
+            return Vec::new();
+        };
+        let mut h: Vec<(String, bool)> = p
+            .records()
+            .values()
+            .map(|r| (r.pod_uid.clone(), r.container_id.is_none()))
+            .collect();
+        h.sort();
+        h
+    };
+    let want: Vec<(String, bool)> = {
+        let mut w: Vec<(String, bool)> = pods.iter().map(|(_, uid)| (uid.clone(), true)).collect();
+        w.sort();
+        w
+    };
+    until("reserved holders", want, holders).await;
+
+    // The ADD of the first pod.
+    let before = pool().await.unwrap();
+    let (name, uid) = &pods[0];
+    let reserved = before
+        .records()
+        .into_iter()
+        .find(|(_, r)| &r.pod_uid == uid)
+        .map(|(ip, _)| ip)
+        .unwrap();
+    let request = AllocateRequest {
+        pod: PodContext {
+            namespace: ns.name().to_string(),
+            name: name.clone(),
+            annotations: [(
+                "ipam.spidernet.io/subnets".to_string(),
+                r#"[{"interface":"eth0","ipv4":["reserve-subnet"]}]"#.to_string(),
+            )]
+            .into(),
+            app: Some(AppRef::apps_v1(WorkloadKind::Deployment, ns.name(), "res")),
+            node: "node-x".into(),
+            ..Default::default()
+        },
+        pod_uid: uid.clone(),
+        container_id: "sandbox-1".into(),
+        nics: vec![NicRequest {
+            interface: "eth0".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let got = engine.allocate(&request).await.unwrap();
+    assert_eq!(got.nics[0].ips[0].address.addr(), reserved);
+    let after = pool().await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the ADD wrote the pool"
+    );
+
+    // The Deployment goes: its pods' reservations are freed, and the pool with them.
+    kubectl(cluster, &["delete", "-n", ns.name(), "deployment/res"]);
+    until("the auto pool of res", true, || async {
+        pool().await.is_none()
+    })
+    .await;
+}

@@ -15,6 +15,11 @@
 //! four kinds through a [`crate::workloads::KubeWorkloads`] source, which the caller gives it. A
 //! leader that cannot renew its Lease in time stops writing and becomes a candidate again.
 //!
+//! The leader also reserves the IPs of new pods ([`Engine::reserve`]): it watches the pods,
+//! and those created within [`RESERVE_HOLD`] of each other get their records with one write
+//! per pool, before the scheduler has placed them; their ADDs then write only their endpoints
+//! (see `ipam_core::engine` on reservations, and [`Controller::reserve_ahead`]).
+//!
 //! The leader also runs GC ([`Engine::gc`] with [`PodLiveness`]): soon after pods are deleted,
 //! and every [`Controller::gc_every`]. It frees the IPs of pods that are gone, replaced under
 //! the same name, finished, or stuck terminating, re-validating each record just before
@@ -25,9 +30,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use ipam_core::engine::{Engine, Liveness};
+use ipam_core::engine::{Engine, Liveness, Reservation};
 use ipam_core::store::Store;
-use ipam_core::{AppKind, AppRef, IpRecord, WorkloadKind};
+use ipam_core::{AppKind, AppRef, IpRecord, PodContext, WorkloadKind};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -39,6 +44,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 
 use crate::Error;
+use crate::pods::Owners;
 
 /// A Lease that one of several processes holds at a time.
 pub struct Election {
@@ -184,6 +190,8 @@ pub struct Controller<S: Store> {
     election: Election,
     gc_every: Duration,
     workers: usize,
+    reserve_ahead: bool,
+    owners: Owners,
 }
 
 impl<S: Store + 'static> Controller<S> {
@@ -191,12 +199,21 @@ impl<S: Store + 'static> Controller<S> {
     /// watches the applications.
     pub fn new(client: kube::Client, engine: Arc<Engine<S>>, election: Election) -> Self {
         Controller {
-            client,
             engine,
             election,
             gc_every: DEFAULT_GC_PERIOD,
             workers: DEFAULT_WORKERS,
+            reserve_ahead: true,
+            owners: Owners::new(client.clone(), crate::DEFAULT_DEADLINE),
+            client,
         }
+    }
+
+    /// Whether the leader reserves new pods' IPs before their ADDs (on unless told
+    /// otherwise). Off, every ADD writes its pools itself, as before reservations existed.
+    pub fn reserve_ahead(mut self, on: bool) -> Self {
+        self.reserve_ahead = on;
+        self
     }
 
     /// How many applications the leader reconciles at once ([`DEFAULT_WORKERS`]; at least
@@ -297,6 +314,60 @@ impl<S: Store + 'static> Controller<S> {
         Work::Collected
     }
 
+    /// Reserves the IPs of `pods` (see [`Engine::reserve`]); returns those whose auto pools
+    /// do not exist yet and that have waited less than [`RESERVE_PATIENCE`], to ask again.
+    async fn reserve(&self, pods: Vec<Waiting>) -> Work {
+        let apps = futures::future::join_all(pods.iter().map(|w| {
+            let namespace = w.pod.namespace().unwrap_or_default();
+            async move { self.owners.application(&w.pod, &namespace).await }
+        }))
+        .await;
+        let mut asked = Vec::new();
+        let mut reservations = Vec::new();
+        for (w, app) in pods.into_iter().zip(apps) {
+            let (app, app_uid) = match app {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::debug!(pod = %w.pod.name_any(), error = %e, "no reservation: the pod's application is unknown");
+                    continue;
+                }
+            };
+            let meta = &w.pod.metadata;
+            reservations.push(Reservation {
+                pod: PodContext {
+                    namespace: meta.namespace.clone().unwrap_or_default(),
+                    name: meta.name.clone().unwrap_or_default(),
+                    labels: meta.labels.clone().unwrap_or_default(),
+                    annotations: meta.annotations.clone().unwrap_or_default(),
+                    app: Some(app),
+                    app_uid: Some(app_uid).filter(|u| !u.is_empty()),
+                    ..PodContext::default()
+                },
+                pod_uid: meta.uid.clone().unwrap_or_default(),
+            });
+            asked.push(w);
+        }
+        let mut again = Vec::new();
+        match self.engine.reserve(&reservations).await {
+            Ok(reserved) => {
+                tracing::debug!(
+                    pods = reservations.len(),
+                    ips = reserved.ips.len(),
+                    waiting = reserved.waiting.len(),
+                    "reserved"
+                );
+                for i in reserved.waiting {
+                    if asked[i].since.elapsed() < RESERVE_PATIENCE {
+                        again.push(asked[i].clone());
+                    }
+                }
+            }
+            // The ADDs allocate what was not reserved.
+            Err(e) => tracing::warn!(error = %e, "reserving the IPs of new pods failed"),
+        }
+        Work::Reserved(again)
+    }
+
     /// Reconciles every application, then each one that changes, for as long as it runs:
     /// up to [`Controller::workers`] at once, and GC beside them.
     async fn lead(&self) {
@@ -328,18 +399,22 @@ impl<S: Store + 'static> Controller<S> {
         ]);
         let mut apps = std::pin::pin!(apps);
         // The pods, cached for GC's liveness answers; a GC soon after each burst of
-        // deletions.
+        // deletions, and reservations for new pods.
         let (pods, writer) = reflector::store();
-        let deleted = reflector::reflector(
+        let pod_events = reflector::reflector(
             writer,
             watcher(
                 Api::<Pod>::all(self.client.clone()),
                 watcher::Config::default(),
             ),
         )
-        .default_backoff()
-        .filter(|e| std::future::ready(matches!(e, Ok(watcher::Event::Delete(_)))));
-        let mut deleted = std::pin::pin!(deleted);
+        .default_backoff();
+        let mut pod_events = std::pin::pin!(pod_events);
+        // Pods waiting for a reservation pass, by uid; one pass at a time, which takes what
+        // came meanwhile.
+        let mut to_reserve: std::collections::BTreeMap<String, Waiting> = Default::default();
+        let mut reserve_at: Option<tokio::time::Instant> = None;
+        let mut reserving = false;
         let mut every = tokio::time::interval(self.gc_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let liveness = PodLiveness::new(self.client.clone()).with_cache(pods);
@@ -364,6 +439,12 @@ impl<S: Store + 'static> Controller<S> {
                 retry_at = Some(tokio::time::Instant::now() + RECONCILE_RETRY);
             }
             let retry = retry_at.unwrap_or_else(tokio::time::Instant::now);
+            if to_reserve.is_empty() {
+                reserve_at = None;
+            } else if reserve_at.is_none() {
+                reserve_at = Some(tokio::time::Instant::now() + RESERVE_HOLD);
+            }
+            let reserve_due = reserve_at.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 app = apps.next() => match app {
                     Some(Ok(app)) => backlog.push(app),
@@ -382,14 +463,44 @@ impl<S: Store + 'static> Controller<S> {
                         backlog.finished(&app);
                     }
                     Work::Collected => collecting = false,
+                    Work::Reserved(again) => {
+                        reserving = false;
+                        for w in again {
+                            let uid = w.pod.metadata.uid.clone().unwrap_or_default();
+                            to_reserve.entry(uid).or_insert(w);
+                        }
+                    }
                 },
+                () = tokio::time::sleep_until(reserve_due), if reserve_at.is_some() && !reserving => {
+                    reserve_at = None;
+                    reserving = true;
+                    let batch = std::mem::take(&mut to_reserve).into_values().collect();
+                    work.push(Box::pin(self.reserve(batch)));
+                }
                 () = tokio::time::sleep_until(retry), if retry_at.is_some() => {
                     retry_at = None;
                     for app in std::mem::take(&mut failed) {
                         backlog.push(app);
                     }
                 }
-                Some(_) = deleted.next() => gc_due = true,
+                Some(event) = pod_events.next() => match event {
+                    Ok(watcher::Event::Delete(pod)) => {
+                        gc_due = true;
+                        if let Some(uid) = &pod.metadata.uid {
+                            to_reserve.remove(uid);
+                        }
+                    }
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))
+                        if self.reserve_ahead && wants_reservation(&pod) =>
+                    {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        to_reserve.entry(uid).or_insert_with(|| Waiting {
+                            pod: Arc::new(pod),
+                            since: tokio::time::Instant::now(),
+                        });
+                    }
+                    _ => {}
+                },
                 _ = every.tick() => gc_due = true,
                 // Let a burst of deletions settle, then collect once.
                 () = tokio::time::sleep(Duration::from_millis(200)), if gc_due && !collecting => {
@@ -408,7 +519,45 @@ enum Work {
     Reconciled(AppRef, bool),
     /// A GC.
     Collected,
+    /// A reservation pass, and the pods to ask again for.
+    Reserved(Vec<Waiting>),
 }
+
+/// A pod waiting for its reservation, and since when.
+#[derive(Clone)]
+struct Waiting {
+    pod: Arc<Pod>,
+    since: tokio::time::Instant,
+}
+
+/// Whether `pod` may get its IPs reserved: it exists, has not started (no IPs, phase
+/// `Pending`), and its annotations name its pools per NIC (the engine decides the rest).
+fn wants_reservation(pod: &Pod) -> bool {
+    let meta = &pod.metadata;
+    let started = pod.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref().is_some_and(|p| p != "Pending")
+            || s.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
+    });
+    let annotated = meta.annotations.as_ref().is_some_and(|a| {
+        [
+            ipam_core::annotations::SUBNETS,
+            ipam_core::annotations::SUBNET,
+            ipam_core::annotations::IPPOOLS,
+        ]
+        .iter()
+        .any(|k| a.contains_key(*k))
+    });
+    meta.uid.is_some() && meta.deletion_timestamp.is_none() && !started && annotated
+}
+
+/// How long the leader collects new pods before it reserves their IPs in one pass (a pass
+/// under way collects the next one's meanwhile). A ReplicaSet creates its pods in batches a
+/// few milliseconds apart.
+pub const RESERVE_HOLD: Duration = Duration::from_millis(20);
+
+/// How long a new pod waits for its application's auto pools to be reserved in; after it,
+/// its ADD allocates.
+pub const RESERVE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The applications waiting for a reconcile, in the order they came, and those being
 /// reconciled. One is never reconciled twice at once: a change that comes during its

@@ -36,8 +36,7 @@ pub struct NodePods {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     nodes: Store<Node>,
-    /// The controller of a ReplicaSet or Job, by its uid (`None`: it has none).
-    owners: Mutex<HashMap<String, Option<OwnerReference>>>,
+    owners: Owners,
     deadline: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -92,6 +91,111 @@ fn app_ref(reference: &OwnerReference, namespace: &str) -> AppRef {
     }
 }
 
+/// Runs one request under `deadline` (a refusal is asked again a moment: see `wire::ask`).
+async fn timed<T, Fut>(
+    deadline: Duration,
+    action: impl Fn() -> String,
+    request: impl Fn() -> Fut,
+) -> Result<T, Error>
+where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    match crate::wire::ask(deadline, request).await {
+        Some(result) => result.map_err(|source| Error::Api {
+            action: action(),
+            source,
+        }),
+        None => Err(Error::DeadlineExceeded(deadline)),
+    }
+}
+
+/// Finds pods' applications: their top owners through controller ownerReferences (see the
+/// module documentation). The node agent and the controller each keep one.
+pub struct Owners {
+    client: kube::Client,
+    deadline: Duration,
+    /// The controller of a ReplicaSet or Job, by its uid (`None`: it has none).
+    known: Mutex<HashMap<String, Option<OwnerReference>>>,
+}
+
+impl Owners {
+    /// Owners read from the cluster `client` talks to, each request within `deadline`.
+    pub fn new(client: kube::Client, deadline: Duration) -> Self {
+        Owners {
+            client,
+            deadline,
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The controller of a ReplicaSet or Job (`kind`), read once.
+    async fn owner_of(
+        &self,
+        kind: &str,
+        namespace: &str,
+        reference: &OwnerReference,
+    ) -> Result<Option<OwnerReference>, Error> {
+        if let Some(known) = self.known.lock().expect("owners").get(&reference.uid) {
+            return Ok(known.clone());
+        }
+        let name = &reference.name;
+        let action = || format!("read the {kind} {namespace}/{name}");
+        let meta = match kind {
+            "ReplicaSet" => {
+                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
+                timed(self.deadline, action, || api.get_opt(name))
+                    .await?
+                    .map(|o| o.metadata)
+            }
+            _ => {
+                let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+                timed(self.deadline, action, || api.get_opt(name))
+                    .await?
+                    .map(|o| o.metadata)
+            }
+        };
+        // Gone already: the pod is what is left of it; it is its own application.
+        let Some(meta) = meta else {
+            return Ok(None);
+        };
+        if meta.uid.as_deref() != Some(reference.uid.as_str()) {
+            return Ok(None);
+        }
+        let owner = controller(&meta).cloned();
+        self.known
+            .lock()
+            .expect("owners")
+            .insert(reference.uid.clone(), owner.clone());
+        Ok(owner)
+    }
+
+    /// The pod's application and its uid: its top owner (see the module documentation).
+    pub async fn application(&self, pod: &Pod, namespace: &str) -> Result<(AppRef, String), Error> {
+        let Some(first) = controller(&pod.metadata) else {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let app = AppRef {
+                group: String::new(),
+                version: "v1".into(),
+                kind: AppKind::Pod,
+                namespace: namespace.to_string(),
+                name,
+            };
+            return Ok((app, pod.metadata.uid.clone().unwrap_or_default()));
+        };
+        let middle = match (first.api_version.as_str(), first.kind.as_str()) {
+            ("apps/v1", "ReplicaSet") => Some("ReplicaSet"),
+            ("batch/v1", "Job") => Some("Job"),
+            _ => None,
+        };
+        if let Some(kind) = middle
+            && let Some(top) = self.owner_of(kind, namespace, first).await?
+        {
+            return Ok((app_ref(&top, namespace), top.uid.clone()));
+        }
+        Ok((app_ref(first, namespace), first.uid.clone()))
+    }
+}
+
 impl NodePods {
     /// Starts the caches of `node`'s pods, the namespaces and the node, and waits up to
     /// `deadline` for them to be filled (a cache that is not ready yet still works: lookups
@@ -117,12 +221,12 @@ impl NodePods {
             );
         }
         NodePods {
+            owners: Owners::new(client.clone(), deadline),
             client,
             node: node.to_string(),
             pods,
             namespaces,
             nodes,
-            owners: Mutex::new(HashMap::new()),
             deadline,
             tasks: vec![pods_task, ns_task, node_task],
         }
@@ -133,12 +237,7 @@ impl NodePods {
         &self.node
     }
 
-    fn api_error(&self, action: String) -> impl FnOnce(kube::Error) -> Error {
-        move |source| Error::Api { action, source }
-    }
-
-    /// Runs one request under the deadline (a refusal is asked again a moment: see
-    /// `wire::ask`).
+    /// Runs one request under the deadline (see [`timed`]).
     async fn timed<T, Fut>(
         &self,
         action: impl Fn() -> String,
@@ -147,10 +246,7 @@ impl NodePods {
     where
         Fut: std::future::Future<Output = Result<T, kube::Error>>,
     {
-        match crate::wire::ask(self.deadline, request).await {
-            Some(result) => result.map_err(self.api_error(action())),
-            None => Err(Error::DeadlineExceeded(self.deadline)),
-        }
+        timed(self.deadline, action, request).await
     }
 
     /// The pod, from the cache or else the API server.
@@ -166,73 +262,6 @@ impl NodePods {
             )
             .await?
             .map(Arc::new))
-    }
-
-    /// The controller of a ReplicaSet or Job (`kind`), read once.
-    async fn owner_of(
-        &self,
-        kind: &str,
-        namespace: &str,
-        reference: &OwnerReference,
-    ) -> Result<Option<OwnerReference>, Error> {
-        if let Some(known) = self.owners.lock().expect("owners").get(&reference.uid) {
-            return Ok(known.clone());
-        }
-        let name = &reference.name;
-        let action = || format!("read the {kind} {namespace}/{name}");
-        let meta = match kind {
-            "ReplicaSet" => {
-                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
-                self.timed(action, || api.get_opt(name))
-                    .await?
-                    .map(|o| o.metadata)
-            }
-            _ => {
-                let api: Api<Job> = Api::namespaced(self.client.clone(), namespace);
-                self.timed(action, || api.get_opt(name))
-                    .await?
-                    .map(|o| o.metadata)
-            }
-        };
-        // Gone already: the pod is what is left of it; it is its own application.
-        let Some(meta) = meta else {
-            return Ok(None);
-        };
-        if meta.uid.as_deref() != Some(reference.uid.as_str()) {
-            return Ok(None);
-        }
-        let owner = controller(&meta).cloned();
-        self.owners
-            .lock()
-            .expect("owners")
-            .insert(reference.uid.clone(), owner.clone());
-        Ok(owner)
-    }
-
-    /// The pod's application and its uid: its top owner (see the module documentation).
-    async fn application(&self, pod: &Pod, namespace: &str) -> Result<(AppRef, String), Error> {
-        let Some(first) = controller(&pod.metadata) else {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let app = AppRef {
-                group: String::new(),
-                version: "v1".into(),
-                kind: AppKind::Pod,
-                namespace: namespace.to_string(),
-                name,
-            };
-            return Ok((app, pod.metadata.uid.clone().unwrap_or_default()));
-        };
-        let middle = match (first.api_version.as_str(), first.kind.as_str()) {
-            ("apps/v1", "ReplicaSet") => Some("ReplicaSet"),
-            ("batch/v1", "Job") => Some("Job"),
-            _ => None,
-        };
-        if let Some(kind) = middle
-            && let Some(top) = self.owner_of(kind, namespace, first).await?
-        {
-            return Ok((app_ref(&top, namespace), top.uid.clone()));
-        }
-        Ok((app_ref(first, namespace), first.uid.clone()))
     }
 
     /// The facts of the pod `namespace/name` for an allocation on this node.
@@ -289,7 +318,7 @@ impl NodePods {
                 self.node
             )));
         }
-        let (app, app_uid) = self.application(&pod, namespace).await?;
+        let (app, app_uid) = self.owners.application(&pod, namespace).await?;
         let ns = self.namespaces.get(&ObjectRef::new(namespace));
         let ns = match ns {
             Some(ns) => Some(ns),
