@@ -195,9 +195,10 @@ enum Command {
         #[arg(long, default_value_t = crate::k8s::controller::DEFAULT_WORKERS)]
         workers: usize,
         /// Do not reserve new pods' IPs before their ADDs. By default the leader records the
-        /// IPs of the pods it sees created, one write per pool for many pods, and each ADD
-        /// then writes only the pod's SpiderEndpoint; with this flag every ADD writes its
-        /// pools itself.
+        /// IPs of the pods it sees created in the manual pools their `ippools` annotation
+        /// names (one per NIC), one write per pool for many pods, and each ADD then writes
+        /// only the pod's SpiderEndpoint; with this flag every ADD writes its pools itself.
+        /// Auto pools are never reserved in.
         #[arg(long)]
         no_reserve_ahead: bool,
         /// Serve `/metrics`, `/healthz` and `/readyz` on this address (plain HTTP).

@@ -385,10 +385,10 @@ async fn two_controllers_size_auto_pools_and_the_second_takes_over() {
 }
 
 /// The leader reserves the IPs of a Deployment's pods as they are created, before any node
-/// runs them (this cluster has none): a record per pod in the auto pool, under the pod's uid,
-/// naming no container. An ADD of one of them then gets the reserved IP and leaves the pool
-/// as it was (its resourceVersion unchanged): its only write is the endpoint. When the
-/// Deployment goes, GC frees the reservations and the pool is reclaimed.
+/// runs them (this cluster has none): a record per pod in the pool their `ippools`
+/// annotation names, under the pod's uid, naming no container. An ADD of one of them then
+/// gets the reserved IP and leaves the pool as it was (its resourceVersion unchanged): its
+/// only write is the endpoint. When the Deployment goes, GC frees the reservations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_reserves_new_pods_ips_and_their_add_leaves_the_pool_unwritten() {
     use berth::core::{AllocateRequest, AppRef, NicRequest, PodContext, WorkloadKind};
@@ -396,20 +396,37 @@ async fn the_leader_reserves_new_pods_ips_and_their_add_leaves_the_pool_unwritte
     let ns = cluster.namespace("reserve").await.unwrap();
     let engine = Engine::new(KubeStore::new(cluster.client().unwrap()).await.unwrap());
     engine
-        .apply(AnyObject::Subnet(SpiderSubnet::new(
-            "reserve-subnet",
+        .apply(AnyObject::Pool(SpiderIPPool::new(
+            "reserve-pool",
             "10.61.0.0/16".parse().unwrap(),
             berth::core::IpSet::parse_list(["10.61.1.1-10.61.1.30"]).unwrap(),
-            Some("10.61.0.1".parse().unwrap()),
         )))
         .await
         .unwrap();
+    let annotation = r#"[{"interface":"eth0","ipv4":["reserve-pool"]}]"#;
     let lease = format!("{}/berth-controller", ns.name());
     let leader = Replica::start(cluster, &lease, "replica-r", &[]);
     assert!(leader.leads_within(Duration::from_secs(30)), "never led");
     support::apply_yaml(
         cluster,
-        &support::deployment(ns.name(), "res", "reserve-subnet", 5),
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: res, namespace: {ns}}}
+spec:
+  replicas: 5
+  selector: {{matchLabels: {{app: res}}}}
+  template:
+    metadata:
+      labels: {{app: res}}
+      annotations:
+        ipam.spidernet.io/ippools: '{annotation}'
+    spec:
+      containers: [{{name: c, image: nginx}}]
+"#,
+            ns = ns.name()
+        ),
     );
     let pods = || -> Vec<(String, String)> {
         let json: serde_json::Value = serde_json::from_str(&kubectl(
@@ -447,7 +464,7 @@ async fn the_leader_reserves_new_pods_ips_and_their_add_leaves_the_pool_unwritte
         let pools: Vec<SpiderIPPool> = engine.store().list_as(None).await.unwrap();
         pools
             .into_iter()
-            .find(|p| p.metadata.name.starts_with("auto4-res-eth0"))
+            .find(|p| p.metadata.name == "reserve-pool")
     };
     // Each pod's uid holds one record, with no container.
     let holders = || async {
@@ -483,8 +500,8 @@ async fn the_leader_reserves_new_pods_ips_and_their_add_leaves_the_pool_unwritte
             namespace: ns.name().to_string(),
             name: name.clone(),
             annotations: [(
-                "ipam.spidernet.io/subnets".to_string(),
-                r#"[{"interface":"eth0","ipv4":["reserve-subnet"]}]"#.to_string(),
+                "ipam.spidernet.io/ippools".to_string(),
+                annotation.to_string(),
             )]
             .into(),
             app: Some(AppRef::apps_v1(WorkloadKind::Deployment, ns.name(), "res")),
@@ -507,10 +524,10 @@ async fn the_leader_reserves_new_pods_ips_and_their_add_leaves_the_pool_unwritte
         "the ADD wrote the pool"
     );
 
-    // The Deployment goes: its pods' reservations are freed, and the pool with them.
+    // The Deployment goes: GC frees its pods' IPs, the reserved and the adopted.
     kubectl(cluster, &["delete", "-n", ns.name(), "deployment/res"]);
-    until("the auto pool of res", true, || async {
-        pool().await.is_none()
+    until("records left in reserve-pool", 0, || async {
+        pool().await.unwrap().allocated_count()
     })
     .await;
 }

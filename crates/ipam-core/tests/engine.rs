@@ -1586,8 +1586,24 @@ fn reserved_ips_cost_a_write_per_pool_and_their_adds_write_only_the_endpoint() {
         let (controller_view, agent_view) = (view(), view());
         let controller = Engine::new(controller_view.clone());
         let agent = Engine::new(agent_view.clone());
-        setup_seed(&controller).await;
-        let app = seed_app(WorkloadKind::Deployment, "web", 4, "+1");
+        // A pool per NIC, which the pods' `ippools` annotation names.
+        for (name, subnet, range) in [
+            ("eth0-pool", "10.6.0.0/16", "10.6.168.171-10.6.168.180"),
+            ("net1-pool", "10.7.0.0/16", "10.7.168.171-10.7.168.180"),
+        ] {
+            let pool = SpiderIPPool::new(name, subnet.parse().unwrap(), ips![range]);
+            controller.apply(AnyObject::Pool(pool)).await.unwrap();
+        }
+        let app = ipam_core::Workload::new(
+            WorkloadKind::Deployment,
+            "default",
+            "web",
+            4,
+            annotations(&[(
+                "ipam.spidernet.io/ippools",
+                r#"[{"interface":"eth0","ipv4":["eth0-pool"]},{"interface":"net1","ipv4":["net1-pool"]}]"#,
+            )]),
+        );
         let add = |pod: usize, container: &str, nics: &[&str]| {
             request(
                 &app,
@@ -1604,11 +1620,6 @@ fn reserved_ips_cost_a_write_per_pool_and_their_adds_write_only_the_endpoint() {
         let pods: Vec<Reservation> = (0..4).map(reservation).collect();
         let writes = |v: &FaultyStore| v.writes.load(Ordering::SeqCst);
 
-        // Before the application's auto pools exist, the pods wait.
-        let early = controller.reserve(&pods).await.unwrap();
-        assert_eq!(early.waiting, [0, 1, 2, 3]);
-        assert!(early.ips.is_empty());
-
         controller.apply(any_workload(app.clone())).await.unwrap();
         let before = writes(&controller_view);
         let reserved = controller.reserve(&pods).await.unwrap();
@@ -1618,7 +1629,6 @@ fn reserved_ips_cost_a_write_per_pool_and_their_adds_write_only_the_endpoint() {
             "one write per pool for four pods"
         );
         assert_eq!(reserved.ips.len(), 8, "{reserved:?}");
-        assert!(reserved.waiting.is_empty());
         let again = controller.reserve(&pods).await.unwrap();
         assert_eq!(
             again.ips, reserved.ips,
@@ -1735,7 +1745,7 @@ fn reserved_ips_cost_a_write_per_pool_and_their_adds_write_only_the_endpoint() {
 
 /// Nothing is reserved where the node could pick another pool than the controller: a
 /// StatefulSet's pods (their names may keep IPs), a pool with node affinity, or a NIC whose
-/// annotation names two pools.
+/// annotation names two pools. Nor in auto pools (see `engine::reserve` on why).
 #[test]
 fn reservations_skip_pods_whose_pool_the_node_decides() {
     use ipam_core::engine::Reservation;
@@ -1744,6 +1754,8 @@ fn reservations_skip_pods_whose_pool_the_node_decides() {
         setup_seed(&engine).await;
         let sts = seed_app(WorkloadKind::StatefulSet, "db", 2, "+1");
         engine.apply(any_workload(sts.clone())).await.unwrap();
+        let web = seed_app(WorkloadKind::Deployment, "web", 2, "+1");
+        engine.apply(any_workload(web.clone())).await.unwrap();
         let mut near = SpiderIPPool::new(
             "near",
             "10.2.0.0/24".parse().unwrap(),
@@ -1783,13 +1795,67 @@ fn reservations_skip_pods_whose_pool_the_node_decides() {
                 pod: request(&sts, "db-0", "u", "", &[]).pod,
                 pod_uid: "u".into(),
             },
+            Reservation {
+                pod: request(&web, "web-0", "u-web", "", &[]).pod,
+                pod_uid: "u-web".into(),
+            },
             pod("near", ippools(r#"[{"interface":"eth0","ipv4":["near"]}]"#)),
             pod("two", ippools(r#"[{"interface":"eth0","ipv4":["a","b"]}]"#)),
             pod("one", ippools(r#"[{"interface":"eth0","ipv4":["a"]}]"#)),
         ];
         let reserved = engine.reserve(&pods).await.unwrap();
-        assert!(reserved.waiting.is_empty());
         let who: Vec<&str> = reserved.ips.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(who, ["default/one"], "{reserved:?}");
+    });
+}
+
+/// Records that Spiderpool wrote name no container. GC asks whether their pod lives, as it
+/// does for Berth's own, and frees only those of pods that are gone. (It took every such
+/// record for dead: the first GC after moving a cluster from Spiderpool freed the IPs of
+/// its running pods, for new pods to take.)
+#[test]
+fn gc_keeps_the_spiderpool_records_of_live_pods() {
+    rt().block_on(async {
+        let engine = Engine::new(MemStore::new());
+        let pool = SpiderIPPool::new(
+            "migrated",
+            "10.2.0.0/24".parse().unwrap(),
+            ips!["10.2.0.10-10.2.0.20"],
+        );
+        engine.apply(AnyObject::Pool(pool)).await.unwrap();
+        let mut pool: SpiderIPPool = engine
+            .store()
+            .get_as(None, "migrated")
+            .await
+            .unwrap()
+            .unwrap();
+        let spiderpools = |pod: &str, uid: &str| ipam_core::IpRecord {
+            pod: format!("default/{pod}"),
+            pod_uid: uid.into(),
+            container_id: None,
+            interface: None,
+            network: None,
+            netns: None,
+        };
+        pool.set_records(BTreeMap::from([
+            (ip("10.2.0.10"), spiderpools("live", "u-live")),
+            (ip("10.2.0.11"), spiderpools("gone", "u-gone")),
+        ]));
+        engine.store().update_status_as(&pool).await.unwrap();
+        let live = LiveUids::default();
+        live.0.lock().unwrap().insert("u-live".to_string());
+        let report = engine.gc(&live).await.unwrap();
+        let freed: Vec<(&str, IpAddr)> = report
+            .released
+            .iter()
+            .map(|r| (r.holder.as_str(), r.ip))
+            .collect();
+        assert_eq!(freed, [("default/gone", ip("10.2.0.11"))]);
+        let records = engine.records().await.unwrap();
+        assert_eq!(
+            records["migrated"].keys().copied().collect::<Vec<_>>(),
+            [ip("10.2.0.10")]
+        );
+        check_invariants(engine.store()).await.unwrap();
     });
 }

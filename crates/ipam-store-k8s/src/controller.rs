@@ -16,9 +16,10 @@
 //! leader that cannot renew its Lease in time stops writing and becomes a candidate again.
 //!
 //! The leader also reserves the IPs of new pods ([`Engine::reserve`]): it watches the pods,
-//! and those created within [`RESERVE_HOLD`] of each other get their records with one write
-//! per pool, before the scheduler has placed them; their ADDs then write only their endpoints
-//! (see `ipam_core::engine` on reservations, and [`Controller::reserve_ahead`]).
+//! and those created within [`RESERVE_HOLD`] of each other get their records in the manual
+//! pools their `ippools` annotation names with one write per pool, before the scheduler has
+//! placed them; their ADDs then write only their endpoints (see `ipam_core::engine` on
+//! reservations, which says why auto pools are left out, and [`Controller::reserve_ahead`]).
 //!
 //! The leader also runs GC ([`Engine::gc`] with [`PodLiveness`]): soon after pods are deleted,
 //! and every [`Controller::gc_every`]. It frees the IPs of pods that are gone, replaced under
@@ -314,25 +315,23 @@ impl<S: Store + 'static> Controller<S> {
         Work::Collected
     }
 
-    /// Reserves the IPs of `pods` (see [`Engine::reserve`]); returns those whose auto pools
-    /// do not exist yet and that have waited less than [`RESERVE_PATIENCE`], to ask again.
-    async fn reserve(&self, pods: Vec<Waiting>) -> Work {
-        let apps = futures::future::join_all(pods.iter().map(|w| {
-            let namespace = w.pod.namespace().unwrap_or_default();
-            async move { self.owners.application(&w.pod, &namespace).await }
+    /// Reserves the IPs of `pods` (see [`Engine::reserve`]).
+    async fn reserve(&self, pods: Vec<Arc<Pod>>) -> Work {
+        let apps = futures::future::join_all(pods.iter().map(|pod| {
+            let namespace = pod.namespace().unwrap_or_default();
+            async move { self.owners.application(pod, &namespace).await }
         }))
         .await;
-        let mut asked = Vec::new();
         let mut reservations = Vec::new();
-        for (w, app) in pods.into_iter().zip(apps) {
+        for (pod, app) in pods.iter().zip(apps) {
             let (app, app_uid) = match app {
                 Ok(found) => found,
                 Err(e) => {
-                    tracing::debug!(pod = %w.pod.name_any(), error = %e, "no reservation: the pod's application is unknown");
+                    tracing::debug!(pod = %pod.name_any(), error = %e, "no reservation: the pod's application is unknown");
                     continue;
                 }
             };
-            let meta = &w.pod.metadata;
+            let meta = &pod.metadata;
             reservations.push(Reservation {
                 pod: PodContext {
                     namespace: meta.namespace.clone().unwrap_or_default(),
@@ -345,27 +344,17 @@ impl<S: Store + 'static> Controller<S> {
                 },
                 pod_uid: meta.uid.clone().unwrap_or_default(),
             });
-            asked.push(w);
         }
-        let mut again = Vec::new();
         match self.engine.reserve(&reservations).await {
-            Ok(reserved) => {
-                tracing::debug!(
-                    pods = reservations.len(),
-                    ips = reserved.ips.len(),
-                    waiting = reserved.waiting.len(),
-                    "reserved"
-                );
-                for i in reserved.waiting {
-                    if asked[i].since.elapsed() < RESERVE_PATIENCE {
-                        again.push(asked[i].clone());
-                    }
-                }
-            }
+            Ok(reserved) => tracing::debug!(
+                pods = reservations.len(),
+                ips = reserved.ips.len(),
+                "reserved"
+            ),
             // The ADDs allocate what was not reserved.
             Err(e) => tracing::warn!(error = %e, "reserving the IPs of new pods failed"),
         }
-        Work::Reserved(again)
+        Work::Reserved
     }
 
     /// Reconciles every application, then each one that changes, for as long as it runs:
@@ -412,7 +401,7 @@ impl<S: Store + 'static> Controller<S> {
         let mut pod_events = std::pin::pin!(pod_events);
         // Pods waiting for a reservation pass, by uid; one pass at a time, which takes what
         // came meanwhile.
-        let mut to_reserve: std::collections::BTreeMap<String, Waiting> = Default::default();
+        let mut to_reserve: std::collections::BTreeMap<String, Arc<Pod>> = Default::default();
         let mut reserve_at: Option<tokio::time::Instant> = None;
         let mut reserving = false;
         let mut every = tokio::time::interval(self.gc_every);
@@ -463,13 +452,7 @@ impl<S: Store + 'static> Controller<S> {
                         backlog.finished(&app);
                     }
                     Work::Collected => collecting = false,
-                    Work::Reserved(again) => {
-                        reserving = false;
-                        for w in again {
-                            let uid = w.pod.metadata.uid.clone().unwrap_or_default();
-                            to_reserve.entry(uid).or_insert(w);
-                        }
-                    }
+                    Work::Reserved => reserving = false,
                 },
                 () = tokio::time::sleep_until(reserve_due), if reserve_at.is_some() && !reserving => {
                     reserve_at = None;
@@ -494,10 +477,7 @@ impl<S: Store + 'static> Controller<S> {
                         if self.reserve_ahead && wants_reservation(&pod) =>
                     {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
-                        to_reserve.entry(uid).or_insert_with(|| Waiting {
-                            pod: Arc::new(pod),
-                            since: tokio::time::Instant::now(),
-                        });
+                        to_reserve.entry(uid).or_insert_with(|| Arc::new(pod));
                     }
                     _ => {}
                 },
@@ -519,34 +499,23 @@ enum Work {
     Reconciled(AppRef, bool),
     /// A GC.
     Collected,
-    /// A reservation pass, and the pods to ask again for.
-    Reserved(Vec<Waiting>),
-}
-
-/// A pod waiting for its reservation, and since when.
-#[derive(Clone)]
-struct Waiting {
-    pod: Arc<Pod>,
-    since: tokio::time::Instant,
+    /// A reservation pass.
+    Reserved,
 }
 
 /// Whether `pod` may get its IPs reserved: it exists, has not started (no IPs, phase
-/// `Pending`), and its annotations name its pools per NIC (the engine decides the rest).
+/// `Pending`), and its annotations name its pools per NIC (the engine decides the rest:
+/// nothing in auto pools, for one).
 fn wants_reservation(pod: &Pod) -> bool {
     let meta = &pod.metadata;
     let started = pod.status.as_ref().is_some_and(|s| {
         s.phase.as_deref().is_some_and(|p| p != "Pending")
             || s.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
     });
-    let annotated = meta.annotations.as_ref().is_some_and(|a| {
-        [
-            ipam_core::annotations::SUBNETS,
-            ipam_core::annotations::SUBNET,
-            ipam_core::annotations::IPPOOLS,
-        ]
-        .iter()
-        .any(|k| a.contains_key(*k))
-    });
+    let annotated = meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ipam_core::annotations::IPPOOLS));
     meta.uid.is_some() && meta.deletion_timestamp.is_none() && !started && annotated
 }
 
@@ -554,10 +523,6 @@ fn wants_reservation(pod: &Pod) -> bool {
 /// under way collects the next one's meanwhile). A ReplicaSet creates its pods in batches a
 /// few milliseconds apart.
 pub const RESERVE_HOLD: Duration = Duration::from_millis(20);
-
-/// How long a new pod waits for its application's auto pools to be reserved in; after it,
-/// its ADD allocates.
-pub const RESERVE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The applications waiting for a reconcile, in the order they came, and those being
 /// reconciled. One is never reconciled twice at once: a change that comes during its
