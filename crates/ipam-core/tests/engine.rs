@@ -1859,3 +1859,59 @@ fn gc_keeps_the_spiderpool_records_of_live_pods() {
         check_invariants(engine.store()).await.unwrap();
     });
 }
+
+/// A late DEL of an old sandbox frees only its own container's records, never a record
+/// without a container (reserved, or Spiderpool's) that the sandbox running now took: here
+/// the old sandbox's net3 shares a pool with the pod's eth0, so the DEL does look into it.
+#[test]
+fn a_late_del_of_an_old_sandbox_leaves_the_records_without_a_container() {
+    rt().block_on(async {
+        let engine = Engine::new(MemStore::new());
+        let pool = SpiderIPPool::new(
+            "x",
+            "10.2.0.0/24".parse().unwrap(),
+            ips!["10.2.0.10-10.2.0.20"],
+        );
+        engine.apply(AnyObject::Pool(pool)).await.unwrap();
+        let app = ipam_core::Workload::new(
+            WorkloadKind::Deployment,
+            "default",
+            "web",
+            1,
+            annotations(&[(
+                "ipam.spidernet.io/ippools",
+                r#"[{"interface":"eth0","ipv4":["x"]},{"interface":"net3","ipv4":["x"]}]"#,
+            )]),
+        );
+        engine.apply(any_workload(app.clone())).await.unwrap();
+        let got = engine
+            .allocate(&request(&app, "web-0", "u0", "c1", &["eth0", "net3"]))
+            .await
+            .unwrap();
+        let (eth0, net3) = (
+            got.nics[0].ips[0].address.addr(),
+            got.nics[1].ips[0].address.addr(),
+        );
+        // eth0's record loses its container, as a reservation or Spiderpool leaves it.
+        let mut pool: SpiderIPPool = engine.store().get_as(None, "x").await.unwrap().unwrap();
+        let mut records = pool.records();
+        records.get_mut(&eth0).unwrap().container_id = None;
+        pool.set_records(records);
+        engine.store().update_status_as(&pool).await.unwrap();
+        // The next sandbox's ADD of eth0 takes it as it is; then the first one's late DEL.
+        let second = engine
+            .allocate(&request(&app, "web-0", "u0", "c2", &["eth0"]))
+            .await
+            .unwrap();
+        assert_eq!(second.nics[0].ips[0].address.addr(), eth0);
+        let late = engine
+            .release(&release(Some(&app), "web-0", "u0", "c1"))
+            .await
+            .unwrap();
+        let freed: Vec<IpAddr> = late.ips.iter().map(|p| p.ip).collect();
+        assert_eq!(freed, [net3], "only the old sandbox's own IP");
+        let records = engine.records().await.unwrap();
+        assert!(records["x"].contains_key(&eth0), "{records:?}");
+        check_invariants(engine.store()).await.unwrap();
+    });
+}

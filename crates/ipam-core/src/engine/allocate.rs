@@ -721,9 +721,16 @@ impl<S: Store> Engine<S> {
         let mut freed_from = Vec::new();
         let keep = self.keeps(app.as_ref(), &req.name).await?;
         for pool in &pool_names {
+            // The pod's records without a container (Spiderpool's, or reserved and adopted)
+            // are this DEL's only when the endpoint names its container: a late DEL of an
+            // old sandbox leaves them to the sandbox that runs now.
             let matcher = Matcher::Container {
                 container_id: req.container_id.clone(),
-                pod_uid: req.pod_uid.clone(),
+                pod_uid: if ours {
+                    req.pod_uid.clone()
+                } else {
+                    String::new()
+                },
                 interfaces: req.interfaces.clone(),
             };
             let op = if keep {

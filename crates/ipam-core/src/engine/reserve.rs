@@ -19,17 +19,15 @@
 //! the controller does not know (no node, namespace or Multus affinity). Anything else is
 //! left to the ADD.
 //!
-//! Nor is anything reserved in auto pools. A pool that many applications share is where
-//! reservations pay: every node's agent writes it, and the conflicts between them cost
-//! retries. An auto pool is one application's, whose pods the control plane creates a few at
-//! a time; their ADDs usually wait for the pool to be made and take their IPs as soon as it
-//! is, so a reservation raced them instead of sparing their writes. In the 1,000-pod bench
-//! (100 Deployments, pods created at about 17 a second) reserving in auto pools took the
-//! writes to start a pod from 3.77 to 4.46 and the 409s from 514 to 1,742, while with one
-//! shared pool per NIC it took them from 4.04 to 3.51, and the time to all IPs from 1.25x
-//! the floor's to 1.04x (one run each). A reservation that comes after the ADD finds its record and writes nothing;
-//! an ADD that comes first allocates as before. GC frees the records of pods that are gone,
-//! reservations included, as it does any other record.
+//! Nor is anything reserved in auto pools: it gained nothing there. In the 1,000-pod bench
+//! (100 Deployments, pods created at about 17 a second), with one shared pool per NIC, two
+//! runs with reservations took 3.51 and 3.44 API writes to start a pod and 1.04x and 1.01x the
+//! floor's time to all IPs, and a run without them the same day 4.04 and 1.25x. Where every
+//! Deployment had its auto pools, a run that reserved in them made 4.46 writes and 1,742
+//! conflicts (409), and one that did not 4.50 and 1,430. An auto pool's ADDs mostly wait for
+//! the pool to be made and take their IPs the moment it exists, which a reservation, made
+//! after the controller has seen the pool, can hardly come before; and its pods come a few
+//! at a time, so a pass finds little to merge.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
