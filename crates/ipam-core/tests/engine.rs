@@ -1594,15 +1594,9 @@ fn reserved_ips_cost_a_write_per_pool_and_their_adds_write_only_the_endpoint() {
             let pool = SpiderIPPool::new(name, subnet.parse().unwrap(), ips![range]);
             controller.apply(AnyObject::Pool(pool)).await.unwrap();
         }
-        let app = ipam_core::Workload::new(
-            WorkloadKind::Deployment,
-            "default",
-            "web",
+        let app = web_with_ippools(
             4,
-            annotations(&[(
-                "ipam.spidernet.io/ippools",
-                r#"[{"interface":"eth0","ipv4":["eth0-pool"]},{"interface":"net1","ipv4":["net1-pool"]}]"#,
-            )]),
+            r#"[{"interface":"eth0","ipv4":["eth0-pool"]},{"interface":"net1","ipv4":["net1-pool"]}]"#,
         );
         let add = |pod: usize, container: &str, nics: &[&str]| {
             request(
@@ -1809,6 +1803,42 @@ fn reservations_skip_pods_whose_pool_the_node_decides() {
     });
 }
 
+/// A Deployment `default/web` of `replicas` whose pods' `ippools` annotation is `ippools`.
+fn web_with_ippools(replicas: i32, ippools: &str) -> ipam_core::Workload {
+    ipam_core::Workload::new(
+        WorkloadKind::Deployment,
+        "default",
+        "web",
+        replicas,
+        annotations(&[("ipam.spidernet.io/ippools", ippools)]),
+    )
+}
+
+/// An engine on a memory store that holds one pool, `name`, of 10.2.0.10-10.2.0.20.
+async fn engine_with_pool(name: &str) -> Engine<MemStore> {
+    let engine = Engine::new(MemStore::new());
+    let pool = SpiderIPPool::new(
+        name,
+        "10.2.0.0/24".parse().unwrap(),
+        ips!["10.2.0.10-10.2.0.20"],
+    );
+    engine.apply(AnyObject::Pool(pool)).await.unwrap();
+    engine
+}
+
+/// Rewrites the records of `pool` with `change`, as another writer (Spiderpool) would.
+async fn rewrite_records(
+    engine: &Engine<MemStore>,
+    pool: &str,
+    change: impl FnOnce(&mut BTreeMap<IpAddr, ipam_core::IpRecord>),
+) {
+    let mut pool: SpiderIPPool = engine.store().get_as(None, pool).await.unwrap().unwrap();
+    let mut records = pool.records();
+    change(&mut records);
+    pool.set_records(records);
+    engine.store().update_status_as(&pool).await.unwrap();
+}
+
 /// Records that Spiderpool wrote name no container. GC asks whether their pod lives, as it
 /// does for Berth's own, and frees only those of pods that are gone. (It took every such
 /// record for dead: the first GC after moving a cluster from Spiderpool freed the IPs of
@@ -1816,19 +1846,7 @@ fn reservations_skip_pods_whose_pool_the_node_decides() {
 #[test]
 fn gc_keeps_the_spiderpool_records_of_live_pods() {
     rt().block_on(async {
-        let engine = Engine::new(MemStore::new());
-        let pool = SpiderIPPool::new(
-            "migrated",
-            "10.2.0.0/24".parse().unwrap(),
-            ips!["10.2.0.10-10.2.0.20"],
-        );
-        engine.apply(AnyObject::Pool(pool)).await.unwrap();
-        let mut pool: SpiderIPPool = engine
-            .store()
-            .get_as(None, "migrated")
-            .await
-            .unwrap()
-            .unwrap();
+        let engine = engine_with_pool("migrated").await;
         let spiderpools = |pod: &str, uid: &str| ipam_core::IpRecord {
             pod: format!("default/{pod}"),
             pod_uid: uid.into(),
@@ -1837,11 +1855,11 @@ fn gc_keeps_the_spiderpool_records_of_live_pods() {
             network: None,
             netns: None,
         };
-        pool.set_records(BTreeMap::from([
-            (ip("10.2.0.10"), spiderpools("live", "u-live")),
-            (ip("10.2.0.11"), spiderpools("gone", "u-gone")),
-        ]));
-        engine.store().update_status_as(&pool).await.unwrap();
+        rewrite_records(&engine, "migrated", |records| {
+            records.insert(ip("10.2.0.10"), spiderpools("live", "u-live"));
+            records.insert(ip("10.2.0.11"), spiderpools("gone", "u-gone"));
+        })
+        .await;
         let live = LiveUids::default();
         live.0.lock().unwrap().insert("u-live".to_string());
         let report = engine.gc(&live).await.unwrap();
@@ -1866,22 +1884,10 @@ fn gc_keeps_the_spiderpool_records_of_live_pods() {
 #[test]
 fn a_late_del_of_an_old_sandbox_leaves_the_records_without_a_container() {
     rt().block_on(async {
-        let engine = Engine::new(MemStore::new());
-        let pool = SpiderIPPool::new(
-            "x",
-            "10.2.0.0/24".parse().unwrap(),
-            ips!["10.2.0.10-10.2.0.20"],
-        );
-        engine.apply(AnyObject::Pool(pool)).await.unwrap();
-        let app = ipam_core::Workload::new(
-            WorkloadKind::Deployment,
-            "default",
-            "web",
+        let engine = engine_with_pool("x").await;
+        let app = web_with_ippools(
             1,
-            annotations(&[(
-                "ipam.spidernet.io/ippools",
-                r#"[{"interface":"eth0","ipv4":["x"]},{"interface":"net3","ipv4":["x"]}]"#,
-            )]),
+            r#"[{"interface":"eth0","ipv4":["x"]},{"interface":"net3","ipv4":["x"]}]"#,
         );
         engine.apply(any_workload(app.clone())).await.unwrap();
         let got = engine
@@ -1893,11 +1899,10 @@ fn a_late_del_of_an_old_sandbox_leaves_the_records_without_a_container() {
             got.nics[1].ips[0].address.addr(),
         );
         // eth0's record loses its container, as a reservation or Spiderpool leaves it.
-        let mut pool: SpiderIPPool = engine.store().get_as(None, "x").await.unwrap().unwrap();
-        let mut records = pool.records();
-        records.get_mut(&eth0).unwrap().container_id = None;
-        pool.set_records(records);
-        engine.store().update_status_as(&pool).await.unwrap();
+        rewrite_records(&engine, "x", |records| {
+            records.get_mut(&eth0).unwrap().container_id = None;
+        })
+        .await;
         // The next sandbox's ADD of eth0 takes it as it is; then the first one's late DEL.
         let second = engine
             .allocate(&request(&app, "web-0", "u0", "c2", &["eth0"]))
