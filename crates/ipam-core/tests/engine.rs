@@ -1757,6 +1757,15 @@ fn reservations_skip_pods_whose_pool_the_node_decides() {
         );
         near.spec.node_name = vec!["node1".into()];
         engine.apply(AnyObject::Pool(near)).await.unwrap();
+        // A namespace affinity that the controller's context (no namespace labels) passes:
+        // the agent's, with the labels, might not.
+        let mut any_ns = SpiderIPPool::new(
+            "any-ns",
+            "10.4.0.0/24".parse().unwrap(),
+            ips!["10.4.0.10-10.4.0.20"],
+        );
+        any_ns.spec.namespace_affinity = Some(ipam_core::LabelSelector::default());
+        engine.apply(AnyObject::Pool(any_ns)).await.unwrap();
         for name in ["a", "b"] {
             let p = SpiderIPPool::new(
                 name,
@@ -1784,18 +1793,35 @@ fn reservations_skip_pods_whose_pool_the_node_decides() {
             pod_uid: format!("uid-{name}"),
         };
         let ippools = |v: &str| annotations(&[("ipam.spidernet.io/ippools", v)]);
+        let one_pool = r#"[{"interface":"eth0","ipv4":["a"]}]"#;
+        // A StatefulSet whose pods name one pool, as the pod that is reserved does.
+        let sts_one = ipam_core::Workload::new(
+            WorkloadKind::StatefulSet,
+            "default",
+            "db1",
+            1,
+            ippools(one_pool),
+        );
         let pods = vec![
             Reservation {
                 pod: request(&sts, "db-0", "u", "", &[]).pod,
                 pod_uid: "u".into(),
             },
             Reservation {
+                pod: request(&sts_one, "db1-0", "u1", "", &[]).pod,
+                pod_uid: "u1".into(),
+            },
+            pod(
+                "any-ns",
+                ippools(r#"[{"interface":"eth0","ipv4":["any-ns"]}]"#),
+            ),
+            Reservation {
                 pod: request(&web, "web-0", "u-web", "", &[]).pod,
                 pod_uid: "u-web".into(),
             },
             pod("near", ippools(r#"[{"interface":"eth0","ipv4":["near"]}]"#)),
             pod("two", ippools(r#"[{"interface":"eth0","ipv4":["a","b"]}]"#)),
-            pod("one", ippools(r#"[{"interface":"eth0","ipv4":["a"]}]"#)),
+            pod("one", ippools(one_pool)),
         ];
         let reserved = engine.reserve(&pods).await.unwrap();
         let who: Vec<&str> = reserved.ips.iter().map(|(p, _)| p.as_str()).collect();
@@ -1917,6 +1943,45 @@ fn a_late_del_of_an_old_sandbox_leaves_the_records_without_a_container() {
         assert_eq!(freed, [net3], "only the old sandbox's own IP");
         let records = engine.records().await.unwrap();
         assert!(records["x"].contains_key(&eth0), "{records:?}");
+        check_invariants(engine.store()).await.unwrap();
+    });
+}
+
+/// A StatefulSet pod whose name keeps its IPs, back under the same uid in a new sandbox, gets
+/// its kept records stamped with the new container: a record without a container is what a
+/// scale-down frees (`Matcher::Detached`), so its running pod must not be left with one.
+#[test]
+fn a_statefulset_pods_new_sandbox_stamps_its_kept_records() {
+    rt().block_on(async {
+        let engine = Engine::new(MemStore::new());
+        setup_seed(&engine).await;
+        let sts = seed_app(WorkloadKind::StatefulSet, "db", 2, "+1");
+        engine.apply(any_workload(sts.clone())).await.unwrap();
+        let nics = ["eth0", "net1"];
+        let first = engine
+            .allocate(&request(&sts, "db-0", "u0", "c1", &nics))
+            .await
+            .unwrap();
+        let kept = engine
+            .release(&release(Some(&sts), "db-0", "u0", "c1"))
+            .await
+            .unwrap();
+        assert_eq!(kept.kept_for_statefulset.len(), 2, "{kept:?}");
+        let containers = || async {
+            let records = engine.records().await.unwrap();
+            records
+                .values()
+                .flat_map(|r| r.values().map(|h| h.container_id.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(containers().await, [None, None], "detached");
+        let again = engine
+            .allocate(&request(&sts, "db-0", "u0", "c2", &nics))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        let c2 = Some("c2".to_string());
+        assert_eq!(containers().await, [c2.clone(), c2]);
         check_invariants(engine.store()).await.unwrap();
     });
 }

@@ -16,9 +16,9 @@
 //! leader that cannot renew its Lease in time stops writing and becomes a candidate again.
 //!
 //! The leader also reserves the IPs of new pods ([`Engine::reserve`]): it watches the pods,
-//! and those created within [`RESERVE_HOLD`] of each other get their records in the manual
-//! pools their `ippools` annotation names with one write per pool, before the scheduler has
-//! placed them; their ADDs then write only their endpoints (see `ipam_core::engine` on
+//! and those it sees within [`RESERVE_HOLD`] of the first one waiting (and, on taking the
+//! lead, every pending pod) get their records in the manual pools their `ippools` annotation
+//! names, with one write per pool, before the scheduler has placed them; their ADDs then write only their endpoints (see `ipam_core::engine` on
 //! reservations, which says why auto pools are left out, and [`Controller::reserve_ahead`]).
 //!
 //! The leader also runs GC ([`Engine::gc`] with [`PodLiveness`]): soon after pods are deleted,

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipam_core::engine::{AllocateRequest, Engine, NicAddresses, ReleaseRequest};
-use ipam_core::store::Store;
-use ipam_core::{AppRef, Kind, PoolIp};
+use ipam_core::store::{Store, TypedStore};
+use ipam_core::{AppRef, Kind, PoolIp, SpiderEndpoint};
 use ipam_core::{NicRequest, PodContext};
 use ipnet::IpNet;
 
@@ -368,13 +368,35 @@ async fn del_now<S: Store>(
 pub async fn check<S: Store>(engine: &Engine<S>, args: &CheckArgs) -> Result<(), Error> {
     validate(&args.container_id, &args.if_name, None)?;
     let records = engine.records().await?;
+    // A record that names no container (reserved by the controller, or Spiderpool's) is the
+    // pod's: this container's when the pod's endpoint names it.
+    let namespace = if args.pod_namespace.is_empty() {
+        "default"
+    } else {
+        args.pod_namespace.as_str()
+    };
+    let pod = format!("{namespace}/{}", args.pod_name);
+    let endpoint: Option<SpiderEndpoint> = if args.pod_name.is_empty() {
+        None
+    } else {
+        engine
+            .store()
+            .get_as(Some(namespace), &args.pod_name)
+            .await?
+    };
+    let current_uid = endpoint
+        .map(|e| e.current())
+        .filter(|c| c.container_id.as_deref() == Some(args.container_id.as_str()))
+        .map(|c| c.uid);
     let mut held: Vec<IpAddr> = Vec::new();
     let mut holders: Vec<(IpAddr, String, String)> = Vec::new();
     for (pool, ips) in &records {
         for (ip, r) in ips {
-            if r.container_id.as_deref() == Some(args.container_id.as_str())
-                && r.interface.as_deref() == Some(args.if_name.as_str())
-            {
+            let ours = match &r.container_id {
+                Some(c) => c == &args.container_id,
+                None => r.pod == pod && current_uid.as_deref() == Some(r.pod_uid.as_str()),
+            };
+            if ours && r.interface.as_deref() == Some(args.if_name.as_str()) {
                 held.push(*ip);
             } else if args.ips.contains(ip) {
                 holders.push((*ip, pool.clone(), r.pod.clone()));
@@ -774,5 +796,47 @@ mod tests {
         );
         assert!(ahead_of(&PodContext::default(), "eth0").is_empty());
         assert!(ahead_of(&pod("ipam.spidernet.io/subnets", "not json"), "eth0").is_empty());
+    }
+
+    /// CHECK counts a record that names no container (reserved by the controller, or
+    /// Spiderpool's) as held by the container the pod's endpoint names, and by no other.
+    #[tokio::test]
+    async fn check_finds_the_pods_records_without_a_container_for_its_current_sandbox() {
+        use ipam_core::store::MemStore;
+        use ipam_core::{SpiderIPPool, ips};
+        let engine = Engine::new(MemStore::new());
+        let pool = SpiderIPPool::new(
+            "p0",
+            "10.6.0.0/16".parse().unwrap(),
+            ips!["10.6.0.10-10.6.0.19"],
+        );
+        engine.apply(pool).await.unwrap();
+        let pods = OnePod {
+            annotations: [(
+                "ipam.spidernet.io/ippools".to_string(),
+                r#"[{"interface":"eth0","ipv4":["p0"]}]"#.to_string(),
+            )]
+            .into(),
+            leaving: false.into(),
+        };
+        let added = add_with(&engine, &add_args("eth0", false), "node-a", Some(&pods))
+            .await
+            .unwrap();
+        let ip = added.ips[0].address.addr();
+        let mut pool: SpiderIPPool = engine.store().get_as(None, "p0").await.unwrap().unwrap();
+        let mut records = pool.records();
+        records.get_mut(&ip).unwrap().container_id = None;
+        pool.set_records(records);
+        engine.store().update_status_as(&pool).await.unwrap();
+        let args = |container: &str| CheckArgs {
+            container_id: container.into(),
+            if_name: "eth0".into(),
+            pod_namespace: "ns".into(),
+            pod_name: "web".into(),
+            ips: vec![ip],
+        };
+        check(&engine, &args("c1")).await.unwrap();
+        let other = check(&engine, &args("c0")).await;
+        assert!(matches!(other, Err(Error::NotHeld(_))), "{other:?}");
     }
 }

@@ -123,6 +123,12 @@ impl<S: Store> Engine<S> {
         let endpoint: Option<SpiderEndpoint> =
             self.store.get_as(Some(&ctx.namespace), &ctx.name).await?;
         let retained = self.keeps(ctx.app.as_ref(), &ctx.name).await?;
+        // Whether a record of this pod that names no container (reserved by the controller,
+        // or Spiderpool's) is taken as it is, without a pool write. Never for a StatefulSet
+        // pod: its records lose their container when its name keeps them past a DEL, and a
+        // record without one is then what a scale-down frees (`Matcher::Detached`).
+        let adopt =
+            ctx.app.as_ref().and_then(AppRef::workload_kind) != Some(WorkloadKind::StatefulSet);
         // Pools the wait saw, which the engine's cache may not show yet.
         let awaited = self.ensure_auto_pools(&ctx, &parsed, &req.nics).await?;
 
@@ -146,7 +152,7 @@ impl<S: Store> Engine<S> {
                     netns: req.netns.clone(),
                 };
                 if let Some(clean_gateway) = self
-                    .recorded(req, nic, &record, endpoint.as_ref(), &mut taken)
+                    .recorded(req, nic, &record, endpoint.as_ref(), adopt, &mut taken)
                     .await?
                 {
                     clean_gateways.push((nic, clean_gateway));
@@ -163,7 +169,7 @@ impl<S: Store> Engine<S> {
                 for (family, candidates) in &selection.families {
                     let t = self
                         .allocate_family(
-                            &nic.interface,
+                            adopt,
                             *family,
                             candidates,
                             prior.as_ref(),
@@ -208,11 +214,12 @@ impl<S: Store> Engine<S> {
         Ok(Allocation { nics: out })
     }
 
-    /// One address of one family for one NIC: the recorded one of a returning pod if its pool
-    /// is still a candidate, else the first candidate pool with a free IP.
+    /// One address of one family for one NIC (`record`'s interface): the recorded one of a
+    /// returning pod if its pool is still a candidate, else the first candidate pool with a
+    /// free IP. `adopt`: see [`PoolOp::Allocate`].
     async fn allocate_family(
         &self,
-        nic: &str,
+        adopt: bool,
         family: IpFamily,
         candidates: &[String],
         prior: Option<&NicAllocation>,
@@ -224,7 +231,7 @@ impl<S: Store> Engine<S> {
             prior.and_then(|p| p.pool(family)),
         ) {
             if candidates.iter().any(|c| c == pool) {
-                if let Some(t) = self.restamp(pool, addr.addr(), &record).await? {
+                if let Some(t) = self.restamp(pool, addr.addr(), &record, adopt).await? {
                     return Ok(t);
                 }
             } else {
@@ -238,6 +245,7 @@ impl<S: Store> Engine<S> {
                     pool,
                     PoolOp::Allocate {
                         record: record.clone(),
+                        adopt,
                     },
                 )
                 .await?
@@ -256,15 +264,16 @@ impl<S: Store> Engine<S> {
                 other => unreachable!("allocate answered {other:?}"),
             }
         }
+        let nic = record.interface.clone().unwrap_or_default();
         if refusals.iter().all(|(_, why)| *why == "exhausted") {
             return Err(Error::PoolsExhausted {
-                nic: nic.to_string(),
+                nic: nic.clone(),
                 family,
                 pools: candidates.to_vec(),
             });
         }
         Err(Error::NoPool {
-            nic: nic.to_string(),
+            nic,
             family,
             reason: refusals
                 .iter()
@@ -285,6 +294,7 @@ impl<S: Store> Engine<S> {
         nic: &NicRequest,
         record: &IpRecord,
         endpoint: Option<&SpiderEndpoint>,
+        adopt: bool,
         taken: &mut Vec<Taken>,
     ) -> Result<Option<bool>, Error> {
         let Some(ep) = endpoint else { return Ok(None) };
@@ -300,7 +310,7 @@ impl<S: Store> Engine<S> {
             let (Some(addr), Some(pool)) = (entry.address(family), entry.pool(family)) else {
                 continue;
             };
-            match self.restamp(pool, addr.addr(), record).await? {
+            match self.restamp(pool, addr.addr(), record, adopt).await? {
                 Some(t) => mine.push(t),
                 None => return Ok(None),
             }
@@ -316,17 +326,20 @@ impl<S: Store> Engine<S> {
         ))
     }
 
-    /// Gives `ip` of `pool` back to the pod `record` names, now held by `record`; `None` when
-    /// the pool holds it for another pod (see [`PoolOp::Restamp`]).
+    /// Gives `ip` of `pool` back to the pod `record` names, now held by `record` (or as it
+    /// is, where `adopt` takes it so); `None` when the pool holds it for another pod (see
+    /// [`PoolOp::Restamp`]).
     async fn restamp(
         &self,
         pool: &str,
         ip: IpAddr,
         record: &IpRecord,
+        adopt: bool,
     ) -> Result<Option<Taken>, Error> {
         let op = PoolOp::Restamp {
             ip,
             record: record.clone(),
+            adopt,
         };
         let restamped = self.pool_op(pool, op).await? == OpResult::Restamped(true);
         Ok(restamped.then(|| Taken {

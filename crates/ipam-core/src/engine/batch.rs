@@ -32,11 +32,20 @@ use crate::store::{RecordsDelta, Store, durability_deferred};
 #[derive(Debug, Clone)]
 pub(crate) enum PoolOp {
     /// Take an IP for `record`. Idempotent: an IP the pool already records for the same
-    /// container and interface (or the same pod uid and interface) is returned instead.
-    Allocate { record: IpRecord },
+    /// container and interface (or the same pod uid and interface) is returned instead,
+    /// re-stamped with `record`. With `adopt`, a record of the same pod uid and interface that
+    /// names no container (the controller reserved it, or Spiderpool wrote it) is returned as
+    /// it is, with no write; a `record` naming no container (a reservation) never replaces
+    /// one that names a container.
+    Allocate { record: IpRecord, adopt: bool },
     /// Re-stamp `ip`, held by the pod name of `record`, with `record` (a StatefulSet pod came
-    /// back under a new uid). Fails when the IP is not held by that pod name.
-    Restamp { ip: IpAddr, record: IpRecord },
+    /// back under a new uid, or a new sandbox of the pod). Fails when the IP is not held by
+    /// that pod name. `adopt` as for `Allocate`.
+    Restamp {
+        ip: IpAddr,
+        record: IpRecord,
+        adopt: bool,
+    },
     /// Free the IPs whose record matches.
     Release { matcher: Matcher },
     /// Keep the IPs whose record matches for the pod name, detached from the container (a
@@ -470,12 +479,14 @@ impl<S: Store> Engine<S> {
 }
 
 /// Whether `held`, a record of the same pod and interface as `wanted`, serves it as it is:
-/// one of the two names no container and both name the same pod incarnation (uid). A
-/// container-less record belongs to the pod, whichever of its sandboxes runs: releases match
-/// it by the pod's uid, and the pod's endpoint names the container.
-fn adopts(held: Option<&IpRecord>, wanted: &IpRecord) -> bool {
+/// both name the same pod incarnation (uid), and `wanted` names no container (a reservation
+/// finding the pod's record), or `held` names none and the caller `adopt`s (an ADD taking its
+/// pod's reservation). Such a record belongs to the pod, whichever of its sandboxes runs: a
+/// release matches it by the pod's uid when the pod's endpoint names the releasing container.
+/// (A StatefulSet pod does not adopt: see `allocate_now`.)
+fn adopts(held: Option<&IpRecord>, wanted: &IpRecord, adopt: bool) -> bool {
     held.is_some_and(|r| {
-        (r.container_id.is_none() || wanted.container_id.is_none())
+        ((adopt && r.container_id.is_none()) || wanted.container_id.is_none())
             && !r.pod_uid.is_empty()
             && r.pod_uid == wanted.pod_uid
             && r.pod == wanted.pod
@@ -500,7 +511,7 @@ fn apply(
     allocator: &mut Allocator,
 ) -> OpResult {
     match op {
-        PoolOp::Allocate { record } => {
+        PoolOp::Allocate { record, adopt } => {
             let same_container = record.container_id.as_deref().and_then(|container_id| {
                 records.find(records.holders.of_container(container_id), |r| {
                     r.container_id == record.container_id && r.interface == record.interface
@@ -519,7 +530,7 @@ fn apply(
             // is: the pod's endpoint says which container holds it, and the ADD that adopts it
             // writes no pool. Nor does a reservation replace the record of a container.
             if let Some(ip) = same_container.or_else(same_pod) {
-                if !adopts(records.get(&ip), record) {
+                if !adopts(records.get(&ip), record, *adopt) {
                     records.set(ip, record);
                 }
                 return OpResult::Allocated { ip, fresh: false };
@@ -538,8 +549,8 @@ fn apply(
                 Err(_) => OpResult::Exhausted,
             }
         }
-        PoolOp::Restamp { ip, record } => match records.get(ip) {
-            Some(r) if adopts(Some(r), record) => OpResult::Restamped(true),
+        PoolOp::Restamp { ip, record, adopt } => match records.get(ip) {
+            Some(r) if adopts(Some(r), record, *adopt) => OpResult::Restamped(true),
             Some(r) if r.pod == record.pod && r.interface == record.interface => {
                 // A NIC allocated ahead by its pod's first ADD records no network, and an ADD
                 // of another NIC confirms this one with none: within one container, a record

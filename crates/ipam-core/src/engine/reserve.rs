@@ -126,7 +126,7 @@ fn plan(pod: &Reservation, pools: &[Arc<SpiderIPPool>]) -> Plan {
             let pool = pools
                 .iter()
                 .find(|p| Some(&p.metadata.name) == candidates.first());
-            if !one || !pool.is_some_and(|p| independent_of_node(p)) {
+            if !one || !pool.is_some_and(|p| independent_of_node(p) && !p.is_auto()) {
                 return Plan::Skip;
             }
             let record = IpRecord {
@@ -148,8 +148,9 @@ fn plan(pod: &Reservation, pools: &[Arc<SpiderIPPool>]) -> Plan {
 }
 
 impl<S: Store> Engine<S> {
-    /// Records IPs for `pods` ahead of their ADDs, one write per pool for all of them (see
-    /// the module documentation): what the controller does as pods are created.
+    /// Records IPs for `pods` ahead of their ADDs, one write per pool for all of them (with
+    /// [`EngineConfig::batching`](super::EngineConfig::batching), the default; see the module
+    /// documentation): what the controller does as pods are created.
     ///
     /// Idempotent: a pod that holds an IP in the pool already (reserved before, or its ADD
     /// came first) keeps it, and nothing is written for it. A pool that is full, closed or
@@ -164,10 +165,13 @@ impl<S: Store> Engine<S> {
                 Plan::Skip => {}
                 Plan::Take(records) => {
                     for (pool, record) in records {
-                        per_pool
-                            .entry(pool)
-                            .or_default()
-                            .push((i, PoolOp::Allocate { record }));
+                        per_pool.entry(pool).or_default().push((
+                            i,
+                            PoolOp::Allocate {
+                                record,
+                                adopt: true,
+                            },
+                        ));
                     }
                 }
             }
