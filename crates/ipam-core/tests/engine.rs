@@ -1985,3 +1985,58 @@ fn a_statefulset_pods_new_sandbox_stamps_its_kept_records() {
         check_invariants(engine.store()).await.unwrap();
     });
 }
+
+/// A pod's next sandbox's ADD and its old sandbox's DEL, side by side (every read lets the
+/// other run first, as a round trip to an API server does, and the DEL starts after a few
+/// turns more each time), take turns: whichever goes first, every IP the ADD answers with is
+/// recorded for the pod. Side by side without turns, the DEL could free the reserved IP that
+/// the ADD had just taken as it was, and the ADD answered with a free IP.
+#[test]
+fn a_sandboxs_add_and_the_old_sandboxs_del_side_by_side_leave_the_add_its_ips() {
+    use ipam_core::engine::Reservation;
+    rt().block_on(async {
+        for delay in 0..24 {
+            let mem = std::sync::Arc::new(MemStore::new());
+            let view = std::sync::Arc::new(FaultyStore::new(mem.clone(), 0, Fault::Crash));
+            let engine = Engine::new(view.clone());
+            let pool = SpiderIPPool::new(
+                "x",
+                "10.2.0.0/24".parse().unwrap(),
+                ips!["10.2.0.10-10.2.0.20"],
+            );
+            engine.apply(AnyObject::Pool(pool)).await.unwrap();
+            let app = web_with_ippools(1, r#"[{"interface":"eth0","ipv4":["x"]}]"#);
+            engine.apply(any_workload(app.clone())).await.unwrap();
+            engine
+                .reserve(&[Reservation {
+                    pod: request(&app, "web-0", "u0", "", &[]).pod,
+                    pod_uid: "u0".into(),
+                }])
+                .await
+                .unwrap();
+            engine
+                .allocate(&request(&app, "web-0", "u0", "c1", &["eth0"]))
+                .await
+                .unwrap();
+            view.yield_on_reads();
+            let next = request(&app, "web-0", "u0", "c2", &["eth0"]);
+            let old = release(Some(&app), "web-0", "u0", "c1");
+            let late_del = async {
+                for _ in 0..delay {
+                    tokio::task::yield_now().await;
+                }
+                engine.release(&old).await
+            };
+            let (added, _) = tokio::join!(engine.allocate(&next), late_del);
+            let ip = added.unwrap().nics[0].ips[0].address.addr();
+            let records = engine.records().await.unwrap();
+            let holder = records["x"].get(&ip).map(|r| r.pod.as_str());
+            assert_eq!(
+                holder,
+                Some("default/web-0"),
+                "DEL after {delay} turns: {records:?}"
+            );
+            check_invariants(&*mem).await.unwrap();
+        }
+    });
+}
