@@ -18,8 +18,9 @@
 //! The leader also reserves the IPs of new pods ([`Engine::reserve`]): it watches the pods,
 //! and those it sees within [`RESERVE_HOLD`] of the first one waiting (and, on taking the
 //! lead, every pending pod) get their records in the manual pools their `ippools` annotation
-//! names, with one write per pool, before the scheduler has placed them; their ADDs then write only their endpoints (see `ipam_core::engine` on
-//! reservations, which says why auto pools are left out, and [`Controller::reserve_ahead`]).
+//! names, with one write per pool, before the scheduler has placed them. Their ADDs then
+//! write only their endpoints (see `ipam_core::engine` on reservations, which says why auto
+//! pools are left out, and [`Controller::reserve_ahead`]).
 //!
 //! The leader also runs GC ([`Engine::gc`] with [`PodLiveness`]): soon after pods are deleted,
 //! and every [`Controller::gc_every`]. It frees the IPs of pods that are gone, replaced under
@@ -33,7 +34,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use ipam_core::engine::{Engine, Liveness, Reservation};
 use ipam_core::store::Store;
-use ipam_core::{AppKind, AppRef, IpRecord, PodContext, WorkloadKind};
+use ipam_core::{AppKind, AppRef, IpRecord, WorkloadKind};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -317,33 +318,22 @@ impl<S: Store + 'static> Controller<S> {
 
     /// Reserves the IPs of `pods` (see [`Engine::reserve`]).
     async fn reserve(&self, pods: Vec<Arc<Pod>>) -> Work {
-        let apps = futures::future::join_all(pods.iter().map(|pod| {
+        let contexts = futures::future::join_all(pods.iter().map(|pod| {
             let namespace = pod.namespace().unwrap_or_default();
-            async move { self.owners.application(pod, &namespace).await }
+            async move { self.owners.context(pod, &namespace).await }
         }))
         .await;
         let mut reservations = Vec::new();
-        for (pod, app) in pods.iter().zip(apps) {
-            let (app, app_uid) = match app {
-                Ok(found) => found,
+        for (pod, context) in pods.iter().zip(contexts) {
+            match context {
+                Ok(context) => reservations.push(Reservation {
+                    pod: context,
+                    pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+                }),
                 Err(e) => {
                     tracing::debug!(pod = %pod.name_any(), error = %e, "no reservation: the pod's application is unknown");
-                    continue;
                 }
-            };
-            let meta = &pod.metadata;
-            reservations.push(Reservation {
-                pod: PodContext {
-                    namespace: meta.namespace.clone().unwrap_or_default(),
-                    name: meta.name.clone().unwrap_or_default(),
-                    labels: meta.labels.clone().unwrap_or_default(),
-                    annotations: meta.annotations.clone().unwrap_or_default(),
-                    app: Some(app),
-                    app_uid: Some(app_uid).filter(|u| !u.is_empty()),
-                    ..PodContext::default()
-                },
-                pod_uid: meta.uid.clone().unwrap_or_default(),
-            });
+            }
         }
         match self.engine.reserve(&reservations).await {
             Ok(reserved) => tracing::debug!(

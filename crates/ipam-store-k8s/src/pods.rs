@@ -169,6 +169,21 @@ impl Owners {
         Ok(owner)
     }
 
+    /// What the pod itself tells an allocation: its namespace (`namespace`), name, labels,
+    /// annotations and application. The node's and the namespace's facts are the caller's.
+    pub async fn context(&self, pod: &Pod, namespace: &str) -> Result<PodContext, Error> {
+        let (app, app_uid) = self.application(pod, namespace).await?;
+        Ok(PodContext {
+            namespace: namespace.to_string(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+            app: Some(app),
+            app_uid: Some(app_uid).filter(|u| !u.is_empty()),
+            ..PodContext::default()
+        })
+    }
+
     /// The pod's application and its uid: its top owner (see the module documentation).
     pub async fn application(&self, pod: &Pod, namespace: &str) -> Result<(AppRef, String), Error> {
         let Some(first) = controller(&pod.metadata) else {
@@ -318,7 +333,7 @@ impl NodePods {
                 self.node
             )));
         }
-        let (app, app_uid) = self.owners.application(&pod, namespace).await?;
+        let own = self.owners.context(&pod, namespace).await?;
         let ns = self.namespaces.get(&ObjectRef::new(namespace));
         let ns = match ns {
             Some(ns) => Some(ns),
@@ -338,12 +353,7 @@ impl NodePods {
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default();
         Ok(PodContext {
-            namespace: namespace.to_string(),
             name: name.to_string(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
-            app: Some(app),
-            app_uid: Some(app_uid).filter(|u| !u.is_empty()),
             node: self.node.clone(),
             node_labels,
             namespace_labels: ns
@@ -354,6 +364,7 @@ impl NodePods {
                 .as_ref()
                 .and_then(|n| n.metadata.annotations.clone())
                 .unwrap_or_default(),
+            ..own
         })
     }
 }

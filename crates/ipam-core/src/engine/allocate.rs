@@ -45,7 +45,7 @@ fn with_pools(
     listed
 }
 
-fn pod_key(namespace: &str, name: &str) -> String {
+pub(super) fn pod_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 

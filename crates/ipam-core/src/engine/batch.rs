@@ -526,9 +526,9 @@ fn apply(
             };
             // The same container asking again, or the same pod with a new sandbox: it keeps
             // its IP (re-stamped with the new holder). A record of the pod that names no
-            // container (reserved by the controller before the ADD, or detached) stays as it
-            // is: the pod's endpoint says which container holds it, and the ADD that adopts it
-            // writes no pool. Nor does a reservation replace the record of a container.
+            // container (reserved by the controller before the ADD, or Spiderpool's) stays as
+            // it is where the caller adopts: the pod's endpoint says which container holds it,
+            // and the ADD writes no pool. Nor does a reservation replace a container's record.
             if let Some(ip) = same_container.or_else(same_pod) {
                 if !adopts(records.get(&ip), record, *adopt) {
                     records.set(ip, record);

@@ -80,9 +80,9 @@ impl<S: Store> Engine<S> {
             for (ip, record) in pool.records() {
                 // A record without a container is asked too: Spiderpool's records name none
                 // (a cluster moved from it keeps them), nor do the IPs the controller reserves
-                // for a pod before its ADD. (Embedded mode's liveness, the
-                // recorded netns, finds none for it; nor for a record detached for a
-                // StatefulSet pod, which `kept_for_statefulset` keeps.)
+                // for a pod before its ADD. (Embedded mode's liveness, the recorded netns,
+                // finds none for it, nor for a record detached for a StatefulSet pod, which
+                // `kept_for_statefulset` keeps.)
                 let alive = match liveness.alive(&record).await {
                     Ok(a) => a,
                     Err(e) => {

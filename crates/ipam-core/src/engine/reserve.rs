@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::Engine;
+use super::allocate::pod_key;
 use super::batch::{OpResult, PoolOp};
 use super::request::{NicRequest, PodContext, PoolIp};
 use crate::annotations::PodAnnotations;
@@ -130,7 +131,7 @@ fn plan(pod: &Reservation, pools: &[Arc<SpiderIPPool>]) -> Plan {
                 return Plan::Skip;
             }
             let record = IpRecord {
-                pod: format!("{}/{}", ctx.namespace, ctx.name),
+                pod: pod_key(&ctx.namespace, &ctx.name),
                 pod_uid: pod.pod_uid.clone(),
                 container_id: None,
                 interface: Some(interface.clone()),
@@ -159,36 +160,31 @@ impl<S: Store> Engine<S> {
     pub async fn reserve(&self, pods: &[Reservation]) -> Result<Reserved, Error> {
         let pools = self.pools().await?;
         let mut out = Reserved::default();
-        let mut per_pool: BTreeMap<String, Vec<(usize, PoolOp)>> = BTreeMap::new();
-        for (i, pod) in pods.iter().enumerate() {
-            match plan(pod, &pools) {
-                Plan::Skip => {}
-                Plan::Take(records) => {
-                    for (pool, record) in records {
-                        per_pool.entry(pool).or_default().push((
-                            i,
-                            PoolOp::Allocate {
-                                record,
-                                adopt: true,
-                            },
-                        ));
-                    }
+        // Per pool, the pod (`namespace/name`) of each operation, and the operation.
+        let mut per_pool: BTreeMap<String, Vec<(String, PoolOp)>> = BTreeMap::new();
+        for pod in pods {
+            if let Plan::Take(records) = plan(pod, &pools) {
+                for (pool, record) in records {
+                    let op = PoolOp::Allocate {
+                        record: record.clone(),
+                        adopt: true,
+                    };
+                    per_pool.entry(pool).or_default().push((record.pod, op));
                 }
             }
         }
+        // The writes take the cached pools over only when no listing still holds them.
         drop(pools);
         let writes = per_pool.into_iter().map(|(pool, ops)| async move {
-            let (who, ops): (Vec<usize>, Vec<PoolOp>) = ops.into_iter().unzip();
+            let (who, ops): (Vec<String>, Vec<PoolOp>) = ops.into_iter().unzip();
             let results = self.pool_ops(&pool, ops).await;
             (pool, who, results)
         });
         let mut first_error = None;
         for (pool, who, results) in futures::future::join_all(writes).await {
-            for (i, result) in who.into_iter().zip(results) {
+            for (pod, result) in who.into_iter().zip(results) {
                 match result {
                     Ok(OpResult::Allocated { ip, .. }) => {
-                        let ctx = &pods[i].pod;
-                        let pod = format!("{}/{}", ctx.namespace, ctx.name);
                         out.ips.push((
                             pod,
                             PoolIp {
