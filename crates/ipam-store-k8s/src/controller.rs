@@ -389,9 +389,9 @@ impl<S: Store + 'static> Controller<S> {
         )
         .default_backoff();
         let mut pod_events = std::pin::pin!(pod_events);
-        // Pods waiting for a reservation pass, by uid; one pass at a time, which takes what
-        // came meanwhile.
-        let mut to_reserve: std::collections::BTreeMap<String, Arc<Pod>> = Default::default();
+        // Pods waiting for a reservation pass; one pass at a time, which takes what came
+        // meanwhile.
+        let mut to_reserve = Waiting::default();
         let mut reserve_at: Option<tokio::time::Instant> = None;
         let mut reserving = false;
         let mut every = tokio::time::interval(self.gc_every);
@@ -447,8 +447,7 @@ impl<S: Store + 'static> Controller<S> {
                 () = tokio::time::sleep_until(reserve_due), if reserve_at.is_some() && !reserving => {
                     reserve_at = None;
                     reserving = true;
-                    let batch = std::mem::take(&mut to_reserve).into_values().collect();
-                    work.push(Box::pin(self.reserve(batch)));
+                    work.push(Box::pin(self.reserve(to_reserve.take())));
                 }
                 () = tokio::time::sleep_until(retry), if retry_at.is_some() => {
                     retry_at = None;
@@ -459,15 +458,12 @@ impl<S: Store + 'static> Controller<S> {
                 Some(event) = pod_events.next() => match event {
                     Ok(watcher::Event::Delete(pod)) => {
                         gc_due = true;
-                        if let Some(uid) = &pod.metadata.uid {
-                            to_reserve.remove(uid);
-                        }
+                        to_reserve.gone(&pod);
                     }
                     Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))
-                        if self.reserve_ahead && wants_reservation(&pod) =>
+                        if self.reserve_ahead =>
                     {
-                        let uid = pod.metadata.uid.clone().unwrap_or_default();
-                        to_reserve.entry(uid).or_insert_with(|| Arc::new(pod));
+                        to_reserve.note(pod);
                     }
                     _ => {}
                 },
@@ -507,6 +503,42 @@ fn wants_reservation(pod: &Pod) -> bool {
         .as_ref()
         .is_some_and(|a| a.contains_key(ipam_core::annotations::IPPOOLS));
     meta.uid.is_some() && meta.deletion_timestamp.is_none() && !started && annotated
+}
+
+/// The pods waiting for the next reservation pass, by uid, each in the newest state seen.
+#[derive(Default)]
+struct Waiting(std::collections::BTreeMap<String, Arc<Pod>>);
+
+impl Waiting {
+    /// Notes a pod's new state: it waits while it wants a reservation, and leaves once it
+    /// no longer does (it started, or is being deleted), so that a pod deleted while it waits
+    /// gets no IPs that only GC would free.
+    fn note(&mut self, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        if wants_reservation(&pod) {
+            self.0.insert(uid, Arc::new(pod));
+        } else {
+            self.0.remove(&uid);
+        }
+    }
+
+    /// Notes that a pod is gone.
+    fn gone(&mut self, pod: &Pod) {
+        if let Some(uid) = &pod.metadata.uid {
+            self.0.remove(uid);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The waiting pods, for a pass; none wait after it.
+    fn take(&mut self) -> Vec<Arc<Pod>> {
+        std::mem::take(&mut self.0).into_values().collect()
+    }
 }
 
 /// How long the leader collects new pods before it reserves their IPs in one pass (a pass
@@ -789,6 +821,59 @@ mod tests {
 
     fn app(name: &str) -> AppRef {
         AppRef::apps_v1(WorkloadKind::Deployment, "ns", name)
+    }
+
+    /// A pod `name` that has not started, with an `ippools` annotation.
+    fn pending_pod(name: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{name}")),
+                annotations: Some(
+                    [(
+                        ipam_core::annotations::IPPOOLS.to_string(),
+                        r#"[{"interface":"eth0","ipv4":["shared"]}]"#.to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some("Pending".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn names(pods: &[Arc<Pod>]) -> Vec<String> {
+        pods.iter().map(|p| p.name_any()).collect()
+    }
+
+    #[test]
+    fn a_pod_waits_for_a_reservation_only_while_it_wants_one() {
+        let mut waiting = Waiting::default();
+        for name in ["deleted", "started", "gone", "kept"] {
+            waiting.note(pending_pod(name));
+        }
+        let mut unannotated = pending_pod("unannotated");
+        unannotated.metadata.annotations = None;
+        waiting.note(unannotated);
+
+        // Its next states: deleted while it waits, started by an ADD that came first, gone.
+        let mut deleted = pending_pod("deleted");
+        deleted.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        waiting.note(deleted);
+        let mut started = pending_pod("started");
+        started.status.as_mut().unwrap().phase = Some("Running".into());
+        waiting.note(started);
+        waiting.gone(&pending_pod("gone"));
+
+        assert_eq!(names(&waiting.take()), ["kept"]);
+        assert!(waiting.is_empty(), "a pass takes every waiting pod");
     }
 
     #[test]
