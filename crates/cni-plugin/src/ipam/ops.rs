@@ -370,11 +370,7 @@ pub async fn check<S: Store>(engine: &Engine<S>, args: &CheckArgs) -> Result<(),
     let records = engine.records().await?;
     // A record that names no container (reserved by the controller, or Spiderpool's) is the
     // pod's: this container's when the pod's endpoint names it.
-    let namespace = if args.pod_namespace.is_empty() {
-        "default"
-    } else {
-        args.pod_namespace.as_str()
-    };
+    let namespace = namespace_or_default(&args.pod_namespace);
     let pod = format!("{namespace}/{}", args.pod_name);
     let endpoint: Option<SpiderEndpoint> = if args.pod_name.is_empty() {
         None
